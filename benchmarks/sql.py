@@ -91,8 +91,7 @@ def measure_execgym(task_ids: list[str], rounds: int, explore: list[dict[str, st
     first_task = {db_id: next(i for i in task_ids if i.startswith(db_id)) for db_id in DB_IDS}
     for _ in range(rounds):
         # Every round starts as a fresh process would: no parsed query, no gold result cached.
-        for cached in (grading.sql_features, grading.has_order_by, grading._analyse):
-            cached.cache_clear()
+        grading.clear_caches()
         env = TextToSQLEnv(max_turns=50)
         for i, task_id in enumerate(task_ids):
             env.reset(options={"task_id": task_id})

@@ -3,24 +3,37 @@
 Every query the agent (or the grader) sends runs on a connection that is opened read-only (URI
 ``mode=ro``), has ``query_only`` on, an authorizer that allows reads only (no writes, ``ATTACH``, pragma
 changes, temp objects or extension loading), a progress handler that enforces a per-query time limit, and
-SQLite limits on value length. Results are read with ``fetchmany`` and capped in rows and bytes. Connections
-stay open: :class:`DatabasePool` keeps one per database file and role, so a step costs one query, not a
-connection, a thread or a process.
+SQLite's own limits on the length of a value, of the SQL text and on the number of result columns, so a
+single row holds at most ``columns x max_value_bytes`` bytes. Results are read one row at a time and capped
+in rows and bytes; rows past the cap are counted and dropped at once, never held in a batch. The authorizer
+also records which tables and columns a query reads (``QueryResult.reads``), resolved by SQLite itself.
+
+Errors are split by who caused them: the query's own (syntax, a refusal, a timeout, a value too big: a
+:class:`QueryError`) and the database file's (missing, a directory, not a database, corrupt, unreadable: a
+:class:`DatabaseFault`, an :class:`~execgym.core.errors.InfraError`). A read-only query cannot make an
+intact file fail, so a policy cannot raise a ``DatabaseFault`` at will.
+
+Connections stay open: :class:`DatabasePool` keeps one per database file and role, so a step costs one
+query, not a connection, a thread or a process.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sqlite3
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from execgym.core.errors import InfraError
+
 __all__ = [
+    "DatabaseFault",
     "DatabasePool",
     "QueryError",
     "QueryResult",
@@ -51,6 +64,28 @@ _ACTION_NAMES = {
     sqlite3.SQLITE_CREATE_VTABLE: "CREATE VIRTUAL TABLE", sqlite3.SQLITE_DROP_VTABLE: "DROP VIRTUAL TABLE",
 }
 _PROGRESS_EVERY = 2_000  # VM instructions between deadline checks: ~tens of microseconds
+# SQLite result codes (the low byte of the extended code) that mean the file or the machine failed. A read-only
+# query on an intact file never yields one, so these can never be the policy's doing.
+_FAULT_CODES = {
+    3: "SQLITE_PERM", 5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 10: "SQLITE_IOERR", 11: "SQLITE_CORRUPT",
+    14: "SQLITE_CANTOPEN", 15: "SQLITE_PROTOCOL", 16: "SQLITE_EMPTY", 17: "SQLITE_SCHEMA", 22: "SQLITE_NOLFS",
+    24: "SQLITE_FORMAT", 26: "SQLITE_NOTADB",
+}
+_MIN_RESULT_COLUMNS = 64  # raised to the widest table of a database, so every table stays readable
+QUERY_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES"})
+"""First keywords of a query that returns rows (what ``syntax`` and ``executed`` accept)."""
+
+
+class DatabaseFault(InfraError):
+    """The database file failed, not the query: missing, not a regular file, not SQLite, corrupt, unreadable.
+
+    Example:
+        >>> try:
+        ...     SafeDatabase("/nonexistent/db.sqlite")
+        ... except DatabaseFault as exc:
+        ...     print(exc)
+        database file 'db.sqlite' does not exist
+    """
 
 
 class QueryError(Exception):
@@ -81,6 +116,10 @@ class QueryResult:
         complete: every row was kept (``rows`` is the whole result).
         total_is_lower_bound: counting stopped at the cap: there are more than ``total_rows`` rows.
         elapsed_s: wall time of the query.
+        reads: the ``(table, column)`` pairs of the database's own tables and views the query reads, lower
+            case, as SQLite's authorizer reports them (column ``""``: the table is read for its rows only,
+            as by ``COUNT(*)``). Empty for ``SELECT 1`` or a query of the schema table only.
+        nbytes: the estimated size of the rows kept.
 
     Example:
         >>> r = QueryResult(["n"], [(1,), (2,)], total_rows=7, complete=False)
@@ -94,6 +133,13 @@ class QueryResult:
     complete: bool
     total_is_lower_bound: bool = False
     elapsed_s: float = 0.0
+    reads: frozenset[tuple[str, str]] = frozenset()
+    nbytes: int = 0
+
+    @property
+    def reads_database(self) -> bool:
+        """The query read at least one of the database's tables or views."""
+        return bool(self.reads)
 
 
 @dataclass
@@ -218,7 +264,12 @@ class SafeDatabase:
     Args:
         path: the ``.sqlite`` file.
         timeout_s: default time limit per query.
-        max_value_bytes: the longest string or blob a query may build (SQLite's length limit).
+        max_value_bytes: the longest string or blob a query may read or build (SQLite's length limit; a stored
+            value longer than this cannot be read either).
+        max_sql_chars: the longest query text accepted.
+
+    Raises:
+        DatabaseFault: the file is missing, not a regular file, or not a readable SQLite database.
 
     Example:
         >>> import sqlite3, tempfile, os
@@ -228,8 +279,8 @@ class SafeDatabase:
         ...     _ = c.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(50)])
         >>> db = SafeDatabase(path)
         >>> r = db.execute("SELECT x FROM t ORDER BY x", keep_rows=3, count_rows_up_to=1000)
-        >>> r.rows, r.total_rows
-        ([(0,), (1,), (2,)], 50)
+        >>> r.rows, r.total_rows, sorted(r.reads)
+        ([(0,), (1,), (2,)], 50, [('t', 'x')])
         >>> try:
         ...     db.execute("DELETE FROM t")
         ... except QueryError as exc:
@@ -238,26 +289,54 @@ class SafeDatabase:
         >>> db.close()
     """
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 5.0, max_value_bytes: int = 16_000_000) -> None:
+    def __init__(self, path: str | Path, *, timeout_s: float = 5.0, max_value_bytes: int = 1_000_000,
+                 max_sql_chars: int = 1_000_000) -> None:
         self.path = Path(path)
+        name = self.path.name
+        if not self.path.exists():
+            raise DatabaseFault(f"database file {name!r} does not exist")
         if not self.path.is_file():
-            raise FileNotFoundError(f"database file {str(self.path)!r} does not exist")
+            raise DatabaseFault(f"database file {name!r} is not a regular file")
         self.timeout_s = float(timeout_s)
+        self.max_sql_chars = int(max_sql_chars)
         self._deadline = math.inf
         self._denied: str | None = None
+        self._reads: set[tuple[str, str]] = set()
         self._row_counts: dict[str, int | None] = {}
-        self._tables: list[str] | None = None
         uri = self.path.resolve().as_uri() + "?mode=ro"
-        self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA query_only = ON")
+        try:
+            # No statement cache: every query is prepared, so the authorizer sees (and records) every read.
+            self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                        cached_statements=0)
+        except sqlite3.Error as exc:
+            raise DatabaseFault(f"database file {name!r} cannot be opened: {exc}") from None
+        try:
+            self.conn.execute("PRAGMA query_only = ON")
+            # Reading the schema proves the file is a database; the widest table sets the column limit.
+            objects = self.conn.execute(
+                "SELECT m.name, m.type, CASE m.type WHEN 'table' THEN (SELECT COUNT(*) FROM pragma_table_info(m.name)) "
+                "END FROM sqlite_master AS m WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' "
+                "ORDER BY m.rowid"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise DatabaseFault(f"database file {name!r} is not a readable SQLite database: {exc}") from None
+        self._tables = [n for n, kind, _ in objects if kind == "table"]
+        self._relations = {n.lower() for n, _, _ in objects}
+        widest = max((int(c or 0) for _, _, c in objects), default=0)
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_value_bytes)
-        self.conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, 1_000_000)
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, int(max_value_bytes))
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, 4 * self.max_sql_chars + 64)
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, max(_MIN_RESULT_COLUMNS, widest))
         self.conn.set_authorizer(self._authorize)
         self.conn.set_progress_handler(self._progress, _PROGRESS_EVERY)
 
     # ------------------------------------------------------------------ guards
     def _authorize(self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None) -> int:
+        if action == sqlite3.SQLITE_READ:
+            if arg1 is not None and arg1.lower() in self._relations:
+                self._reads.add((arg1.lower(), (arg2 or "").lower()))
+            return sqlite3.SQLITE_OK
         if action in _ALLOWED_ACTIONS:
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() not in DENIED_FUNCTIONS:
@@ -280,6 +359,18 @@ class SafeDatabase:
     def _check_text(self, sql: str) -> str:
         if not isinstance(sql, str) or not sql.strip():
             raise QueryError("refused: the query is empty", "refused")
+        if len(sql) > self.max_sql_chars:
+            raise QueryError(f"refused: the query is {len(sql):,} characters long, over the limit of "
+                             f"{self.max_sql_chars:,}", "refused")
+        if not sql.isascii():
+            try:
+                sql.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise QueryError(f"refused: the query is not valid Unicode text (a lone surrogate "
+                                 f"{sql[exc.start]!r} at character {exc.start})", "refused") from None
+        if "\x00" in sql:
+            raise QueryError(f"refused: the query holds a NUL character (at character {sql.index(chr(0))})",
+                             "refused")
         statements = split_statements(sql)
         if not statements:
             raise QueryError("refused: the query holds only comments", "refused")
@@ -314,7 +405,8 @@ class SafeDatabase:
         the result can state how many rows there were without holding them.
 
         Raises:
-            QueryError: SQLite's error message, a refusal, or a timeout.
+            QueryError: SQLite's error message, a refusal, or a timeout: the query's own failure.
+            DatabaseFault: the database file failed (corrupt, unreadable, gone).
         """
         statement = self._check_text(sql)
         count_cap = max(keep_rows, count_rows_up_to if count_rows_up_to is not None else keep_rows)
@@ -326,6 +418,8 @@ class SafeDatabase:
                 raise self._translate(exc, limit) from None
         except sqlite3.Error as exc:
             raise self._translate(exc, limit) from None
+        except (MemoryError, OverflowError, ValueError, TypeError, RecursionError) as exc:
+            raise QueryError(f"the query failed: {type(exc).__name__}: {exc}", "sql") from None
         # Real-world databases (BIRD) hold some text that is not valid UTF-8: show it rather than fail. The
         # lenient decoder costs a Python call per value, so it is only used for the queries that need it.
         self.conn.text_factory = _decode_leniently
@@ -333,48 +427,101 @@ class SafeDatabase:
             return self._run(statement, params, keep_rows, count_cap, max_bytes, limit)
         except sqlite3.Error as exc:
             raise self._translate(exc, limit) from None
+        except (MemoryError, OverflowError, ValueError, TypeError, RecursionError) as exc:
+            raise QueryError(f"the query failed: {type(exc).__name__}: {exc}", "sql") from None
         finally:
             self.conn.text_factory = str
+
+    def compiles(self, sql: str, timeout_s: float | None = None) -> bool:
+        """Whether SQLite compiles ``sql`` (one read-only statement) on this database, without running it."""
+        return self.compile_error(sql, timeout_s) is None
+
+    def compile_error(self, sql: str, timeout_s: float | None = None) -> str | None:
+        """None when SQLite compiles ``sql`` (one read-only statement) here, else why not (nothing is run).
+
+        Raises:
+            DatabaseFault: the database file failed.
+        """
+        try:
+            statement = self._check_text(sql)
+        except QueryError as exc:
+            return str(exc)
+        limit = self.timeout_s if timeout_s is None else float(timeout_s)
+        self._deadline = time.perf_counter() + limit
+        self._denied = None
+        self._reads = set()
+        try:
+            cursor = self.conn.execute("EXPLAIN " + statement)
+            deque(cursor, maxlen=0)
+            cursor.close()
+        except sqlite3.Error as exc:
+            error = self._translate(exc, limit)
+            if isinstance(error, DatabaseFault):
+                raise error from None
+            return str(error)
+        except (MemoryError, OverflowError, ValueError, TypeError, RecursionError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            self._deadline = math.inf
+            self._denied = None
+        return None
+
+    @property
+    def last_reads(self) -> frozenset[tuple[str, str]]:
+        """What the last query prepared on this connection reads (also after it failed at run time)."""
+        return frozenset(self._reads)
 
     def _run(self, statement: str, params: Sequence[Any], keep_rows: int, count_cap: int, max_bytes: int,
              limit: float) -> QueryResult:
         start = time.perf_counter()
         self._deadline = start + limit
         self._denied = None
+        self._reads = set()
         rows: list[tuple[Any, ...]] = []
-        total = 0
         size = 0
         complete = True
         lower_bound = False
         try:
             cursor = self.conn.execute(statement, params)
             columns = [d[0] for d in cursor.description] if cursor.description else []
-            batch_size = 256
-            while True:
-                batch = cursor.fetchmany(batch_size)
-                if not batch:
+            # One row at a time: a row is the most ever held beyond what is kept (a batch of rows of big
+            # values would hold hundreds of megabytes before any cap could be checked).
+            for row in cursor:
+                row_bytes = _value_bytes(row)
+                if len(rows) >= keep_rows or size + row_bytes > max_bytes:
+                    complete = False
+                    del row  # not kept: let it go before the next one is made
                     break
-                if complete:
-                    for row in batch:
-                        size += _value_bytes(row)
-                        if len(rows) >= keep_rows or size > max_bytes:
-                            complete = False
-                            break
-                        rows.append(row)
-                total += len(batch)
+                size += row_bytes
+                rows.append(row)
+            total = len(rows)
+            if not complete:
+                # Count the rest without keeping them: each row is dropped as soon as it is made.
+                counter = itertools.count()
+                deque(zip(itertools.islice(cursor, count_cap - total + 1), counter), maxlen=0)
+                total += 1 + next(counter)
                 if total > count_cap:
                     lower_bound = True
                     total = count_cap
-                    complete = False
-                    break
-                batch_size = 4_096
             cursor.close()
         finally:
             self._deadline = math.inf
-        return QueryResult(columns, rows, total, complete, lower_bound, time.perf_counter() - start)
+        reads = frozenset(self._reads)
+        return QueryResult(columns, rows, total, complete, lower_bound, time.perf_counter() - start, reads, size)
 
-    def _translate(self, exc: sqlite3.Error, limit: float) -> QueryError:
+    def _fault(self, exc: sqlite3.Error) -> DatabaseFault | None:
+        code = getattr(exc, "sqlite_errorcode", None)
+        name = _FAULT_CODES.get(code & 0xFF) if isinstance(code, int) else None
+        if name is None:
+            return None
+        return DatabaseFault(f"database file {self.path.name!r} failed ({name}): {exc}")
+
+    def _translate(self, exc: sqlite3.Error, limit: float) -> QueryError | DatabaseFault:
         message = str(exc)
+        fault = self._fault(exc)
+        if fault is not None:
+            self._denied = None
+            return fault
         if isinstance(exc, sqlite3.OperationalError) and message == "interrupted":
             return QueryError(f"the query ran past the time limit of {limit:g} s and was stopped", "timeout")
         if self._denied is not None or "not authorized" in message or "authorization denied" in message:
@@ -388,11 +535,6 @@ class SafeDatabase:
     # ------------------------------------------------------------------ schema
     def tables(self) -> list[str]:
         """Names of the user tables, in schema order."""
-        if self._tables is None:
-            result = self.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
-            )
-            self._tables = [r[0] for r in result.rows]
         return list(self._tables)
 
     def resolve_table(self, name: str) -> str | None:
@@ -457,6 +599,8 @@ def quote_identifier(name: str) -> str:
 class DatabasePool:
     """Open :class:`SafeDatabase` connections, one per file, least recently used closed past ``max_open``.
 
+    Keyword arguments other than ``max_open`` are passed to every :class:`SafeDatabase` it opens.
+
     Example:
         >>> pool = DatabasePool(max_open=2)
         >>> len(pool)
@@ -464,24 +608,32 @@ class DatabasePool:
         >>> pool.close()
     """
 
-    def __init__(self, *, max_open: int = 32, timeout_s: float = 5.0) -> None:
+    def __init__(self, *, max_open: int = 32, timeout_s: float = 5.0, **options: Any) -> None:
         self.max_open = max(1, int(max_open))
         self.timeout_s = timeout_s
+        self.options = options
         self._open: OrderedDict[str, SafeDatabase] = OrderedDict()
 
     def get(self, path: str | Path) -> SafeDatabase:
-        """The open connection to ``path``, opening it (and closing the least recently used) if needed."""
+        """The open connection to ``path``, opening it (and closing the least recently used) if needed.
+
+        Raises:
+            DatabaseFault: the file cannot be opened as a SQLite database.
+        """
         key = str(path)
         db = self._open.get(key)
         if db is not None:
             self._open.move_to_end(key)
             return db
-        db = SafeDatabase(path, timeout_s=self.timeout_s)
+        db = SafeDatabase(path, timeout_s=self.timeout_s, **self.options)
         self._open[key] = db
         while len(self._open) > self.max_open:
             _, old = self._open.popitem(last=False)
             old.close()
         return db
+
+    def __contains__(self, path: object) -> bool:
+        return str(path) in self._open
 
     def __len__(self) -> int:
         return len(self._open)

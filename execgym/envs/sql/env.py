@@ -5,12 +5,33 @@ Registered as ``execgym/TextToSQL-v0``. Tools: ``list_tables()``, ``describe_tab
 and the gold query on every variant of the database (Spider test-suite or BIRD semantics); the partial
 signals of Reasoning-SQL (``executed``, ``syntax``, ``schema_link``, ``ngram``) and ReEx-SQL's per-step
 exploration signal (``executed``, ``returned_rows``) are reported in ``info["reward_components"]``.
+
+What earns each component (the cheapest action that does is a real query over a real table):
+
+* ``executed`` (step and submission): the query ran without error (on every variant, for the submission)
+  and read at least one of the database's tables or views. ``SELECT 1`` or a query of ``sqlite_master``
+  only earns 0.
+* ``returned_rows`` (step): ``executed`` and at least one row came back.
+* ``syntax`` (submission): SQLite compiles it, on this database, as one read-only ``SELECT`` / ``WITH``
+  query that reads at least one of its tables (it may still fail at run time or time out). Text that is
+  not such a query (``test``, ``42``, ``SELECT``, ``DROP TABLE x``, ``SELECT 1``) earns 0.
+* ``schema_link`` (submission): 0 unless ``syntax``; then the Jaccard similarity of the tables and
+  columns it reads with those the gold query reads, both as SQLite's authorizer resolves them.
+* ``ngram`` (submission): 0 unless ``syntax``; then the Jaccard similarity of token bigrams of the two
+  queries' normalised text.
+
+Who failed: an error of the agent's query (syntax, a refusal, a timeout, a value or result too big, text
+that is not valid Unicode) is the agent's 0; a failure of the machinery (a database file missing, replaced
+by a folder, corrupt or unreadable, a gold query that fails) raises :class:`~execgym.core.errors.InfraError`
+(``info["infra_error"]``). Nothing the agent sends can cause the second.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +39,49 @@ from execgym.core.env import AgentEnv, Grade
 from execgym.core.errors import InfraError
 from execgym.core.tasks import Generator, Task
 from execgym.core.tools import Tool, ToolError, ToolOutput
-from execgym.envs.sql.db import DatabasePool, QueryError, QueryResult, SafeDatabase, format_result, format_value
+from execgym.envs.sql.cache import ByteLRU
+from execgym.envs.sql.db import (
+    QUERY_KEYWORDS,
+    DatabaseFault,
+    DatabasePool,
+    QueryError,
+    QueryResult,
+    SafeDatabase,
+    first_keyword,
+    format_result,
+    format_value,
+)
 from execgym.envs.sql.generator import QuestionGenerator
 from execgym.envs.sql.grading import (
     METRICS,
-    has_order_by,
+    QuerySignals,
     ngram_similarity,
+    query_signals,
     results_match,
+    schema_items,
     schema_link_similarity,
-    sql_features,
+    sql_tokens,
 )
 from execgym.envs.sql.tasks import bundled_tasks, load_bird, load_jsonl, load_spider
 
 __all__ = ["TextToSQLEnv"]
 
 _ZERO_COMPONENTS = {"executed": 0.0, "syntax": 0.0, "schema_link": 0.0, "ngram": 0.0}
+
+
+def _result_cost(_key: Hashable, result: QueryResult) -> int:
+    return result.nbytes + 64 * len(result.rows) + 256
+
+
+_CHECKED_SOURCES = tuple(f"{name}:" for name in ("spider", "bird", "jsonl"))
+
+
+def _open(pool: DatabasePool, path: str, source: str = "") -> SafeDatabase:
+    """The pool's connection to a task's database. A loaded dataset's paths were stored resolved and checked:
+    such a path must still resolve to itself (no symlink swapped in since loading)."""
+    if path not in pool and source.startswith(_CHECKED_SOURCES) and os.path.realpath(path) != path:
+        raise DatabaseFault(f"database file {Path(path).name!r} now resolves elsewhere than when it was loaded")
+    return pool.get(path)
 
 
 class TextToSQLEnv(AgentEnv):
@@ -48,6 +97,15 @@ class TextToSQLEnv(AgentEnv):
         max_cell_chars: longer values are cut in what the agent sees.
         include_schema: put the ``CREATE TABLE`` statements in the task statement.
         max_open_databases: connections kept open (per role), least recently used closed first.
+        max_query_chars: the longest query ``execute_sql`` runs and ``submit_sql`` grades (a longer one is
+            refused and scores 0; it is never parsed).
+        max_value_bytes: the longest string or blob a query may read or build (SQLite's length limit).
+        gold_cache_bytes: memory the cache of gold-query results may hold.
+        allow_paths_outside_dataset: every database file a loaded dataset names must resolve (symlinks
+            followed) inside the dataset's own folder; ``~``, absolute paths, ``..`` and symlinks that leave
+            it are errors at load time. A list of folders allows those as well; ``True`` allows any path.
+        skip_invalid_rows: skip malformed rows of a loaded dataset (counted in one warning and listed in
+            ``skipped_rows``) instead of failing at construction on the first.
         **kwargs: :class:`~execgym.core.env.AgentEnv` arguments (``dataset``, ``split``, ``max_turns``, ...).
 
     Example:
@@ -85,6 +143,11 @@ class TextToSQLEnv(AgentEnv):
         max_cell_chars: int = 200,
         include_schema: bool = False,
         max_open_databases: int = 16,
+        max_query_chars: int = 20_000,
+        max_value_bytes: int = 1_000_000,
+        gold_cache_bytes: int = 64_000_000,
+        allow_paths_outside_dataset: bool | Sequence[str | os.PathLike[str]] = False,
+        skip_invalid_rows: bool = False,
         **kwargs: Any,
     ) -> None:
         if metric not in METRICS:
@@ -99,10 +162,24 @@ class TextToSQLEnv(AgentEnv):
         self.count_rows_up_to = int(count_rows_up_to)
         self.max_cell_chars = int(max_cell_chars)
         self.include_schema = bool(include_schema)
+        self.max_query_chars = int(max_query_chars)
+        if isinstance(allow_paths_outside_dataset, (str, bytes, os.PathLike)):
+            raise TypeError("allow_paths_outside_dataset must be True/False or a list of folders")
+        allowed: tuple[Path, ...] | None = None
+        if allow_paths_outside_dataset is not True:
+            allowed = tuple(Path(d).expanduser().resolve() for d in (allow_paths_outside_dataset or ()))
+        self.allow_paths_outside_dataset = allow_paths_outside_dataset
+        self.skipped_rows: list[str] = []
+        # Loaders get the path policy and the row policy of this env (a class attribute holds the bare ones).
+        self.loaders = {name: partial(fn, allowed_dirs=allowed, skip_invalid_rows=skip_invalid_rows,
+                                      skipped=self.skipped_rows)
+                        for name, fn in type(self).loaders.items()}
         # The agent's queries and the gold queries never share a connection.
-        self._agent_dbs = DatabasePool(max_open=max_open_databases, timeout_s=self.query_timeout_s)
-        self._gold_dbs = DatabasePool(max_open=max_open_databases, timeout_s=self.grading_timeout_s)
-        self._gold_results: OrderedDict[tuple[str, str], QueryResult] = OrderedDict()
+        self._agent_dbs = DatabasePool(max_open=max_open_databases, timeout_s=self.query_timeout_s,
+                                       max_value_bytes=max_value_bytes, max_sql_chars=self.max_query_chars)
+        self._gold_dbs = DatabasePool(max_open=max_open_databases, timeout_s=self.grading_timeout_s,
+                                      max_value_bytes=max_value_bytes)
+        self._gold_results: ByteLRU[QueryResult] = ByteLRU(gold_cache_bytes, _result_cost)
         self._tool_list: list[Tool] | None = None
         self._db: SafeDatabase | None = None
         self._submission: str | None = None
@@ -128,7 +205,7 @@ class TextToSQLEnv(AgentEnv):
         paths = task.data["db_paths"]
         if not paths:
             raise ValueError(f"task {task.id!r} names no database file")
-        self._db = self._agent_dbs.get(paths[0])
+        self._db = _open(self._agent_dbs, paths[0], task.source)
         self._submission = None
         statement = task.prompt
         if self.include_schema:
@@ -168,7 +245,7 @@ class TextToSQLEnv(AgentEnv):
 
     def _restore_state(self, state: dict[str, Any]) -> None:
         assert self.task is not None
-        self._db = self._agent_dbs.get(self.task.data["db_paths"][0])
+        self._db = _open(self._agent_dbs, self.task.data["db_paths"][0], self.task.source)
         self._submission = state["submission"]
 
     def _end(self) -> None:
@@ -254,13 +331,18 @@ class TextToSQLEnv(AgentEnv):
         """
         db = self._database()
         try:
-            result = db.execute(query, keep_rows=self.max_rows_shown, count_rows_up_to=self.count_rows_up_to)
+            result = db.execute(query, keep_rows=self.max_rows_shown, count_rows_up_to=self.count_rows_up_to,
+                                max_bytes=4_000_000)
         except QueryError as exc:
             return ToolOutput(f"Error: {exc}", components={"executed": 0.0, "returned_rows": 0.0}, is_error=True,
                               data={"error_kind": exc.kind})
+        executed = result.reads_database
+        output = format_result(result, self.max_cell_chars)
+        if not executed:
+            output += "\n(this query reads none of the database's tables)"
         return ToolOutput(
-            format_result(result, self.max_cell_chars),
-            components={"executed": 1.0, "returned_rows": float(result.total_rows > 0)},
+            output,
+            components={"executed": float(executed), "returned_rows": float(executed and result.total_rows > 0)},
             data={"rows": result.total_rows, "elapsed_s": result.elapsed_s},
         )
 
@@ -278,18 +360,21 @@ class TextToSQLEnv(AgentEnv):
         key = (path, gold)
         cached = self._gold_results.get(key)
         if cached is not None:
-            self._gold_results.move_to_end(key)
             return cached
+        name = Path(path).name
         try:
-            result = self._gold_dbs.get(path).execute(gold, keep_rows=self.max_result_rows,
-                                                      timeout_s=self.grading_timeout_s)
-        except (QueryError, OSError) as exc:
-            raise InfraError(f"the gold query fails on {Path(path).name}: {exc}") from None
+            assert self.task is not None
+            result = _open(self._gold_dbs, path, self.task.source).execute(gold, keep_rows=self.max_result_rows,
+                                                         timeout_s=self.grading_timeout_s)
+        except InfraError:
+            raise
+        except QueryError as exc:
+            raise InfraError(f"the gold query fails on {name}: {exc}") from None
+        except Exception as exc:  # any other failure of the gold side is the machinery's, never the agent's
+            raise InfraError(f"the gold query could not be run on {name}: {type(exc).__name__}: {exc}") from None
         if not result.complete:
-            raise InfraError(f"the gold result on {Path(path).name} exceeds {self.max_result_rows:,} rows")
-        self._gold_results[key] = result
-        while len(self._gold_results) > 512:
-            self._gold_results.popitem(last=False)
+            raise InfraError(f"the gold result on {name} exceeds {self.max_result_rows:,} rows or the byte cap")
+        self._gold_results.put(key, result)
         return result
 
     def _grade(self, submitted: bool) -> Grade:
@@ -301,41 +386,63 @@ class TextToSQLEnv(AgentEnv):
             details["error"] = "no query was submitted"
             return Grade(outcome=0.0, components=dict(_ZERO_COMPONENTS), details=details)
         gold = data["gold"]
-        pred_features = sql_features(query)
-        gold_features = sql_features(gold)
-        order_matters = has_order_by(gold)
-        details["order_matters"] = order_matters
+        gold_signals = query_signals(gold)
+        details["order_matters"] = gold_signals.ordered
+        paths: list[str] = list(data["db_paths"])
+        # The gold side first: if the machinery cannot grade, nothing the agent sent is judged.
+        gold_results = [self._gold_result(path, gold) for path in paths]
+        try:
+            return self._grade_submission(query, paths, gold_results, gold_signals, details)
+        except InfraError:
+            raise
+        except Exception as exc:  # the gold side is sound: whatever fails now was set off by the submission
+            details["error"] = f"grading the submission failed: {type(exc).__name__}: {exc}"
+            return Grade(outcome=0.0, components=dict(_ZERO_COMPONENTS), details=details)
+
+    def _grade_submission(self, query: str, paths: list[str], gold_results: list[QueryResult],
+                          gold_signals: QuerySignals, details: dict[str, Any]) -> Grade:
+        assert self.task is not None
         units: list[dict[str, Any]] = []
         executed = True
-        paths: list[str] = list(data["db_paths"])
-        for path in paths:
+        compiled = False
+        reads: frozenset[tuple[str, str]] = frozenset()
+        for path, gold_result in zip(paths, gold_results):
             unit_id = Path(path).name
-            gold_result = self._gold_result(path, gold)
+            db = _open(self._agent_dbs, path, self.task.source)
             try:
-                pred = self._agent_dbs.get(path).execute(query, keep_rows=self.max_result_rows,
-                                                         timeout_s=self.grading_timeout_s)
+                pred = db.execute(query, keep_rows=self.max_result_rows, timeout_s=self.grading_timeout_s)
             except QueryError as exc:
                 executed = False
+                # A timeout or a run-time error means it compiled; otherwise ask SQLite without running it.
+                compiled = compiled or exc.kind == "timeout" or (exc.kind == "sql" and db.compiles(query))
+                reads = reads or (db.last_reads if compiled else frozenset())
                 details["error"] = str(exc)
                 units.append({"id": unit_id, "passed": False, "error": str(exc)})
                 # Test-suite semantics: an error on any variant fails the whole submission.
                 units.extend({"id": Path(p).name, "passed": False, "error": "not run"}
                              for p in paths[len(units):])
                 break
+            compiled = True
+            reads = reads or pred.reads
             if not pred.complete:
                 units.append({"id": unit_id, "passed": False,
-                              "error": f"result exceeds {self.max_result_rows:,} rows"})
+                              "error": f"result exceeds {self.max_result_rows:,} rows or the byte cap"})
                 continue
-            passed = results_match(gold_result.rows, pred.rows, metric=self.metric, order_matters=order_matters)
+            passed = results_match(gold_result.rows, pred.rows, metric=self.metric,
+                                   order_matters=gold_signals.ordered)
             units.append({"id": unit_id, "passed": passed, "rows": len(pred.rows), "gold_rows": len(gold_result.rows)})
         outcome = float(bool(units) and all(u["passed"] for u in units))
+        gold_items = schema_items(gold_results[0].reads)
+        pred_items = schema_items(reads)
+        is_query = first_keyword(query) in QUERY_KEYWORDS
+        syntax = compiled and is_query and bool(pred_items)
         hack_flags = []
-        if outcome and gold_features.tables and pred_features.parses and not pred_features.tables:
+        if outcome and gold_items and not pred_items:
             hack_flags.append("the submitted query reads no table: the answer is written out as literals")
         components = {
-            "executed": float(executed),
-            "syntax": float(pred_features.parses),
-            "schema_link": schema_link_similarity(pred_features, gold_features),
-            "ngram": ngram_similarity(pred_features.tokens, gold_features.tokens),
+            "executed": float(executed and syntax),
+            "syntax": float(syntax),
+            "schema_link": schema_link_similarity(pred_items, gold_items) if syntax else 0.0,
+            "ngram": ngram_similarity(sql_tokens(query), gold_signals.tokens) if syntax else 0.0,
         }
         return Grade(outcome=outcome, components=components, units=units, hack_flags=hack_flags, details=details)

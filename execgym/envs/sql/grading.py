@@ -12,8 +12,11 @@ Execution match, two conventions:
 Floats are compared after rounding to 10 significant digits, so ``AVG(x)`` and ``SUM(x) * 1.0 / COUNT(x)``
 agree; ``1`` and ``1.0`` are equal (as in Python and SQLite).
 
-Partial signals (Reasoning-SQL): ``syntax`` (sqlglot parses the query in the SQLite dialect), ``schema_link``
-(Jaccard of the tables and columns referenced) and ``ngram`` (Jaccard of token bigrams of normalised SQL).
+Partial signals (Reasoning-SQL), each paid only for a query SQLite compiles on the task's database that reads
+at least one of its tables (so ``test``, ``42``, ``SELECT``, ``DROP TABLE x`` and ``SELECT 1`` earn nothing):
+``schema_link`` (Jaccard of the tables and columns read, as SQLite's authorizer resolves them, against the
+gold query's) and ``ngram`` (Jaccard of token bigrams of normalised SQL). Nothing here keeps a parse tree or
+the agent's text: the only cache holds gold-query signals within a byte budget.
 """
 
 from __future__ import annotations
@@ -21,28 +24,34 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel, ParseError, TokenError
+from sqlglot.errors import ErrorLevel
+
+from execgym.envs.sql.cache import ByteLRU
 
 __all__ = [
     "METRICS",
-    "SqlFeatures",
+    "SIGNAL_CACHE_BYTES",
+    "QuerySignals",
     "bird_eq",
+    "cache_bytes",
+    "clear_caches",
     "has_order_by",
     "jaccard",
     "ngram_similarity",
     "normalize_rows",
     "normalize_value",
+    "query_signals",
     "result_eq",
     "results_match",
+    "schema_items",
     "schema_link_similarity",
-    "sql_features",
+    "sql_tokens",
 ]
 
 METRICS = ("spider", "bird")
@@ -161,7 +170,84 @@ def results_match(
     raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
 
 
-@lru_cache(maxsize=4096)
+_SQLITE = sqlglot.Dialect.get_or_raise("sqlite")
+_WORD = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\w+|[^\w\s]")
+_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+SIGNAL_CACHE_BYTES = 16_000_000
+"""The memory the cache of gold-query signals may hold (the gold text, its tokens)."""
+
+
+@dataclass(frozen=True)
+class QuerySignals:
+    """What grading reads from a gold query's text: its tokens (for ``ngram``) and whether it orders its result.
+
+    Example:
+        >>> query_signals("SELECT a FROM t ORDER BY a")
+        QuerySignals(tokens=('select', 'a', 'from', 't', 'order by', 'a'), ordered=True)
+    """
+
+    tokens: tuple[str, ...]
+    ordered: bool
+
+
+def _signals_cost(sql: Hashable, value: QuerySignals) -> int:
+    return 2 * len(str(sql)) + sum(56 + len(t) for t in value.tokens) + 200
+
+
+_SIGNALS: ByteLRU[QuerySignals] = ByteLRU(SIGNAL_CACHE_BYTES, _signals_cost)
+
+
+def sql_tokens(sql: str) -> tuple[str, ...]:
+    """The normalised token sequence of a query: keywords and identifiers lower case, string literals quoted.
+
+    Never raises: text sqlglot cannot tokenize is split with a plain regular expression.
+
+    Example:
+        >>> sql_tokens("SELECT Name FROM t WHERE x = 'Ab';")
+        ('select', 'name', 'from', 't', 'where', 'x', '=', "'Ab'")
+    """
+    try:
+        raw = _SQLITE.tokenize(sql)
+    except Exception:  # sqlglot's tokenizer on hostile text: fall back to words
+        return tuple(t.lower() if not t.startswith("'") else t for t in _WORD.findall(sql))
+    tokens = []
+    for tok in raw:
+        if tok.token_type == sqlglot.TokenType.STRING:
+            tokens.append(f"'{tok.text}'")
+        elif tok.token_type != sqlglot.TokenType.SEMICOLON:
+            tokens.append(tok.text.lower())
+    return tuple(tokens)
+
+
+def _ordered(sql: str, raw: list[Any] | None) -> bool:
+    if raw is not None:
+        try:
+            trees = [t for t in _SQLITE.parser(error_level=ErrorLevel.RAISE).parse(raw, sql) if t is not None]
+        except Exception:  # a parse failure of any kind: the test-suite's textual rule below
+            trees = []
+        if len(trees) == 1:
+            tree = trees[0]
+            while isinstance(tree, exp.Subquery):
+                tree = tree.this
+            return tree.args.get("order") is not None
+    return _ORDER_BY.search(sql) is not None
+
+
+def query_signals(sql: str) -> QuerySignals:
+    """Tokens and top-level ``ORDER BY`` of a (gold) query, parsed once and cached within
+    :data:`SIGNAL_CACHE_BYTES`; the parse tree itself is never kept."""
+    cached = _SIGNALS.get(sql)
+    if cached is not None:
+        return cached
+    try:
+        raw = _SQLITE.tokenize(sql)
+    except Exception:  # untokenizable: textual fallbacks
+        raw = None
+    signals = QuerySignals(sql_tokens(sql), _ordered(sql, raw))
+    _SIGNALS.put(sql, signals)
+    return signals
+
+
 def has_order_by(sql: str) -> bool:
     """Whether the query's outermost result is ordered (a top-level ``ORDER BY``).
 
@@ -172,85 +258,32 @@ def has_order_by(sql: str) -> bool:
         >>> has_order_by("SELECT a FROM t ORDER BY a"), has_order_by("SELECT * FROM (SELECT a FROM t ORDER BY a)")
         (True, False)
     """
-    tree = _analyse(sql)[1]
-    if tree is None:
-        return re.search(r"\border\s+by\b", sql, re.IGNORECASE) is not None
-    while isinstance(tree, exp.Subquery):
-        tree = tree.this
-    return tree.args.get("order") is not None
+    return query_signals(sql).ordered
 
 
-_SQLITE = sqlglot.Dialect.get_or_raise("sqlite")
-_WORD = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\w+|[^\w\s]")
+def clear_caches() -> None:
+    """Empty the gold-signal cache (benchmarks start every round as a fresh process would)."""
+    _SIGNALS.clear()
 
 
-@lru_cache(maxsize=4096)
-def _analyse(sql: str) -> tuple[tuple[str, ...], exp.Expression | None]:
-    """Tokenize once, then parse those tokens: the normalised token sequence and the single statement's tree.
-
-    The tree is None when the text does not parse as exactly one statement. Trees are shared through the
-    cache: callers only read them.
-    """
-    try:
-        raw = _SQLITE.tokenize(sql)
-    except (TokenError, ValueError, RecursionError):
-        return tuple(t.lower() for t in _WORD.findall(sql)), None
-    tokens = []
-    for tok in raw:
-        if tok.token_type == sqlglot.TokenType.STRING:
-            tokens.append(f"'{tok.text}'")
-        elif tok.token_type != sqlglot.TokenType.SEMICOLON:
-            tokens.append(tok.text.lower())
-    try:
-        trees = [t for t in _SQLITE.parser(error_level=ErrorLevel.RAISE).parse(raw, sql) if t is not None]
-    except (ParseError, TokenError, ValueError, RecursionError):
-        return tuple(tokens), None
-    return tuple(tokens), (trees[0] if len(trees) == 1 else None)
+def cache_bytes() -> int:
+    """The bytes the gold-signal cache holds now (never more than :data:`SIGNAL_CACHE_BYTES`)."""
+    return _SIGNALS.nbytes
 
 
-@dataclass(frozen=True)
-class SqlFeatures:
-    """What the partial rewards look at in one query.
-
-    Attributes:
-        parses: sqlglot parses it, in the SQLite dialect, as exactly one statement.
-        tables: referenced table names (lower case, CTE names excluded).
-        columns: referenced column names (lower case, unqualified).
-        tokens: the normalised token sequence (keywords and identifiers lower case, literals kept).
+def schema_items(reads: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """The schema items a query reads, from SQLite's authorizer: ``table:<t>`` and ``column:<t>.<c>``.
 
     Example:
-        >>> f = sql_features("SELECT name FROM items")
-        >>> sorted(f.schema_items)
-        ['column:name', 'table:items']
+        >>> sorted(schema_items({("books", "title"), ("authors", "")}))
+        ['column:books.title', 'table:authors', 'table:books']
     """
-
-    parses: bool
-    tables: frozenset[str] = field(default_factory=frozenset)
-    columns: frozenset[str] = field(default_factory=frozenset)
-    tokens: tuple[str, ...] = ()
-
-    @property
-    def schema_items(self) -> frozenset[str]:
-        return frozenset({f"table:{t}" for t in self.tables} | {f"column:{c}" for c in self.columns})
-
-
-@lru_cache(maxsize=4096)
-def sql_features(sql: str) -> SqlFeatures:
-    """Parse ``sql`` once for the syntax, schema-linking and n-gram signals.
-
-    Example:
-        >>> f = sql_features("SELECT b.title FROM books AS b JOIN authors a ON a.author_id = b.author_id")
-        >>> f.parses, sorted(f.tables), sorted(f.columns)
-        (True, ['authors', 'books'], ['author_id', 'title'])
-    """
-    tokens, tree = _analyse(sql)
-    if tree is None:
-        return SqlFeatures(False, tokens=tokens)
-    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
-    tables = frozenset(t.name.lower() for t in tree.find_all(exp.Table) if t.name and t.name.lower() not in ctes)
-    columns = frozenset(c.name.lower() for c in tree.find_all(exp.Column) if c.name and not isinstance(c.this,
-                                                                                                        exp.Star))
-    return SqlFeatures(True, tables, columns, tokens)
+    items = set()
+    for table, column in reads:
+        items.add(f"table:{table}")
+        if column:
+            items.add(f"column:{table}.{column}")
+    return frozenset(items)
 
 
 def jaccard(a: frozenset[Any] | set[Any], b: frozenset[Any] | set[Any]) -> float:
@@ -265,11 +298,19 @@ def jaccard(a: frozenset[Any] | set[Any], b: frozenset[Any] | set[Any]) -> float
     return len(a & b) / len(a | b)
 
 
-def schema_link_similarity(pred: SqlFeatures, gold: SqlFeatures) -> float:
-    """Jaccard of the tables and columns referenced by the two queries (0 when the prediction does not parse)."""
-    if not pred.parses:
+def schema_link_similarity(pred: frozenset[str], gold: frozenset[str]) -> float:
+    """Jaccard of the schema items two queries read (see :func:`schema_items`); 0 when the prediction reads none.
+
+    Example:
+        >>> gold = schema_items({("books", "title"), ("books", "price")})
+        >>> schema_link_similarity(schema_items({("books", "title")}), gold)
+        0.6666666666666666
+        >>> schema_link_similarity(frozenset(), gold), schema_link_similarity(frozenset(), frozenset())
+        (0.0, 0.0)
+    """
+    if not pred:
         return 0.0
-    return jaccard(pred.schema_items, gold.schema_items)
+    return jaccard(pred, gold)
 
 
 def ngram_similarity(pred: Sequence[str], gold: Sequence[str], n: int = 2) -> float:

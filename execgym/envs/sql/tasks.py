@@ -12,17 +12,22 @@ db folder); the agent explores the first, the grader compares on all of them.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from execgym.core.tasks import Task, read_json_or_jsonl
+from execgym.envs.sql.db import DatabaseFault, SafeDatabase
 
 __all__ = [
     "ASSETS_DIR",
     "BIRD_DIFFICULTY",
+    "MAX_GOLD_CHARS",
+    "DatasetRowError",
     "bundled_db_path",
     "bundled_tasks",
     "db_variants",
@@ -85,7 +90,7 @@ def make_task(
     """
     data: dict[str, Any] = {
         "db_id": db_id,
-        "db_paths": [str(p) for p in db_paths],
+        "db_paths": [str(Path(p).resolve()) for p in db_paths],
         "question": question,
         "gold": gold,
         "evidence": evidence or None,
@@ -126,7 +131,7 @@ def _bundled() -> tuple[Task, ...]:
     entries = read_json_or_jsonl(ASSETS_DIR / "questions.json")
     tasks = []
     for i, entry in enumerate(entries):
-        where = f"questions.json entry {i}"
+        where = f"questions.json: entry {i}"
         _require(entry, ("id", "db_id", "question", "query", "difficulty"), where)
         tasks.append(
             make_task(
@@ -149,14 +154,174 @@ def bundled_tasks() -> list[Task]:
 
 
 # ------------------------------------------------------------------------------------------- loaders
+class DatasetRowError(ValueError):
+    """A malformed row of a dataset file; the message names the file and the row in one line."""
+
+
+class _MissingDatabase(DatasetRowError, FileNotFoundError):
+    """A row names a database that is not there."""
+
+
+class _Rows:
+    """The rows of one dataset file, with the policy for bad ones: raise on the first (default), or skip and count.
+
+    A row's problem is raised (or recorded) as one line, ``<file>: <row>: <problem>``.
+    """
+
+    def __init__(self, file: Path, *, skip: bool, skipped: list[str] | None) -> None:
+        self.file = file
+        self.skip = skip
+        self.skipped = skipped if skipped is not None else []
+        self.problems: list[str] = []
+        self.total = 0
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        for where, entry in _read_rows(self.file):
+            self.total += 1
+            if isinstance(entry, DatasetRowError):
+                self.reject(entry)
+                continue
+            yield where, entry
+
+    def reject(self, error: DatasetRowError) -> None:
+        if not self.skip:
+            raise error
+        self.problems.append(str(error))
+
+    def finish(self) -> None:
+        """Warn once with the count of skipped rows (skip mode)."""
+        if self.problems:
+            self.skipped.extend(self.problems)
+            warnings.warn(f"{self.file}: skipped {len(self.problems)} of {self.total} rows with problems "
+                          f"(first: {self.problems[0]})", stacklevel=3)
+
+
+def _read_rows(file: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, entry)`` for every row of a JSON list or JSONL file; a JSONL line that is not JSON comes as a
+    :class:`DatasetRowError` in place of its entry, so it can be skipped like any other bad row."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{file}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ValueError(f"{file}: cannot be read: {exc.strerror or exc}") from None
+    if file.suffix == ".jsonl":
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{file}: line {lineno}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield where, DatasetRowError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})")
+            except RecursionError:
+                yield where, DatasetRowError(f"{where}: the JSON is nested too deeply")
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    except RecursionError:
+        raise ValueError(f"{file}: the JSON is nested too deeply") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{file}: expected a JSON list of objects, got {type(data).__name__}")
+    for i, entry in enumerate(data):
+        yield f"{file}: entry {i}", entry
+
+
 def _require(entry: Any, keys: Sequence[str], where: str) -> None:
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+        raise DatasetRowError(f"{where}: expected a JSON object, got {type(entry).__name__}")
     for key in keys:
         value = entry.get(key)
         if not isinstance(value, str) or not value.strip():
-            got = "missing" if key not in entry else f"{type(value).__name__} {value!r:.40}"
-            raise ValueError(f"{where}: field {key!r} must be a non-empty string ({got}); needs {list(keys)}")
+            got = "missing" if key not in entry else f"{type(value).__name__} {_short(value)}"
+            raise DatasetRowError(f"{where}: field {key!r} must be a non-empty string ({got}); needs {list(keys)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _check_fields(entry: Mapping[str, Any], where: str, *, optional_text: Sequence[str], id_key: str) -> None:
+    """Types of the optional fields, and text that is valid Unicode (no lone surrogate, no NUL)."""
+    for key in optional_text:
+        value = entry.get(key)
+        if value is not None and not isinstance(value, str):
+            raise DatasetRowError(f"{where}: field {key!r} must be a string or null, got {type(value).__name__} "
+                                  f"{_short(value)}")
+    ident = entry.get(id_key)
+    if ident is not None and (isinstance(ident, bool) or not isinstance(ident, (str, int))):
+        raise DatasetRowError(f"{where}: field {id_key!r} must be a string or an integer, got "
+                              f"{type(ident).__name__} {_short(ident)}")
+    for key, value in entry.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DatasetRowError(f"{where}: field {key!r} is not valid Unicode (a lone surrogate at "
+                                      f"character {exc.start})") from None
+            if "\x00" in value:
+                raise DatasetRowError(f"{where}: field {key!r} holds a NUL character")
+    if len(entry.get("query") or entry.get("SQL") or "") > MAX_GOLD_CHARS:
+        raise DatasetRowError(f"{where}: the gold query is longer than {MAX_GOLD_CHARS:,} characters")
+
+
+MAX_GOLD_CHARS = 100_000
+"""The longest gold query a dataset row may hold."""
+
+
+def _task_id(entry: Mapping[str, Any], key: str, fallback: str, seen: dict[str, str], where: str) -> str:
+    value = entry.get(key)
+    task_id = str(value) if value not in (None, "") else fallback
+    if task_id in seen:
+        raise DatasetRowError(f"{where}: duplicate id {task_id!r} (first at {seen[task_id].rsplit(': ', 1)[-1]})")
+    seen[task_id] = where
+    return task_id
+
+
+def _confined(path: Path, roots: Sequence[Path] | None, where: str, what: str) -> Path:
+    """``path`` resolved (symlinks followed); it must lie inside one of ``roots`` (None: anywhere)."""
+    resolved = path.resolve()
+    if roots is not None and not any(resolved.is_relative_to(root) for root in roots):
+        raise DatasetRowError(
+            f"{where}: {what} {str(path)!r} resolves outside the dataset folder {str(roots[0])!r} "
+            "(allow_paths_outside_dataset=[folder, ...] allows other folders)"
+        )
+    return resolved
+
+
+def _roots(dataset_root: Path, allowed_dirs: Sequence[str | Path] | None) -> list[Path] | None:
+    if allowed_dirs is None:
+        return None
+    return [dataset_root.resolve(), *(Path(d).expanduser().resolve() for d in allowed_dirs)]
+
+
+class _GoldChecker:
+    """Compiles every gold query on its database at load time (nothing is run), one connection per file."""
+
+    def __init__(self) -> None:
+        self._dbs: dict[Path, SafeDatabase] = {}
+
+    def check(self, path: Path, gold: str, where: str) -> None:
+        db = self._dbs.get(path)
+        if db is None:
+            try:
+                db = self._dbs[path] = SafeDatabase(path, timeout_s=10.0)
+            except DatabaseFault as exc:
+                raise DatasetRowError(f"{where}: {exc}") from None
+        try:
+            error = db.compile_error(gold)
+        except DatabaseFault as exc:
+            raise DatasetRowError(f"{where}: {exc}") from None
+        if error is not None:
+            raise DatasetRowError(f"{where}: the gold query does not compile on {path.name}: {error}")
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
 
 
 def db_variants(folder: Path, db_id: str | None = None) -> list[Path]:
@@ -176,12 +341,19 @@ def db_variants(folder: Path, db_id: str | None = None) -> list[Path]:
 
 
 def _db_folder(root: Path, db_id: str, where: str) -> Path:
-    if "/" in db_id or "\\" in db_id or db_id in {".", ".."}:
-        raise ValueError(f"{where}: db_id {db_id!r} is not a plain name")
+    if "/" in db_id or "\\" in db_id or db_id.strip() in {".", ".."} or db_id != db_id.strip():
+        raise DatasetRowError(f"{where}: db_id {db_id!r} is not a plain name")
     return root / db_id
 
 
+def _plain_split(split: str) -> str:
+    if not split or "/" in split or "\\" in split or split in {".", ".."} or "\x00" in split:
+        raise ValueError(f"split {split!r} is not a plain name (it names <split>.json in the dataset folder)")
+    return split
+
+
 def _split_file(root: Path, split: str, fallbacks: Sequence[str] = ()) -> Path:
+    _plain_split(split)
     for name in (f"{split}.json", f"{split}.jsonl", *fallbacks):
         if (root / name).is_file():
             return root / name
@@ -208,118 +380,187 @@ def estimate_difficulty(sql: str) -> str:
     return "easy" if score <= 1 else "medium" if score <= 3 else "hard"
 
 
-def load_spider(path: Path, split: str | None) -> list[Task]:
+def load_spider(path: Path, split: str | None, *, allowed_dirs: Sequence[str | Path] | None = (),
+                skip_invalid_rows: bool = False, skipped: list[str] | None = None) -> list[Task]:
     """Spider format: ``<split>.json`` (default ``dev``) of ``{"db_id", "question", "query"}`` entries;
-    databases at ``database/<db_id>/*.sqlite`` (every ``.sqlite`` file there is a test-suite variant)."""
-    split = split or "dev"
+    databases at ``database/<db_id>/*.sqlite`` (every ``.sqlite`` file there is a test-suite variant).
+
+    Every database file must resolve (symlinks followed) inside ``path`` or one of ``allowed_dirs`` (None:
+    anywhere). A
+    malformed row (missing or mistyped fields, a duplicate id, a database that is missing, outside, or not
+    SQLite, a gold query SQLite does not compile) is an error naming the file and the row, or, with
+    ``skip_invalid_rows``, is skipped and counted (its one-line reason appended to ``skipped``).
+    """
+    split = _plain_split(split or "dev")
     file = _split_file(path, split, ("train_spider.json",) if split == "train" else ())
     db_root = path / "database"
     if split == "test" and (path / "test_database").is_dir():
         db_root = path / "test_database"
-    variants: dict[str, list[Path]] = {}
+    roots = _roots(path, allowed_dirs)
+    rows = _Rows(file, skip=skip_invalid_rows, skipped=skipped)
+    variants: dict[str, list[Path] | DatasetRowError] = {}
+    seen: dict[str, str] = {}
+    gold = _GoldChecker()
     tasks = []
-    for i, entry in enumerate(read_json_or_jsonl(file)):
-        where = f"{file.name} entry {i}"
-        _require(entry, ("db_id", "question", "query"), where)
-        db_id = entry["db_id"]
-        if db_id not in variants:
-            variants[db_id] = db_variants(_db_folder(db_root, db_id, where), db_id)
-        if not variants[db_id]:
-            raise FileNotFoundError(f"{where}: no .sqlite file for db_id {db_id!r} in {db_root / db_id}")
-        task_id = str(entry["id"]) if entry.get("id") not in (None, "") else f"{split}-{i}"
-        tasks.append(
-            make_task(
-                task_id,
-                db_id=db_id,
-                db_paths=variants[db_id],
-                question=entry["question"],
-                gold=entry["query"],
-                evidence=entry.get("evidence") if isinstance(entry.get("evidence"), str) else None,
-                difficulty=str(entry.get("difficulty") or estimate_difficulty(entry["query"])),
-                split=split,
-                source=f"spider:{path}",
+    try:
+        for i, (where, entry) in enumerate(rows):
+            try:
+                _require(entry, ("db_id", "question", "query"), where)
+                _check_fields(entry, where, optional_text=("evidence", "difficulty"), id_key="id")
+                db_id = entry["db_id"]
+                if db_id not in variants:
+                    try:
+                        folder = _db_folder(db_root, db_id, where)
+                        found = [_confined(p, roots, where, "database") for p in db_variants(folder, db_id)]
+                        if not found:
+                            raise _MissingDatabase(f"{where}: no .sqlite file for db_id {db_id!r} in {folder}")
+                        variants[db_id] = found
+                    except DatasetRowError as exc:
+                        variants[db_id] = exc
+                paths = variants[db_id]
+                if isinstance(paths, DatasetRowError):
+                    raise type(paths)(f"{where}: {str(paths).split(': ', 2)[-1]}")
+                gold.check(paths[0], entry["query"], where)
+                task_id = _task_id(entry, "id", f"{split}-{i}", seen, where)
+            except DatasetRowError as exc:
+                rows.reject(exc)
+                continue
+            tasks.append(
+                make_task(
+                    task_id,
+                    db_id=db_id,
+                    db_paths=paths,
+                    question=entry["question"],
+                    gold=entry["query"],
+                    evidence=entry.get("evidence"),
+                    difficulty=entry.get("difficulty") or estimate_difficulty(entry["query"]),
+                    split=split,
+                    source=f"spider:{path}",
+                )
             )
-        )
+    finally:
+        gold.close()
+    rows.finish()
     return tasks
 
 
-def load_bird(path: Path, split: str | None) -> list[Task]:
+def load_bird(path: Path, split: str | None, *, allowed_dirs: Sequence[str | Path] | None = (),
+              skip_invalid_rows: bool = False, skipped: list[str] | None = None) -> list[Task]:
     """BIRD format: ``<split>.json`` (default ``dev``) of ``{"question_id", "db_id", "question", "evidence",
-    "SQL", "difficulty"}`` entries; databases at ``<split>_databases/<db_id>/<db_id>.sqlite``."""
-    split = split or "dev"
+    "SQL", "difficulty"}`` entries; databases at ``<split>_databases/<db_id>/<db_id>.sqlite``.
+
+    Paths and malformed rows are handled as in :func:`load_spider`.
+    """
+    split = _plain_split(split or "dev")
     file = _split_file(path, split)
     db_root = path / f"{split}_databases"
-    found: dict[str, Path] = {}
+    roots = _roots(path, allowed_dirs)
+    rows = _Rows(file, skip=skip_invalid_rows, skipped=skipped)
+    found: dict[str, Path | DatasetRowError] = {}
+    seen: dict[str, str] = {}
+    gold = _GoldChecker()
     tasks = []
-    for i, entry in enumerate(read_json_or_jsonl(file)):
-        where = f"{file.name} entry {i}"
-        _require(entry, ("db_id", "question", "SQL"), where)
-        db_id = entry["db_id"]
-        if db_id not in found:
-            db_file = _db_folder(db_root, db_id, where) / f"{db_id}.sqlite"
-            if not db_file.is_file():
-                raise FileNotFoundError(f"{where}: database {db_id!r} not found at {db_file}")
-            found[db_id] = db_file
-        qid = entry.get("question_id")
-        task_id = str(qid) if qid not in (None, "") else f"{split}-{i}"
-        label = str(entry.get("difficulty") or "")
-        tasks.append(
-            make_task(
-                task_id,
-                db_id=db_id,
-                db_paths=[found[db_id]],
-                question=entry["question"],
-                gold=entry["SQL"],
-                evidence=entry.get("evidence") if isinstance(entry.get("evidence"), str) else None,
-                difficulty=BIRD_DIFFICULTY.get(label, label or estimate_difficulty(entry["SQL"])),
-                split=split,
-                source=f"bird:{path}",
-                extra={"bird_difficulty": label} if label else None,
+    try:
+        for i, (where, entry) in enumerate(rows):
+            try:
+                _require(entry, ("db_id", "question", "SQL"), where)
+                _check_fields(entry, where, optional_text=("evidence", "difficulty"), id_key="question_id")
+                db_id = entry["db_id"]
+                if db_id not in found:
+                    try:
+                        db_file = _db_folder(db_root, db_id, where) / f"{db_id}.sqlite"
+                        if not db_file.is_file():
+                            raise _MissingDatabase(f"{where}: database {db_id!r} not found at {db_file}")
+                        found[db_id] = _confined(db_file, roots, where, "database")
+                    except DatasetRowError as exc:
+                        found[db_id] = exc
+                db_path = found[db_id]
+                if isinstance(db_path, DatasetRowError):
+                    raise type(db_path)(f"{where}: {str(db_path).split(': ', 2)[-1]}")
+                gold.check(db_path, entry["SQL"], where)
+                task_id = _task_id(entry, "question_id", f"{split}-{i}", seen, where)
+            except DatasetRowError as exc:
+                rows.reject(exc)
+                continue
+            label = entry.get("difficulty") or ""
+            tasks.append(
+                make_task(
+                    task_id,
+                    db_id=db_id,
+                    db_paths=[db_path],
+                    question=entry["question"],
+                    gold=entry["SQL"],
+                    evidence=entry.get("evidence"),
+                    difficulty=BIRD_DIFFICULTY.get(label, label or estimate_difficulty(entry["SQL"])),
+                    split=split,
+                    source=f"bird:{path}",
+                    extra={"bird_difficulty": label} if label else None,
+                )
             )
-        )
+    finally:
+        gold.close()
+    rows.finish()
     return tasks
 
 
-def load_jsonl(path: Path, split: str | None) -> list[Task]:
+def load_jsonl(path: Path, split: str | None, *, allowed_dirs: Sequence[str | Path] | None = (),
+               skip_invalid_rows: bool = False, skipped: list[str] | None = None) -> list[Task]:
     """JSONL: one ``{"id", "db_path", "question", "query"}`` per line (optional ``evidence``, ``difficulty``,
     ``db_id``). ``db_path`` is a ``.sqlite`` file or a folder of variants, relative to the file's folder.
-    ``path`` may be a folder, then ``<split>.jsonl`` in it is read (default ``test``)."""
+    ``path`` may be a folder, then ``<split>.jsonl`` in it is read (default ``test``).
+
+    ``db_path`` must resolve (``~``, absolute paths, ``..`` and symlinks followed) inside the file's folder
+    or one of ``allowed_dirs``. Malformed rows are handled as in :func:`load_spider`.
+    """
     if path.is_dir():
-        file = path / f"{split or 'test'}.jsonl"
+        file = path / f"{_plain_split(split or 'test')}.jsonl"
         if not file.is_file():
             raise FileNotFoundError(f"no {file.name} in {path} (split {split!r})")
     else:
         file = path
     split = split or "test"
+    roots = _roots(file.parent, allowed_dirs)
+    rows = _Rows(file, skip=skip_invalid_rows, skipped=skipped)
+    seen: dict[str, str] = {}
+    gold = _GoldChecker()
     tasks = []
-    for i, entry in enumerate(read_json_or_jsonl(file)):
-        where = f"{file.name} line {i + 1}"
-        _require(entry, ("db_path", "question", "query"), where)
-        db_path = Path(entry["db_path"]).expanduser()
-        if not db_path.is_absolute():
-            db_path = file.parent / db_path
-        if db_path.is_dir():
-            paths = db_variants(db_path, entry.get("db_id"))
-            if not paths:
-                raise FileNotFoundError(f"{where}: no .sqlite file in the folder {db_path}")
-        elif db_path.is_file():
-            paths = [db_path]
-        else:
-            raise FileNotFoundError(f"{where}: database {str(db_path)!r} does not exist")
-        db_id = entry.get("db_id") if isinstance(entry.get("db_id"), str) else (
-            db_path.name if db_path.is_dir() else db_path.stem)
-        task_id = str(entry["id"]) if entry.get("id") not in (None, "") else f"{split}-{i}"
-        tasks.append(
-            make_task(
-                task_id,
-                db_id=db_id,
-                db_paths=paths,
-                question=entry["question"],
-                gold=entry["query"],
-                evidence=entry.get("evidence") if isinstance(entry.get("evidence"), str) else None,
-                difficulty=str(entry.get("difficulty") or estimate_difficulty(entry["query"])),
-                split=split,
-                source=f"jsonl:{file}",
+    try:
+        for i, (where, entry) in enumerate(rows):
+            try:
+                _require(entry, ("db_path", "question", "query"), where)
+                _check_fields(entry, where, optional_text=("evidence", "difficulty", "db_id"), id_key="id")
+                db_path = Path(entry["db_path"]).expanduser()
+                if not db_path.is_absolute():
+                    db_path = file.parent / db_path
+                resolved = _confined(db_path, roots, where, "db_path")
+                if resolved.is_dir():
+                    paths = [_confined(p, roots, where, "database") for p in db_variants(resolved, entry.get("db_id"))]
+                    if not paths:
+                        raise _MissingDatabase(f"{where}: no .sqlite file in the folder {db_path}")
+                elif resolved.is_file():
+                    paths = [resolved]
+                else:
+                    raise _MissingDatabase(f"{where}: database {str(db_path)!r} does not exist")
+                gold.check(paths[0], entry["query"], where)
+                task_id = _task_id(entry, "id", f"{split}-{i}", seen, where)
+            except DatasetRowError as exc:
+                rows.reject(exc)
+                continue
+            db_id = entry.get("db_id") or (resolved.name if resolved.is_dir() else resolved.stem)
+            tasks.append(
+                make_task(
+                    task_id,
+                    db_id=db_id,
+                    db_paths=paths,
+                    question=entry["question"],
+                    gold=entry["query"],
+                    evidence=entry.get("evidence"),
+                    difficulty=entry.get("difficulty") or estimate_difficulty(entry["query"]),
+                    split=split,
+                    source=f"jsonl:{file}",
+                )
             )
-        )
+    finally:
+        gold.close()
+    rows.finish()
     return tasks

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from execgym.envs.sql.db import (
+    DatabaseFault,
     DatabasePool,
     QueryError,
     SafeDatabase,
@@ -188,7 +189,7 @@ def test_connections_are_pooled_and_reused(tmp_path):
     assert pool.get(a) is not first
     pool.close()
     assert len(pool) == 0
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DatabaseFault, match="'missing.sqlite' does not exist"):
         SafeDatabase(tmp_path / "missing.sqlite")
 
 
@@ -213,4 +214,45 @@ def test_invalid_utf8_text_is_shown_not_fatal(tmp_path):
     conn.close()
     db = SafeDatabase(path)
     assert db.execute("SELECT name FROM t").rows[0][0].startswith("Cafj")
+    db.close()
+
+
+def test_result_columns_are_limited_but_every_table_stays_readable(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "wide.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE wide (" + ", ".join(f"c{i} INTEGER" for i in range(100)) + ")")
+    conn.execute("INSERT INTO wide VALUES (" + ", ".join("?" * 100) + ")", list(range(100)))
+    conn.execute("CREATE TABLE narrow (x)")
+    conn.commit()
+    conn.close()
+    db = SafeDatabase(path)
+    assert len(db.execute("SELECT * FROM wide").columns) == 100  # the widest table sets the limit
+    with pytest.raises(QueryError, match="too many columns"):
+        db.execute("SELECT * FROM wide, wide AS b")
+    narrow = SafeDatabase(bundled_db_path("bookshop"))
+    with pytest.raises(QueryError, match="too many columns"):
+        narrow.execute("SELECT " + ", ".join(["1"] * 65))
+    assert len(narrow.execute("SELECT " + ", ".join(["1"] * 64)).columns) == 64
+    db.close()
+    narrow.close()
+
+
+def test_a_broken_view_is_the_querys_error_not_a_broken_file(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "view.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (a)")
+    conn.execute("CREATE TABLE u (x)")
+    conn.execute("CREATE VIEW v AS SELECT x FROM u")
+    conn.execute("DROP TABLE u")
+    conn.commit()
+    conn.close()
+    db = SafeDatabase(path)
+    assert db.tables() == ["t"] and db.execute("SELECT * FROM t").rows == []
+    with pytest.raises(QueryError, match="no such table") as err:
+        db.execute("SELECT * FROM v")
+    assert err.value.kind == "sql"
     db.close()

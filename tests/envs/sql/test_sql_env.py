@@ -189,14 +189,20 @@ def test_metric_bird_versus_spider(tmp_path):
         TextToSQLEnv(metric="exact")
 
 
-def test_broken_gold_is_an_infra_error(tmp_path):
+def test_broken_gold_is_found_at_load_and_a_failing_gold_is_an_infra_error(tmp_path):
     make_db(tmp_path / "shop.sqlite")
     file = tmp_path / "t.jsonl"
     entry = {"id": "x", "db_path": "shop.sqlite", "question": "q", "query": "SELECT nope FROM items"}
     file.write_text(json.dumps(entry))
-    env = TextToSQLEnv(dataset=f"jsonl:{file}")
+    with pytest.raises(ValueError, match=r"t\.jsonl: line 1: the gold query does not compile on shop\.sqlite: no such"):
+        TextToSQLEnv(dataset=f"jsonl:{file}")
+    # A gold query that compiles but cannot finish within the grading limit is the machinery's failure.
+    entry["query"] = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+                      "SELECT MAX(x) FROM c, items")
+    file.write_text(json.dumps(entry))
+    env = TextToSQLEnv(dataset=f"jsonl:{file}", grading_timeout_s=0.2)
     env.reset(seed=0)
-    _, reward, _, _, info = env.step(call("submit_sql", query="SELECT 1"))
+    _, reward, _, _, info = env.step(call("submit_sql", query="SELECT name FROM items"))
     assert reward == 0.0 and "gold query fails" in info["infra_error"]
     env.close()
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from execgym.envs.sql import db, generator, grading, tasks
+from execgym.envs.sql import cache, db, generator, grading, tasks
 from execgym.envs.sql import env as env_module
 from execgym.envs.sql.grading import (
     bird_eq,
@@ -19,12 +19,13 @@ from execgym.envs.sql.grading import (
     normalize_value,
     result_eq,
     results_match,
+    schema_items,
     schema_link_similarity,
-    sql_features,
+    sql_tokens,
 )
 
 
-@pytest.mark.parametrize("module", [db, grading, tasks, generator, env_module])
+@pytest.mark.parametrize("module", [cache, db, grading, tasks, generator, env_module])
 def test_doctests_run(module):
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert failures == 0
@@ -182,35 +183,40 @@ def test_has_order_by(sql, expected):
 
 
 # ------------------------------------------------------------------------------------------ partial signals
-def test_sql_features_tables_columns_and_ctes():
-    f = sql_features("WITH big AS (SELECT id FROM items WHERE price > 10) SELECT i.name FROM items AS i "
-                     "JOIN big ON big.id = i.id")
-    assert f.parses
-    assert f.tables == {"items"}
-    assert {"id", "name", "price"} <= f.columns
+def _reads(sql: str) -> frozenset[str]:
+    database = db.SafeDatabase(tasks.bundled_db_path("bookshop"))
+    try:
+        return schema_items(database.execute(sql, keep_rows=1).reads)
+    finally:
+        database.close()
 
 
-def test_syntax_signal():
-    assert sql_features("SELECT a FROM t").parses
-    assert not sql_features("SELEC a FRM t").parses
-    assert not sql_features("SELECT 1; SELECT 2").parses
-    assert not sql_features("SELECT 'unterminated").parses
+def test_schema_items_come_from_sqlite_tables_columns_views_and_ctes():
+    items = _reads("WITH big AS (SELECT book_id FROM books WHERE price > 10) SELECT b.title FROM books AS b "
+                   "JOIN big ON big.book_id = b.book_id")
+    assert items == {"table:books", "column:books.book_id", "column:books.price", "column:books.title"}
+    assert _reads("SELECT COUNT(*) FROM authors") == {"table:authors"}
+    assert _reads("SELECT 1") == frozenset()
+    assert _reads("SELECT name FROM sqlite_master") == frozenset()
 
 
 def test_schema_link_similarity():
-    gold = sql_features("SELECT name FROM items WHERE price > 1")
+    gold = _reads("SELECT title FROM books WHERE price > 1")
     assert schema_link_similarity(gold, gold) == 1.0
-    partial = sql_features("SELECT name FROM items")
+    partial = _reads("SELECT title FROM books")
     assert 0 < schema_link_similarity(partial, gold) < 1
-    assert schema_link_similarity(sql_features("SELECT x FROM other"), gold) == 0.0
-    assert schema_link_similarity(sql_features("not sql at all ("), gold) == 0.0
+    assert schema_link_similarity(_reads("SELECT name FROM authors"), gold) == 0.0
+    assert schema_link_similarity(frozenset(), gold) == 0.0
+    assert schema_link_similarity(frozenset(), frozenset()) == 0.0
 
 
 def test_ngram_similarity():
-    a = sql_features("SELECT name FROM items WHERE price > 1").tokens
-    b = sql_features("select NAME from ITEMS where PRICE > 1").tokens
+    a = sql_tokens("SELECT name FROM items WHERE price > 1")
+    b = sql_tokens("select NAME from ITEMS where PRICE > 1")
     assert ngram_similarity(a, b) == 1.0
-    c = sql_features("SELECT COUNT(*) FROM sales").tokens
+    c = sql_tokens("SELECT COUNT(*) FROM sales")
     assert ngram_similarity(a, c) < 0.3
     assert ngram_similarity(("x",), ("x",)) == 1.0
     assert jaccard(set(), set()) == 1.0
+    # Hostile text never raises: it falls back to plain words.
+    assert sql_tokens("SELECT 'unterminated") and sql_tokens("\ud800 ((((") is not None

@@ -301,7 +301,7 @@ def test_jsonl_loader_errors(tmp_path):
     with pytest.raises(ValueError, match="line 1: field 'query'"):
         load_jsonl(file, None)
     file.write_text('{"id": "a", ')
-    with pytest.raises(ValueError, match="tasks.jsonl:1: not valid JSON"):
+    with pytest.raises(ValueError, match="tasks.jsonl: line 1: not valid JSON"):
         load_jsonl(file, None)
     with pytest.raises(FileNotFoundError, match="no dev.jsonl"):
         load_jsonl(tmp_path, "dev")
