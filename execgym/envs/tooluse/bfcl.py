@@ -19,7 +19,6 @@ of BFCL's published AST checker (``bfcl_eval/eval_checker/ast_eval/ast_checker.p
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 from execgym.core.tasks import Task
 from execgym.core.tools import Tool
 from execgym.envs.tooluse.grading import multiset_jaccard
+from execgym.envs.tooluse.loading import InvalidRow, load_rows, read_rows
 
 __all__ = [
     "CATEGORIES",
@@ -62,24 +62,6 @@ IRRELEVANCE_ANSWER = "None of the provided functions can be used for this reques
 
 
 # ------------------------------------------------------------------------------------------------ files
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
-        return list(rows)
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-    return rows
-
-
 def _find_file(root: Path, category: str) -> Path | None:
     for folder in (root, root / "data"):
         for version in ("v4", "v3"):
@@ -125,32 +107,120 @@ def _oracle_calls(ground_truth: Sequence[Mapping[str, Any]]) -> list[dict[str, A
     return calls
 
 
-def _tasks_from_file(path: Path, category: str, answer_root: Path, source: str) -> list[Task]:
-    rows = _read_rows(path)
+def _need(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InvalidRow(f"{where}: must be {what}, got {type(value).__name__}")
+    return value
+
+
+def _messages(row: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    turns = _need(row.get("question"), list, "question", "a list of messages (or of turns of messages)")
+    messages = turns[0] if turns and isinstance(turns[0], list) else turns
+    for i, message in enumerate(messages):
+        _need(message, dict, f"question[{i}]", "a message object {role, content}")
+        _need(message.get("role"), str, f"question[{i}].role", "a string")
+        _need(message.get("content"), str, f"question[{i}].content", "a string")
+    if not any(m["role"] != "system" and m["content"].strip() for m in messages):
+        raise InvalidRow("question: has no user message in its first turn")
+    return messages
+
+
+def _functions(row: Mapping[str, Any], underscore: set[str]) -> list[dict[str, Any]]:
+    value = row.get("function")
+    functions = [value] if isinstance(value, dict) else _need(value, list, "function", "a list of functions")
+    names: set[str] = set()
+    for i, fn in enumerate(functions):
+        at = f"function[{i}]"
+        _need(fn, dict, at, "a function object {name, description, parameters}")
+        name = _need(fn.get("name"), str, f"{at}.name", "a string")
+        if not name.strip():
+            raise InvalidRow(f"{at}.name: is empty")
+        if name in names or name.replace(".", "_") in underscore:
+            raise InvalidRow(f"{at}.name: {name!r} is given twice (or twice once dots become underscores)")
+        names.add(name)
+        underscore.add(name.replace(".", "_"))
+        if "description" in fn and not isinstance(fn["description"], str | None):
+            raise InvalidRow(f"{at}.description: must be a string, got {type(fn['description']).__name__}")
+        params = fn.get("parameters")
+        if params is None:
+            continue
+        _need(params, dict, f"{at}.parameters", "a parameter schema object")
+        props = _need(params.get("properties", {}), dict, f"{at}.parameters.properties", "an object")
+        for key, prop in props.items():
+            _need(prop, dict, f"{at}.parameters.properties.{key}", "a schema object")
+        required = _need(params.get("required", []), list, f"{at}.parameters.required", "a list of names")
+        for r in required:
+            if not isinstance(r, str) or r not in props:
+                raise InvalidRow(f"{at}.parameters.required: {r!r} is not one of its properties")
+    return functions
+
+
+def _ground_truth(value: Any, functions: Sequence[Mapping[str, Any]], where: str) -> list[dict[str, Any]]:
+    expected = _need(value, list, where, "a list of expected calls")
+    if not expected:
+        raise InvalidRow(f"{where}: is empty")
+    known = {fn["name"] for fn in functions}
+    for i, call in enumerate(expected):
+        at = f"{where}[{i}]"
+        if not isinstance(call, dict) or len(call) != 1:
+            raise InvalidRow(f"{at}: must be one {{function name: {{parameter: [options]}}}} object")
+        (name, params), = call.items()
+        if name not in known:
+            raise InvalidRow(f"{at}: expects {name!r}, which is not among the entry's functions")
+        _need(params, dict, f"{at}.{name}", "an object of parameter options")
+        for param, options in params.items():
+            _need(options, list, f"{at}.{name}.{param}", "a list of possible values")
+    return expected
+
+
+def _tasks_from_file(path: Path, category: str, answer_root: Path, source: str, *,
+                     skip_invalid: bool = False) -> list[Task]:
     irrelevance = "irrelevance" in category
-    answers: dict[str, Any] = {}
+    answers: dict[str, tuple[int, Any]] = {}
+    answer_path = answer_root / path.name
     if not irrelevance:
-        answer_path = answer_root / path.name
         if not answer_path.is_file():
             raise FileNotFoundError(f"BFCL category {category!r} needs its possible answers at {answer_path}")
-        answers = {str(row["id"]): row["ground_truth"] for row in _read_rows(answer_path)}
+        for lineno, row in read_rows(answer_path):
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str | int) or isinstance(row.get("id"), bool):
+                message = f"{answer_path}:{lineno}: a possible answer needs an \"id\" and a \"ground_truth\""
+                if skip_invalid:
+                    continue
+                raise InvalidRow(message)
+            answers[str(row["id"])] = (lineno, row.get("ground_truth"))
     level = _DIFFICULTY.get(category.removeprefix("live_").removesuffix("_python"), "medium")
-    tasks = []
-    for row in rows:
-        task_id = str(row["id"])
-        turns = row.get("question") or [[]]
-        messages = turns[0] if turns and isinstance(turns[0], list) else turns
+
+    def make(_line: int, row: Any) -> Task:
+        _need(row, dict, "entry", "a JSON object")
+        raw_id = row.get("id")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or not str(raw_id).strip():
+            raise InvalidRow("id: must be a non-empty string or integer")
+        task_id = str(raw_id)
+        messages = _messages(row)
         system = "\n\n".join(m["content"] for m in messages if m.get("role") == "system")
         prompt = "\n\n".join(m["content"] for m in messages if m.get("role") != "system")
-        functions = row.get("function") or []
-        functions = [functions] if isinstance(functions, dict) else list(functions)
+        functions = _functions(row, set())
         ground_truth = None
         if not irrelevance:
             if task_id not in answers:
-                raise ValueError(f"{path.name}: entry {task_id!r} has no possible answer in {answer_root}")
-            ground_truth = answers[task_id]
-        oracle: tuple[Any, ...] = (IRRELEVANCE_ANSWER,) if irrelevance else (_oracle_calls(ground_truth or []),)
-        tasks.append(Task(
+                raise InvalidRow(f"has no possible answer in {answer_path}")
+            lineno, value = answers[task_id]
+            try:
+                ground_truth = _ground_truth(value, functions, "ground_truth")
+            except InvalidRow as exc:
+                raise InvalidRow(f"{exc} (possible answer at {answer_path}:{lineno})") from None
+        try:
+            bfcl_tools(functions, lambda name, args: "", underscore_names=True)
+            oracle_calls = _oracle_calls(ground_truth or [])
+            verdict = check_bfcl(category, functions, oracle_calls, ground_truth) if not irrelevance else None
+        except InvalidRow:
+            raise
+        except Exception as exc:  # a schema jsonschema refuses, a value the checker cannot compare
+            raise InvalidRow(f"cannot be served or graded ({type(exc).__name__}: {exc})") from None
+        if verdict is not None and not verdict["valid"]:
+            raise InvalidRow(f"no call can meet its possible answer: {'; '.join(verdict['error'])}")
+        oracle: tuple[Any, ...] = (IRRELEVANCE_ANSWER,) if irrelevance else (oracle_calls,)
+        return Task(
             id=task_id,
             prompt=prompt,
             data={"bfcl": {"category": category, "functions": functions, "ground_truth": ground_truth,
@@ -159,15 +229,19 @@ def _tasks_from_file(path: Path, category: str, answer_root: Path, source: str) 
             difficulty=level,
             split=category,
             source=source,
-        ))
-    return tasks
+        )
+
+    return load_rows(path, make, skip_invalid=skip_invalid, what="entry")
 
 
-def load_bfcl(path: Path, split: str | None) -> list[Task]:
+def load_bfcl(path: Path, split: str | None, *, skip_invalid: bool = False) -> list[Task]:
     """Load BFCL single-turn tasks: ``path`` is the data folder (or one ``BFCL_v*_<category>.json`` file).
 
     ``split`` names the category (``simple``, ``multiple``, ``parallel``, ``parallel_multiple``, their
     ``live_`` versions, ``irrelevance``, ``live_irrelevance``); None loads every supported category found.
+    Every entry is checked here (question, functions and their schemas, possible answer, and that the
+    possible answer can be met at all): a malformed one is refused with the file, line and field in one
+    line, or, with ``skip_invalid``, left out with a warning that counts them.
     """
     path = Path(path)
     source = f"bfcl:{path}"
@@ -175,7 +249,7 @@ def load_bfcl(path: Path, split: str | None) -> list[Task]:
         category = _category_of(path)
         if split is not None and split != category and split not in CATEGORIES.get(category, ()):
             raise ValueError(f"{path.name} holds category {category!r}, not {split!r}")
-        return _tasks_from_file(path, category, path.parent / "possible_answer", source)
+        return _tasks_from_file(path, category, path.parent / "possible_answer", source, skip_invalid=skip_invalid)
     if split is not None and split not in CATEGORIES:
         raise ValueError(f"unsupported BFCL category {split!r}; supported: {', '.join(CATEGORIES)}")
     wanted = [split] if split is not None else [c for c in CATEGORIES if c != "simple_python"]
@@ -188,7 +262,8 @@ def load_bfcl(path: Path, split: str | None) -> list[Task]:
                 raise FileNotFoundError(f"no BFCL file for category {category!r} in {path} (looked for {names} "
                                         "and the v3 names)")
             continue
-        tasks.extend(_tasks_from_file(found, category, found.parent / "possible_answer", source))
+        tasks.extend(_tasks_from_file(found, category, found.parent / "possible_answer", source,
+                                      skip_invalid=skip_invalid))
     if not tasks:
         raise FileNotFoundError(f"no BFCL_v4_*.json / BFCL_v3_*.json files of a supported category in {path}")
     return tasks

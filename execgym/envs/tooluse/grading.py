@@ -9,13 +9,21 @@ Checklist criteria (one dict each, in a task's ``data["checklist"]``):
   in any order);
 * ``{"kind": "not_called", "tool": name, "args": {...}?}``: no call of ``tool`` (with those arguments, if
   given) during the turn, successful or not;
-* ``{"kind": "said", "text": "..."}``: the agent's answer closing the turn mentions the text (numbers are
-  compared as numbers, so "$1,299.00" mentions "1299");
+* ``{"kind": "said", "text": "...", "grounded": bool?}``: the agent's answer closing the turn mentions the
+  text (numbers are compared as numbers, so "$1,299.00" mentions "1299"); with ``grounded`` (the default
+  for generated tasks) the text must also appear in what a tool call the agent made in this turn or before
+  showed (its result or its error, less the caller's own arguments echoed back), so a guess, a blanket
+  answer or a value smuggled into an argument does not count;
+* ``{"kind": "not_said", "text": "..."}``: the answer closing the turn does not mention the text (a value
+  that would be wrong here, such as a meeting of another day: listing every plausible value is no answer);
 * ``{"kind": "state", "path": [...], "equals"|"contains"|"exists"|"match": ...}``: after the turn, the
-  world state at ``path`` equals a value, contains a text, exists (or not), or, for a collection, holds a
-  record whose fields match.
+  world state at ``path`` equals a value, contains a text (as :func:`mentions` finds it), exists (or not),
+  or, for a collection, holds a record whose fields match (and, with ``contains`` too, whose text holds it:
+  "an e-mail to Dana whose text says 45000").
 
-Each also has ``id``, ``turn`` (1-based user turn), optional ``weight`` (default 1) and ``description``.
+Each also has ``id``, ``turn`` (1-based user turn), optional ``weight`` (default 1), ``description`` and
+``required`` (default True: the outcome needs it; False marks a shaping-only item such as "looked up the
+order").
 """
 
 from __future__ import annotations
@@ -26,22 +34,35 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "CRITERION_KINDS",
+    "FREE_TEXT_ARGS",
+    "STATE_OPS",
     "args_match",
     "count_numbers",
     "describe_criterion",
     "diff_paths",
     "evaluate_criterion",
+    "identifying_args",
     "mentions",
     "multiset_jaccard",
     "normalize_text",
+    "shown_texts",
     "toolrl_scores",
     "values_match",
+    "without_echo",
 ]
 
 _MARKUP = re.compile("[*`_\"'\u201c\u201d\u2018\u2019]")  # emphasis and straight or curly quotes
 _NUMBER_ONLY = re.compile(r"^[-+]?\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?$")
 _NUMBER_IN_TEXT = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\d])")
 _MISSING = object()
+
+CRITERION_KINDS = ("called", "not_called", "said", "not_said", "state")
+STATE_OPS = ("equals", "contains", "exists", "match")
+FREE_TEXT_ARGS = frozenset({"query", "text", "pattern", "name", "subject", "body", "content", "line", "reason",
+                            "limit"})
+"""Arguments that are free text or a search phrase: two right calls may spell them differently, so a gold
+call is identified by its other arguments (ids, paths, dates, e-mail addresses, items)."""
 
 
 def normalize_text(text: str) -> str:
@@ -137,6 +158,60 @@ def args_match(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
     return all(key in actual and values_match(value, actual[key]) for key, value in expected.items())
 
 
+def shown_texts(calls: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What each call showed the agent (``text``: its result or error), less everything sent so far.
+
+    ``calls`` are in the order they ran; a string the agent sent in any argument up to a call is removed
+    from that call's text, so a value smuggled in by one call and read back by a later one grounds nothing.
+    """
+    sent: list[Any] = []
+    out = []
+    for call in calls:
+        sent.append(call.get("arguments") or {})
+        if "text" in call:
+            out.append(without_echo(call["text"], sent))
+    return out
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def without_echo(text: str, sent: Any) -> str:
+    """A tool result without the text the caller sent: what the result tells, not what it repeats.
+
+    A grounded answer must rest on what a lookup showed; a value the agent wrote into an argument (and a
+    tool echoed back, in that call's result or error or in a later one) shows nothing. ``sent`` holds the
+    arguments (any nesting of strings, lists and mappings).
+
+    Example:
+        >>> without_echo('Error: no order with id "SHIPPED, DELIVERED"', {"order_id": " shipped, delivered"})
+        'Error: no order with id ""'
+    """
+    for value in sorted({v.strip() for v in _strings(sent)}, key=len, reverse=True):
+        if len(value) < 2:
+            continue
+        for form in {value, json.dumps(value, ensure_ascii=False)[1:-1]}:
+            text = re.sub(re.escape(form), "", text, flags=re.IGNORECASE)
+    return text
+
+
+def identifying_args(call: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments that say what a call acts on (all but :data:`FREE_TEXT_ARGS`).
+
+    Example:
+        >>> identifying_args({"name": "search_files", "arguments": {"text": "port", "path": "/home"}})
+        {'path': '/home'}
+    """
+    return {k: v for k, v in (call.get("arguments") or {}).items() if k not in FREE_TEXT_ARGS}
+
+
 def multiset_jaccard(a: Sequence[str], b: Sequence[str]) -> float:
     """Jaccard index of two multisets (1.0 when both are empty).
 
@@ -210,6 +285,17 @@ def _fmt_call(call: Mapping[str, Any]) -> str:
     return f"{call['name']}({args})"
 
 
+def _as_text(value: Any) -> str:
+    """The text of a state value: strings as they are, everything else as JSON (strings inside unescaped)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return "\n".join(f"{k}: {_as_text(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "\n".join(_as_text(v) for v in value)
+    return json.dumps(value)
+
+
 def _lookup(state: Any, path: Sequence[Any]) -> Any:
     for key in path:
         in_map = isinstance(state, Mapping) and key in state
@@ -237,8 +323,15 @@ def describe_criterion(criterion: Mapping[str, Any]) -> str:
         return f"never called {criterion['tool']}" + (f" with {args}" if args else "")
     if kind == "said":
         return f"told the user {criterion['text']!r}"
+    if kind == "not_said":
+        return f"did not tell the user {criterion['text']!r}"
     where = ".".join(str(p) for p in criterion["path"])
-    for op in ("equals", "contains", "match", "exists"):
+    if "match" in criterion:
+        text = f"state {where} holds a record matching {json.dumps(criterion['match'], ensure_ascii=False)}"
+        if "contains" in criterion:
+            text += f" that says {json.dumps(criterion['contains'], ensure_ascii=False)}"
+        return text
+    for op in ("equals", "contains", "exists"):
         if op in criterion:
             return f"state {where} {op} {json.dumps(criterion[op], ensure_ascii=False)}"
     return f"state {where}"
@@ -249,11 +342,16 @@ def evaluate_criterion(
     calls: Sequence[Mapping[str, Any]],
     reply: str | None,
     state: Mapping[str, Any],
+    *,
+    results: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Check one criterion against a turn's calls, its closing reply and the world state after it.
 
     ``calls`` are the turn's calls as ``{"name", "arguments", "ok", "step"}``; ``reply`` is None when the turn
-    was never answered. Returns ``{"id", "turn", "kind", "description", "passed", "evidence", "weight"}``.
+    was never answered; ``results`` are the texts of what the agent's calls showed so far, this turn and
+    the earlier ones (results and errors, each without what the call's own arguments put there: see
+    :func:`without_echo`), which a ``grounded`` said criterion needs. Returns ``{"id", "turn", "kind",
+    "description", "passed", "evidence", "weight"}``.
 
     Example:
         >>> c = {"id": "c1", "turn": 1, "kind": "called", "tool": "delete_file", "args": {"path": "/a"}}
@@ -287,6 +385,17 @@ def evaluate_criterion(
             evidence = "the turn was never answered"
         else:
             passed, evidence = mentions(reply, str(criterion["text"]))
+            if passed and criterion.get("grounded"):
+                seen, _ = mentions("\n".join(results), str(criterion["text"]))
+                if not seen:
+                    passed = False
+                    evidence = (f"{evidence}, but {str(criterion['text'])!r} is in no tool result the agent "
+                                "received (beyond its own arguments): the answer does not rest on a lookup")
+    elif kind == "not_said":
+        found, where_found = mentions(reply or "", str(criterion["text"]))
+        passed = not found
+        evidence = f"the reply names {criterion['text']!r}: {where_found}" if found else \
+            f"{criterion['text']!r} is not in the reply"
     elif kind == "state":
         where = ".".join(str(p) for p in criterion["path"])
         value = _lookup(state, criterion["path"])
@@ -297,22 +406,23 @@ def evaluate_criterion(
         elif "equals" in criterion:
             passed = value is not _MISSING and values_match(criterion["equals"], value)
             evidence = f"{where} = {shown}"
-        elif "contains" in criterion:
-            text = value if isinstance(value, str) else json.dumps(None if value is _MISSING else value)
-            passed = value is not _MISSING and normalize_text(str(criterion["contains"])) in normalize_text(text)
-            evidence = f"{where} = {shown}"
         elif "match" in criterion:
             records = value.items() if isinstance(value, Mapping) else enumerate(value if isinstance(value, list)
                                                                                  else [])
-            hit = next((k for k, rec in records if isinstance(rec, Mapping) and args_match(criterion["match"], rec)),
-                       None)
+            text = criterion.get("contains")
+            hit = next((k for k, rec in records if isinstance(rec, Mapping) and args_match(criterion["match"], rec)
+                        and (text is None or mentions(_as_text(rec), str(text))[0])), None)
             passed = hit is not None
+            count = len(value) if isinstance(value, Mapping | list) else 0
             evidence = (f"{where}[{hit}] matches" if passed
-                        else f"no record in {where} matches ({0 if value is _MISSING else len(value)} record(s))")
+                        else f"no record in {where} matches ({count} record(s))")
+        elif "contains" in criterion:
+            passed = value is not _MISSING and mentions(_as_text(value), str(criterion["contains"]))[0]
+            evidence = f"{where} = {shown}"
         else:
             raise ValueError(f"state criterion {criterion.get('id')!r} needs equals, contains, exists or match")
     else:
-        raise ValueError(f"unknown criterion kind {kind!r} (use called, not_called, said or state)")
+        raise ValueError(f"unknown criterion kind {kind!r} (use one of {', '.join(CRITERION_KINDS)})")
     return {
         "id": criterion["id"],
         "turn": criterion["turn"],

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import date as Date
 from typing import Any, ClassVar, Literal
 
+from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict
 
 from execgym.core.tools import Tool, ToolError
@@ -338,8 +339,9 @@ class FileSystem(Service):
         return {"deleted": path}
 
     def comparable_state(self) -> dict[str, Any]:
-        # Trailing whitespace is not content the user asked for; folding keeps "a\n" and "a" equal.
-        return {"dirs": sorted(self._data["dirs"]), "files": fold_strings(dict(sorted(self._data["files"].items())))}
+        # Spacing is not content the user asked for ("a\n" equals "a"), but case is: "exactly this line".
+        files = {path: " ".join(text.split()) for path, text in sorted(self._data["files"].items())}
+        return {"dirs": sorted(self._data["dirs"]), "files": files}
 
 
 # -------------------------------------------------------------------------------------- calendar + mail
@@ -638,8 +640,9 @@ class Mail(Service):
 
 
 # ------------------------------------------------------------------------------------------------ shop
+@with_config(ConfigDict(extra="forbid"))
 class OrderLine(TypedDict):
-    """One line of a new order."""
+    """One line of a new order (no other keys: an unknown key is refused before the call runs)."""
 
     sku: str
     quantity: int

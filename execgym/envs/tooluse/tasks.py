@@ -24,14 +24,15 @@ import argparse
 import json
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from execgym.core.tasks import DIFFICULTIES, Task, read_json_or_jsonl
-from execgym.envs.tooluse.grading import mentions
+from execgym.core.tasks import DIFFICULTIES, Task
+from execgym.core.tools import ToolError
+from execgym.envs.tooluse.grading import mentions, shown_texts
 from execgym.envs.tooluse.services import SERVICES, Service
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "build_bundled",
     "bundled_tasks",
     "generate_task",
+    "must_be_looked_up",
     "replay_gold",
 ]
 
@@ -130,6 +132,7 @@ class Scenario:
         self._owner = {tool: s for s in self.services.values() for tool in s.tool_names}
         self.turns: list[dict[str, Any]] = []
         self.checklist: list[dict[str, Any]] = []
+        self._ran: list[dict[str, Any]] = []  # every gold call so far: its arguments and the text it returned
 
     def user(self, text: str) -> None:
         if self.turns and self.turns[-1]["reply"] is None:
@@ -140,7 +143,10 @@ class Scenario:
         results, recorded = [], []
         for name, arguments in calls:
             arguments = json.loads(json.dumps(arguments))
-            results.append(getattr(self._owner[name], name)(**json.loads(json.dumps(arguments))))
+            result = getattr(self._owner[name], name)(**json.loads(json.dumps(arguments)))
+            results.append(result)
+            text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+            self._ran.append({"turn": len(self.turns), "arguments": arguments, "text": text})
             recorded.append({"name": name, "arguments": arguments})
             if name in WRITE_TOOLS:
                 keys = _KEY_ARGS.get(name, tuple(arguments))
@@ -152,15 +158,24 @@ class Scenario:
         return self.step((tool, arguments))[0]
 
     def reply(self, text: str, *outputs: Any) -> None:
+        """Close the turn with the gold answer; each output gets a ``said`` criterion.
+
+        An output that a gold result shows (a status, a price) must come from what the agent's calls showed
+        (``grounded``, see :func:`must_be_looked_up`); one the gold answer computes (a count) or writes (an
+        end time) needs only to be said.
+        """
         turn = self.turns[-1]
         outputs_text = [str(o) for o in outputs]
         for output in outputs_text:
             if not mentions(text, output)[0]:
                 raise ValueError(f"the gold reply {text!r} does not mention {output!r}")
-            self.check("said", text=output)
+            self.check("said", text=output, grounded=must_be_looked_up(output, self._ran, len(self.turns)))
         turn["reply"], turn["outputs"] = text, outputs_text
 
     def check(self, kind: str, **fields: Any) -> None:
+        """Add a criterion to the current turn; a ``called`` one on a read-only tool only shapes (not required)."""
+        if kind == "called" and fields.get("tool") not in WRITE_TOOLS:
+            fields.setdefault("required", False)
         turn = len(self.turns)
         number = sum(1 for c in self.checklist if c["turn"] == turn) + 1
         self.checklist.append({"id": f"t{turn}-{number}-{kind}", "turn": turn, "kind": kind, **fields})
@@ -194,8 +209,11 @@ class Scenario:
         return data, tuple(oracle)
 
 
-def replay_gold(data: dict[str, Any]) -> dict[str, Service]:
+def replay_gold(data: dict[str, Any], ran: list[dict[str, Any]] | None = None) -> dict[str, Service]:
     """Fresh services from a task's world with every gold call replayed, in order (errors are ignored).
+
+    ``ran``, when given, receives each gold call as ``{"turn", "arguments", "text"}`` (``text``: its result
+    or error, as the agent would read it), for :func:`must_be_looked_up`.
 
     Example:
         >>> task = generate_task(0, "easy")
@@ -204,14 +222,48 @@ def replay_gold(data: dict[str, Any]) -> dict[str, Service]:
     """
     services = {name: SERVICES[name](data["world"].get(name, {})) for name in data["services"]}
     owner = {tool: s for s in services.values() for tool in s.tool_names}
-    for turn in data["turns"]:
+    for number, turn in enumerate(data["turns"], 1):
         for step in turn["gold"]:
             for call in step:
+                record: dict[str, Any] = {"turn": number, "arguments": call["arguments"]}
+                if ran is not None:
+                    ran.append(record)
                 try:
-                    getattr(owner[call["name"]], call["name"])(**json.loads(json.dumps(call["arguments"])))
-                except Exception:  # a failing gold call leaves the state as the API would
+                    value = getattr(owner[call["name"]], call["name"])(**json.loads(json.dumps(call["arguments"])))
+                except ToolError as exc:  # a failing gold call leaves the state as the API would
+                    record["text"] = f"Error: {exc}"
                     continue
+                except Exception:
+                    continue
+                record["text"] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return services
+
+
+def must_be_looked_up(output: str, ran: Sequence[Mapping[str, Any]], turn: int) -> bool:
+    """Whether an answer's ``output`` in user turn ``turn`` must come from a lookup (``grounded``).
+
+    ``ran`` are the gold calls as :func:`replay_gold` records them. The output must be looked up when a gold
+    call's result up to the turn shows it, except when the turn's gold calls send it themselves (an end time
+    the solution computes, then books) and no call of the same turn showed it before: a value the solution
+    writes is checked by the state, and an agent may well compute it without reading it anywhere.
+
+    Example:
+        >>> ran = [{"turn": 1, "arguments": {"id": "O-1"}, "text": '{"status": "shipped"}'},
+        ...        {"turn": 1, "arguments": {"start": "10:00"}, "text": '{"end": "11:00"}'}]
+        >>> must_be_looked_up("shipped", ran, 1), must_be_looked_up("11:00", ran, 1)
+        (True, True)
+        >>> must_be_looked_up("10:00", ran, 1)
+        False
+    """
+    upto = [r for r in ran if r["turn"] <= turn]
+    shown = shown_texts(upto)
+    texts = [(r, t) for r, t in zip([r for r in upto if "text" in r], shown)]
+    sends = next((k for k, r in enumerate(upto) if r["turn"] == turn
+                  and mentions(json.dumps(r["arguments"], ensure_ascii=False), output)[0]), None)
+    if sends is None:
+        return mentions("\n".join(shown), output)[0]
+    before = [t for r, t in texts if r["turn"] == turn and upto.index(r) < sends]
+    return mentions("\n".join(before), output)[0]
 
 
 # ------------------------------------------------------------------------------------------------ pools
@@ -426,7 +478,6 @@ def t_shop_stock(rng: Rng) -> Scenario:
     sc.user(f"Do you have the {product['name']} in stock? How many units, and what does it cost?")
     hits = sc.call("search_products", query=product["name"].lower())
     hit = next(h for h in hits if h["sku"] == sku)
-    sc.check("called", tool="search_products")
     sc.check("not_called", tool="place_order")
     sc.reply(f"Yes: {hit['stock']} units of the {hit['name']} are in stock at {_money(hit['price'])} each.",
              str(hit["stock"]), _money(hit["price"]))
@@ -574,6 +625,9 @@ def t_cal_agenda(rng: Rng) -> Scenario:
     sc.check("not_called", tool="cancel_event")
     listing = "; ".join(f"{e['start']}-{e['end']} {e['title']}" for e in events)
     sc.reply(f"On {day} you have: {listing}.", *[e["title"] for e in events])
+    # Meetings of other days are wrong here: an answer that lists every title is no answer.
+    for title in sorted({e["title"] for e in world["calendar"]["events"].values()} - {e["title"] for e in events}):
+        sc.check("not_said", text=title)
     return sc
 
 
@@ -699,7 +753,7 @@ def t_mail_forward(rng: Rng) -> Scenario:
     fact = _FACTS[subject][2](full["body"])
     email = next(h["email"] for h in hits_c if h["name"] == recipient["name"])
     sc.call("send_email", to=[email], subject=subject, body=f"Hi {recipient['name'].split()[0]}, {what} is {fact}.")
-    sc.check("state", path=["mail", "sent"], contains=fact)
+    sc.check("state", path=["mail", "sent"], match={"to": [email]}, contains=fact)
     sc.reply(f"I sent {recipient['name']} an e-mail saying that {what} is {fact}.", fact)
     return sc
 
@@ -738,7 +792,7 @@ def t_office_reschedule(rng: Rng) -> Scenario:
     sc.user("Great, please let them know by e-mail.")
     sc.call("send_email", to=[contact["email"]], subject=f"Re: Moving our {event['title']}",
             body=f"Done: the {event['title']} on {date} is moved to {_hm(start)}.")
-    sc.check("state", path=["mail", "sent"], contains=_hm(start))
+    sc.check("state", path=["mail", "sent"], match={"to": [contact["email"]]}, contains=_hm(start))
     sc.check("not_called", tool="cancel_event")
     sc.reply(f"I e-mailed {contact['name']} to confirm.")
     return sc
@@ -858,6 +912,9 @@ def t_fs_errors(rng: Rng) -> Scenario:
     errors = [line for line in text.splitlines() if " ERROR " in line]
     first = errors[0].split(" ERROR ")[1]
     sc.check("not_called", tool="delete_file")
+    for message in ERRORS:  # errors this log does not hold: naming them all is no answer
+        if message not in text:
+            sc.check("not_said", text=message)
     sc.reply(f"{log} has {len(errors)} ERROR line(s); the first says: {first}.", str(len(errors)), first)
     return sc
 
@@ -977,9 +1034,10 @@ def _to_row(task: Task) -> dict[str, Any]:
 
 @cache
 def _load_bundled(path: str) -> tuple[Task, ...]:
-    rows = read_json_or_jsonl(Path(path))
-    return tuple(Task(id=row["id"], prompt=row["prompt"], data=row["data"], oracle=tuple(row["oracle"]),
-                      difficulty=row["difficulty"], split=row["split"], source="bundled") for row in rows)
+    from execgym.envs.tooluse.loading import load_rows, task_from_row  # loading imports this module's peers
+
+    return tuple(load_rows(Path(path), lambda _line, row: task_from_row(row, source="bundled"),
+                           skip_invalid=False, what="task"))
 
 
 def bundled_tasks() -> list[Task]:

@@ -148,7 +148,7 @@ def test_checklist_items_carry_the_evidence_that_decided_them():
     assert not called["passed"] and "no successful matching call" in called["evidence"]
     said = [item for item in turn.values() if item["kind"] == "said"]
     assert [s["passed"] for s in said] == [False, False] and "not in the reply" in said[0]["evidence"]
-    assert set(bad) == {"id", "turn", "kind", "description", "passed", "evidence", "weight"}
+    assert set(bad) == {"id", "turn", "kind", "description", "passed", "evidence", "weight", "guard"}
     assert "turn_checklist" not in infos[0] and "turn_checklist" not in infos[1]
     # The follow-up message arrives after the answer, and the final info lists every criterion.
     _, reward, terminated, _, info = env.step("It cost a lot.")

@@ -1,0 +1,184 @@
+"""Task files: the ToolUse ``jsonl:`` loader and BFCL entries are checked when loaded, not at reset()."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from execgym.envs.tooluse.env import ToolUseEnv
+from execgym.envs.tooluse.loading import InvalidRow, validate_task_data
+from execgym.envs.tooluse.tasks import _to_row, build_bundled
+
+from .test_tooluse_bfcl import ENTRIES, write_bfcl
+
+ROWS = [_to_row(t) for t in build_bundled(per_template=1)]
+
+
+def _jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_a_task_file_in_the_bundled_format_loads_and_its_oracle_wins(tmp_path):
+    path = _jsonl(tmp_path / "tasks.jsonl", ROWS)
+    env = ToolUseEnv(dataset=f"jsonl:{path}")
+    assert len(env.tasks) == len(ROWS)
+    for task in env.tasks:
+        env.reset(options={"task_id": task.id})
+        for action in task.oracle:
+            *_, info = env.step(action)
+        assert info["outcome"] == 1.0, task.id
+    rows = [{**r, "split": "test" if i % 2 else "train"} for i, r in enumerate(ROWS)]
+    path = _jsonl(tmp_path / "split.jsonl", rows)
+    assert len(ToolUseEnv(dataset=f"jsonl:{path}", split="test").tasks) == len(rows) // 2
+
+
+def test_optional_fields_take_defaults_and_the_default_oracle_answers_with_the_outputs(tmp_path):
+    row = copy.deepcopy(next(r for r in ROWS if r["data"]["template"] == "shop-status"))
+    for key in ("prompt", "oracle", "difficulty", "split"):
+        del row[key]
+    del row["data"]["domain"]
+    env = ToolUseEnv(dataset=f"jsonl:{_jsonl(tmp_path / 't.jsonl', [row])}")
+    task = env.tasks.get(row["id"])
+    assert task.prompt == row["data"]["turns"][0]["user"] and task.split == "test"
+    env.reset(options={"task_id": task.id})
+    for action in task.oracle:
+        *_, info = env.step(action)
+    assert info["outcome"] == 1.0
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    (("id",), None, "id: must be a string or an integer, got NoneType"),
+    (("data", "services"), ["bank"], "data.services[0]: unknown service 'bank'"),
+    (("data", "turns"), [], "data.turns: needs at least one user turn"),
+    (("data", "turns", 0, "user"), 7, "data.turns[0].user: must be a string, got int"),
+    (("data", "turns", 0, "gold", 0, 0, "arguments"), "x", "gold[0][0].arguments: must be an object, got str"),
+    (("data", "checklist", 0, "turn"), 9, "data.checklist[0].turn: is 9, but the task has 1 user turn(s)"),
+    (("data", "checklist", 0, "kind"), "maybe", "data.checklist[0].kind: is 'maybe'"),
+    (("data", "checklist", 0, "weight"), True, "data.checklist[0].weight: must be a number, got a boolean"),
+    (("data", "world", "shop", "orders"), [], "data.world.shop.orders: Input should be a valid dictionary"),
+])
+def test_a_malformed_row_is_refused_at_load_naming_file_line_and_field(tmp_path, field, value, expected):
+    row = copy.deepcopy(next(r for r in ROWS if r["data"]["template"] == "shop-status"))
+    target = row
+    for key in field[:-1]:
+        target = target[key]
+    target[field[-1]] = value
+    path = _jsonl(tmp_path / "tasks.jsonl", [ROWS[1], row])
+    with pytest.raises(InvalidRow) as caught:
+        ToolUseEnv(dataset=f"jsonl:{path}")
+    message = str(caught.value)
+    assert message.startswith(f"{path}:2: task") and expected in message and "\n" not in message
+
+
+def test_a_world_the_gold_calls_cannot_run_on_is_refused():
+    data = copy.deepcopy(next(r for r in ROWS if r["data"]["template"] == "shop-cancel")["data"])
+    order = data["turns"][0]["gold"][0][0]["arguments"]["order_id"]
+    del data["world"]["shop"]["orders"][order]["items"][0]["sku"]
+    with pytest.raises(InvalidRow, match=r"world\.shop\.orders\..*\.items\.0\.sku: Field required"):
+        validate_task_data(data)
+
+
+def test_duplicate_ids_and_unreadable_lines_are_named(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps(ROWS[0]) + "\n", encoding="utf-8")
+    with pytest.raises(InvalidRow, match=rf"^{path}:2: task '{ROWS[0]['id']}': id .* is already used on line 1$"):
+        ToolUseEnv(dataset=f"jsonl:{path}")
+    path.write_text(json.dumps(ROWS[0]) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(InvalidRow, match=rf"^{path}:2: task: not valid JSON"):
+        ToolUseEnv(dataset=f"jsonl:{path}")
+    path.write_text("[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(InvalidRow, match=rf"^{path}:1: task: not valid JSON"):
+        ToolUseEnv(dataset=f"jsonl:{path}")
+
+
+# ------------------------------------------------------------------------------------------------- BFCL
+def _bfcl_with(tmp_path: Path, category: str, change) -> Path:
+    root = write_bfcl(tmp_path)
+    name = f"BFCL_v4_{category}.json"
+    entries = [json.loads(line) for line in (root / name).read_text().splitlines()]
+    change(entries)
+    (root / name).write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return root / name
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda es: es[1].update(function=["calculate_area"]), "function[0]: must be a function object"),
+    (lambda es: es[1].update(function="calculate_area"), "function: must be a list of functions, got str"),
+    (lambda es: es[1]["function"][0].pop("name"), "function[0].name: must be a string, got NoneType"),
+    (lambda es: es[1].pop("id"), "id: must be a non-empty string or integer"),
+    (lambda es: es[1].update(question="hi"), "question: must be a list"),
+    (lambda es: es[1].update(question=[[{"role": "user"}]]), "question[0].content: must be a string"),
+    (lambda es: es[1]["function"][0]["parameters"].update(properties=["radius"]),
+     "function[0].parameters.properties: must be an object, got list"),
+    (lambda es: es[1]["function"][0]["parameters"].update(required=["nope"]),
+     "function[0].parameters.required: 'nope' is not one of its properties"),
+    (lambda es: es[1]["function"].append(dict(es[1]["function"][0])),
+     "function[1].name: 'math.circle_area' is given twice"),
+])
+def test_malformed_bfcl_entries_are_refused_at_load_with_file_and_line(tmp_path, change, expected):
+    path = _bfcl_with(tmp_path, "simple_python", change)
+    with pytest.raises(InvalidRow) as caught:
+        ToolUseEnv(dataset=f"bfcl:{path.parent}", split="simple")
+    message = str(caught.value)
+    assert message.startswith(f"{path}:2: entry") and expected in message and "\n" not in message, message
+
+
+def test_bfcl_possible_answers_are_checked_too(tmp_path):
+    root = write_bfcl(tmp_path)
+    answers = root / "possible_answer" / "BFCL_v4_multiple.json"
+    answers.write_text(json.dumps({"ground_truth": []}) + "\n")
+    with pytest.raises(InvalidRow, match=rf"^{answers}:1: a possible answer needs an \"id\""):
+        ToolUseEnv(dataset=f"bfcl:{root}", split="multiple")
+    gt = {"book_hotel": {"city": ["Rome"], "nights": [2], "colour": ["red"]}}
+    answers.write_text(json.dumps({"id": "multiple_0", "ground_truth": [gt]}) + "\n")
+    with pytest.raises(InvalidRow, match=r"BFCL_v4_multiple.json:1: entry 'multiple_0': no call can meet its "
+                                         r"possible answer: .*colour"):
+        ToolUseEnv(dataset=f"bfcl:{root}", split="multiple")
+    answers.write_text(json.dumps({"id": "multiple_0", "ground_truth": [{"book_hotel": {"city": "Rome"}}]}) + "\n")
+    with pytest.raises(InvalidRow, match=r"ground_truth\[0\]\.book_hotel\.city: must be a list of possible values"):
+        ToolUseEnv(dataset=f"bfcl:{root}", split="multiple")
+
+
+def test_bfcl_skip_invalid_rows_leaves_bad_entries_out_with_a_count(tmp_path):
+    def change(es):
+        es[0]["function"] = "calculate_triangle_area"
+        es[2]["function"][0].pop("name")
+
+    _bfcl_with(tmp_path, "simple_python", change)
+    with pytest.warns(UserWarning, match=r"skipped 2 malformed entry\(s\) of .*BFCL_v4_simple_python.json"):
+        env = ToolUseEnv(dataset=f"bfcl:{tmp_path}", split="simple", skip_invalid_rows=True)
+    assert env.tasks.ids() == [ENTRIES["simple_python"][1][0]["id"]]
+    env.reset(options={"task_id": env.tasks.ids()[0]})
+    *_, info = env.step(env.task.oracle[0])
+    assert info["outcome"] == 1.0
+
+
+def test_refusals_stay_on_one_line_whatever_the_file_holds(tmp_path):
+    root = write_bfcl(tmp_path)
+    answers = root / "possible_answer" / "BFCL_v4_multiple.json"
+    gt = {"book_hotel": {"city": ["Rome"], "nights": [2], "note\nInjected": "not a list"}}
+    answers.write_text(json.dumps({"id": "multiple_0", "ground_truth": [gt]}) + "\n")
+    with pytest.raises(InvalidRow) as caught:
+        ToolUseEnv(dataset=f"bfcl:{root}", split="multiple")
+    assert "\n" not in str(caught.value) and "note\\nInjected: must be a list" in str(caught.value)
+
+
+def test_outputs_of_a_task_file_without_said_criteria_must_still_come_from_a_lookup(tmp_path):
+    """A loaded row that lists outputs but no checklist gets grounded criteria from its gold results."""
+    row = copy.deepcopy(next(r for r in ROWS if r["data"]["template"] == "shop-status"))
+    row["data"]["checklist"] = []
+    env = ToolUseEnv(dataset=f"jsonl:{_jsonl(tmp_path / 't.jsonl', [row])}")
+    task = env.tasks.get(row["id"])
+    gold_answer = next(a for a in task.oracle if isinstance(a, str))
+    env.reset(options={"task_id": task.id})
+    env.step({"name": "search_products", "arguments": {"query": "zzzz"}})
+    *_, info = env.step(gold_answer)
+    assert info["outcome"] == 0.0 and "in no tool result" in info["units"][1]["evidence"]
+    env.reset(options={"task_id": task.id})
+    for action in task.oracle:
+        *_, info = env.step(action)
+    assert info["outcome"] == 1.0
