@@ -41,9 +41,7 @@ def make_agent(name: str, env: gym.Env[Any, Any], *, seed: int | None = None, **
     if name == "openai":
         from execgym.agents.openai_chat import OpenAIChatAgent
 
-        if "model" not in kwargs:
-            raise ValueError("the openai agent needs model=... (and usually base_url=...)")
-        return OpenAIChatAgent(seed=seed, **kwargs)
+        return OpenAIChatAgent(seed=seed, **kwargs)  # no model=...: the server's only one
     if name == "hf":
         from execgym.agents.hf_policy import HFPolicyAgent
 

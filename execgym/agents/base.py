@@ -2,11 +2,111 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Agent", "BatchedAgent"]
+__all__ = ["DEFAULT_ACT_TIMEOUT_S", "Agent", "AgentTimeout", "BatchedAgent", "TimedCaller", "check_timeout"]
+
+DEFAULT_ACT_TIMEOUT_S: float | None = 600.0
+"""How long one ``act`` (or ``reset``) of an agent may take before its episode ends as an agent error."""
+
+
+class AgentTimeout(Exception):
+    """An agent call that did not return within its time limit (reported as the episode's ``agent_error``)."""
+
+
+class TimedCaller:
+    """Runs calls on a daemon worker thread and waits at most ``timeout_s`` for each.
+
+    A Python thread cannot be stopped, so a call that times out is abandoned: its thread (a daemon, which
+    never blocks interpreter exit) is left to finish or hang on its own, and the next call gets a fresh one.
+    The agent whose call timed out may still be running it: play the next episode with a new agent.
+    ``timeout_s=None`` calls on the caller's thread, with no limit.
+
+    Example:
+        >>> import time
+        >>> caller = TimedCaller()
+        >>> caller.call(sum, [1, 2], timeout_s=5)
+        3
+        >>> try:
+        ...     caller.call(time.sleep, 5, timeout_s=0.05, what="act")
+        ... except AgentTimeout as exc:
+        ...     print(exc)
+        act did not return within 0.05 s
+        >>> caller.close()
+    """
+
+    def __init__(self, name: str = "execgym-agent") -> None:
+        self.name = name
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]] | None] | None = None
+
+    def _worker(self) -> queue.SimpleQueue[Any]:
+        if self._jobs is None:
+            jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            threading.Thread(target=_serve_jobs, args=(jobs,), name=self.name, daemon=True).start()
+            self._jobs = jobs
+        return self._jobs
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` on the worker thread; the future holds its result or exception."""
+        future: Future[Any] = Future()
+        self._worker().put((fn, args, future))
+        return future
+
+    def abandon(self) -> None:
+        """Leave the current worker to its call (it exits when the call returns); the next call gets a new one."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout_s: float | None, what: str = "the agent call") -> Any:
+        """``fn(*args)``, or :class:`AgentTimeout` when it takes longer than ``timeout_s`` seconds."""
+        if timeout_s is None:
+            return fn(*args)
+        future = self.submit(fn, *args)
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            self.abandon()
+            raise AgentTimeout(f"{what} did not return within {timeout_s:g} s") from None
+
+    def close(self) -> None:
+        self.abandon()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit there may be nothing left to tell
+            self.abandon()  # lets an idle worker thread exit with its caller
+
+
+def _serve_jobs(jobs: queue.SimpleQueue[Any]) -> None:
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        fn, args, future = job
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # the caller sees it as the future's exception
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
+def check_timeout(timeout_s: float | None) -> float | None:
+    """``timeout_s`` as a float, or a ValueError when it is not positive (None: no limit)."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ValueError(f"an agent timeout must be a positive number of seconds or None, got {timeout_s!r}")
+    return float(timeout_s)
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ it runs in bf16 (fp16 where bf16 is missing), on CPU in float32.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +73,12 @@ def generate(
     temperature: float = 0.0,
     top_p: float = 1.0,
     batch_size: int = 64,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
     """Sample a continuation of every prompt (left-padded batches); each ends at its first stop id (kept).
 
-    ``temperature`` 0 decodes greedily. ``max_new_tokens`` may be one budget per prompt.
+    ``temperature`` 0 decodes greedily. ``max_new_tokens`` may be one budget per prompt. ``on_token(i, id)``
+    is called as each token of prompt ``i`` is sampled (streaming), up to its stop id or budget.
 
     Example:
         >>> import torch
@@ -109,6 +111,8 @@ def generate(
         sampling: dict[str, Any] = {"do_sample": False}
         if temperature > 0:
             sampling = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p), "top_k": 0}
+        if on_token is not None:
+            sampling["streamer"] = _RowStreamer(chunk, [budgets[i] for i in chunk], stops, on_token)
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=attention.to(device),
@@ -123,6 +127,32 @@ def generate(
                     break
             outputs[i] = produced
     return outputs
+
+
+class _RowStreamer:
+    """A ``transformers`` streamer for a batch: hands each row's new tokens to ``on_token(prompt index, id)``."""
+
+    def __init__(self, rows: Sequence[int], budgets: Sequence[int], stops: set[int],
+                 on_token: Callable[[int, int], None]) -> None:
+        self.rows, self.budgets, self.stops, self.on_token = list(rows), list(budgets), stops, on_token
+        self.counts = [0] * len(self.rows)
+        self.done = [False] * len(self.rows)
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # the first call carries the prompts
+            self.prompt_seen = True
+            return
+        for row, tokens in enumerate(value.reshape(len(self.rows), -1).tolist()):
+            for token in tokens:
+                if self.done[row]:
+                    break
+                self.counts[row] += 1
+                self.done[row] = token in self.stops or self.counts[row] >= self.budgets[row]
+                self.on_token(self.rows[row], int(token))
+
+    def end(self) -> None:
+        pass
 
 
 class HFPolicyAgent(BatchedAgent):

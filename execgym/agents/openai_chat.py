@@ -26,7 +26,8 @@ class OpenAIChatAgent(BatchedAgent):
     messages), mapped onto what a strict server accepts (:func:`~execgym.agents.chat.to_server_messages`).
 
     Args:
-        model: the served model's name.
+        model: the served model's name; None: the server's only model (its ``/v1/models`` list, read on the
+            first ``act``; a server listing several needs one named).
         base_url: the server, e.g. ``http://127.0.0.1:8000/v1`` (default: ``OPENAI_BASE_URL`` or OpenAI's).
         api_key: default ``OPENAI_API_KEY``, or ``"EMPTY"`` for local servers.
         tool_mode: ``native`` passes ``tools=`` and acts with the returned assistant message (its
@@ -51,7 +52,7 @@ class OpenAIChatAgent(BatchedAgent):
 
     def __init__(
         self,
-        model: str,
+        model: str | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
         *,
@@ -79,6 +80,7 @@ class OpenAIChatAgent(BatchedAgent):
             )
         self.client = client
         self.model = model
+        self._resolved: dict[str, str] = {}  # the server's model, found once and shared by the slots
         self.tool_mode = tool_mode
         self.temperature = float(temperature)
         self.max_tokens = None if max_tokens is None else int(max_tokens)
@@ -129,9 +131,21 @@ class OpenAIChatAgent(BatchedAgent):
         return to_server_messages(self.messages, native_tools=self.tool_mode == "native")
 
     # ------------------------------------------------------------------ acting
+    def served_model(self) -> str:
+        """``model``, or the one model the server lists (a ValueError when it lists none or several)."""
+        if self.model is not None:
+            return self.model
+        if "model" not in self._resolved:
+            ids = [m.id for m in self.client.models.list()]
+            if len(ids) != 1:
+                raise ValueError(f"the server lists {len(ids)} models ({', '.join(ids[:5]) or 'none'}); "
+                                 "pass model=... to choose one")
+            self._resolved["model"] = ids[0]
+        return self._resolved["model"]
+
     def act(self, observation: str, info: dict[str, Any]) -> Any:
         self._observe(info)
-        kwargs: dict[str, Any] = {"model": self.model, "messages": self.request_messages(),
+        kwargs: dict[str, Any] = {"model": self.served_model(), "messages": self.request_messages(),
                                   "temperature": self.temperature}
         if self.max_tokens is not None:
             kwargs["max_tokens"] = self.max_tokens

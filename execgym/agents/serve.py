@@ -1,21 +1,26 @@
 """``execgym serve``: an OpenAI-compatible chat-completions server around a local ``transformers`` policy.
 
 Endpoints: ``POST /v1/chat/completions`` (tools, ``<tool_call>`` blocks parsed into ``tool_calls``, usage
-counts, ``n``, ``stop``, ``stream``), ``GET /v1/models`` and ``GET /health``. Requests that arrive together
-are generated in one batch. It is the stdlib's ``ThreadingHTTPServer``: meant for loopback and a lab network,
-not the open internet (no auth, no TLS).
+counts, ``n``, ``stop``, ``stream`` token by token), ``GET /v1/models`` and ``GET /health``. Requests that
+arrive together are generated in one batch. It is the stdlib's ``ThreadingHTTPServer``, hardened: every
+request is bounded before the expensive work (body size, prompt size from the tokenizer's longest token,
+connections, queued generations, an idle / read timeout and a generation deadline), and every malformed
+request gets a 4xx with an OpenAI-style error body. Meant for loopback and a lab network, not the open
+internet (no auth, no TLS).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +33,9 @@ __all__ = ["PolicyServer", "RequestError", "make_http_server", "serve"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""The largest request body read (larger ones get 413 before a byte of the body is read)."""
+_END = -1  # marks the end of a streamed job's tokens
 
 
 class RequestError(Exception):
@@ -50,7 +57,24 @@ class _Job:
     max_new_tokens: int
     temperature: float
     top_p: float
+    on_token: Callable[[int], None] | None = None
     future: Future[list[int]] = field(default_factory=Future)
+
+
+@dataclass
+class _Prepared:
+    """A validated request, rendered and tokenized, ready to generate."""
+
+    model: str
+    prompt: list[int]
+    n: int
+    budget: int
+    temperature: float
+    top_p: float
+    stops: list[str]
+    parse_tools: bool
+    stream: bool
+    include_usage: bool
 
 
 class PolicyServer:
@@ -62,6 +86,12 @@ class PolicyServer:
         max_batch: the most sequences generated together.
         batch_wait_s: how long the first request of a batch waits for others to join it.
         default_max_tokens: the completion budget when a request gives none.
+        max_queued: the most sequences waiting for generation; more get 503 (the client backs off).
+        generation_timeout_s: the longest a request waits for its generation (then 504; a sequence not yet
+            started is dropped).
+        max_prompt_bytes: the longest prompt text accepted before it is tokenized (default: the context
+            length times the tokenizer's longest token in bytes, so only prompts that cannot fit are refused,
+            and a huge one costs no tokenizer or template memory).
 
     Example:
         >>> server = PolicyServer(*load_policy("models/tiny"), model_name="tiny")        # doctest: +SKIP
@@ -70,7 +100,8 @@ class PolicyServer:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, model_name: str = "execgym-policy", max_batch: int = 32,
-                 batch_wait_s: float = 0.01, default_max_tokens: int = 512) -> None:
+                 batch_wait_s: float = 0.01, default_max_tokens: int = 512, max_queued: int = 1024,
+                 generation_timeout_s: float = 600.0, max_prompt_bytes: int | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -80,6 +111,10 @@ class PolicyServer:
         self.context_limit = int(getattr(model.config, "max_position_embeddings", None) or 4096)
         self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0])
+        self.max_queued = int(max_queued)
+        self.generation_timeout_s = float(generation_timeout_s)
+        longest = max((len(str(t).encode("utf-8")) for t in tokenizer.get_vocab()), default=1)
+        self.max_prompt_bytes = int(max_prompt_bytes or self.context_limit * max(longest, 1))
         self.created = int(time.time())
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run_batches, name="execgym-serve-generate", daemon=True)
@@ -105,18 +140,32 @@ class PolicyServer:
                     held.append(job)  # other sampling settings (or shutdown) go in a later batch
             for job in held:
                 self._jobs.put(job)
+            batch = [j for j in batch if j.future.set_running_or_notify_cancel()]  # drop timed-out requests
+            if not batch:
+                continue
+
+            def on_token(index: int, token: int, batch: list[_Job] = batch) -> None:
+                callback = batch[index].on_token
+                if callback is not None:
+                    callback(token)
+
             try:
                 outputs = generate(self.model, [j.prompt for j in batch],
                                    max_new_tokens=[j.max_new_tokens for j in batch], stop_ids=self.stop_ids,
                                    pad_id=self.pad_id, temperature=first.temperature, top_p=first.top_p,
-                                   batch_size=self.max_batch)
+                                   batch_size=self.max_batch,
+                                   on_token=on_token if any(j.on_token for j in batch) else None)
             except Exception as exc:  # a failed batch fails its requests, not the server
                 log.exception("generation failed")
                 for job in batch:
                     job.future.set_exception(exc)
+                    if job.on_token is not None:
+                        job.on_token(_END)
                 continue
             for job, out in zip(batch, outputs):
                 job.future.set_result(out)
+                if job.on_token is not None:
+                    job.on_token(_END)
 
     def close(self) -> None:
         self._jobs.put(None)
@@ -126,23 +175,43 @@ class PolicyServer:
         return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": self.created,
                                             "owned_by": "execgym"}]}
 
-    def complete(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Answer one chat-completions request (already decoded from JSON)."""
+    def prepare(self, request: Mapping[str, Any]) -> _Prepared:
+        """Validate a chat-completions request, bound its size, render and tokenize it (400 on any bad field)."""
         messages = _messages(request.get("messages"))
-        tools = request.get("tools") or None
-        if tools is not None and not isinstance(tools, list):
-            raise RequestError("'tools' must be a list of function tools", param="tools")
-        if request.get("tool_choice") == "none":
+        tools = _tools(request.get("tools"))
+        choice = request.get("tool_choice")
+        if choice is not None and choice not in ("none", "auto", "required") and not isinstance(choice, dict):
+            raise RequestError("'tool_choice' must be 'none', 'auto', 'required' or a function choice",
+                               param="tool_choice")
+        if choice == "none":
             tools = None
+        model = request.get("model")
+        if model is not None and not isinstance(model, str):
+            raise RequestError("'model' must be a string", param="model")
         n = _int(request, "n", 1, low=1, high=16)
         temperature = _float(request, "temperature", 1.0, low=0.0, high=2.0)
         top_p = _float(request, "top_p", 1.0, low=0.0, high=1.0)
         if top_p == 0.0:
             top_p = 1.0
-        stops = request.get("stop") or []
-        stops = [stops] if isinstance(stops, str) else list(stops)
-        if not all(isinstance(s, str) for s in stops):
-            raise RequestError("'stop' must be a string or a list of strings", param="stop")
+        stops = _stops(request.get("stop"))
+        stream = request.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise RequestError("'stream' must be a boolean", param="stream")
+        options = request.get("stream_options")
+        if options is not None and not (isinstance(options, dict)
+                                        and isinstance(options.get("include_usage", False), bool)):
+            raise RequestError("'stream_options' must be an object like {\"include_usage\": true}",
+                               param="stream_options")
+        key = "max_completion_tokens" if request.get("max_completion_tokens") is not None else "max_tokens"
+        wanted = request.get(key)
+        budget = self.default_max_tokens if wanted is None else _int(request, key, 0, low=1)
+        size = sum(len(m["content"].encode("utf-8")) for m in messages)
+        size += len(json.dumps([m.get("tool_calls") for m in messages], ensure_ascii=False).encode("utf-8"))
+        size += len(json.dumps(tools or [], ensure_ascii=False).encode("utf-8"))
+        if size > self.max_prompt_bytes:  # before the template and the tokenizer, whose memory grows with it
+            raise RequestError(f"the prompt is too long: {size} bytes hold more tokens than this model's context "
+                               f"of {self.context_limit} (at most {self.max_prompt_bytes} bytes are accepted)",
+                               param="messages")
         try:
             text = render_chat(self.tokenizer, messages, tools, add_generation_prompt=True)
         except Exception as exc:
@@ -153,27 +222,94 @@ class PolicyServer:
         if room <= 0:
             raise RequestError(f"the prompt has {len(prompt)} tokens; this model's context is {self.context_limit}",
                                param="messages")
-        wanted = request.get("max_completion_tokens", request.get("max_tokens"))
-        budget = self.default_max_tokens if wanted is None else _int(request, "max_tokens", 0, low=1, value=wanted)
-        budget = min(budget, room)
-        jobs = [_Job(prompt, budget, temperature, top_p) for _ in range(n)]
+        return _Prepared(model=model or self.model_name, prompt=prompt, n=n, budget=min(budget, room),
+                         temperature=temperature, top_p=top_p, stops=stops, parse_tools=tools is not None,
+                         stream=bool(stream), include_usage=bool((options or {}).get("include_usage")))
+
+    def _enqueue(self, prepared: _Prepared, on_token: Callable[[int, int], None] | None = None) -> list[_Job]:
+        if self._jobs.qsize() + prepared.n > self.max_queued:
+            raise RequestError(f"the server is busy ({self._jobs.qsize()} sequences queued); retry later",
+                               status=503)
+        jobs = []
+        for index in range(prepared.n):
+            callback = None if on_token is None else (lambda token, i=index: on_token(i, token))
+            jobs.append(_Job(prepared.prompt, prepared.budget, prepared.temperature, prepared.top_p, callback))
         for job in jobs:
             self._jobs.put(job)
+        return jobs
+
+    def _wait(self, job: _Job, deadline: float) -> list[int]:
+        try:
+            return job.future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            job.future.cancel()  # not started yet: the batcher skips it
+            raise RequestError(f"generation did not finish within {self.generation_timeout_s:g} s",
+                               status=504) from None
+
+    def complete(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer one chat-completions request (already decoded from JSON)."""
+        return self.finish(self.prepare(request))
+
+    def finish(self, prepared: _Prepared) -> dict[str, Any]:
+        """Generate a prepared request and answer it as one ``chat.completion``."""
+        jobs = self._enqueue(prepared)
+        deadline = time.monotonic() + self.generation_timeout_s
         choices = []
         completion_tokens = 0
         for index, job in enumerate(jobs):
-            produced = job.future.result()
+            produced = self._wait(job, deadline)
             completion_tokens += len(produced)
-            choices.append(self._choice(index, produced, budget, stops, parse_tools=tools is not None))
+            choices.append(self._choice(index, produced, prepared.budget, prepared.stops,
+                                        parse_tools=prepared.parse_tools))
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": str(request.get("model") or self.model_name),
+            "model": prepared.model,
             "choices": choices,
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": completion_tokens,
-                      "total_tokens": len(prompt) + completion_tokens},
+            "usage": _usage(len(prepared.prompt), completion_tokens),
         }
+
+    def stream(self, prepared: _Prepared) -> Iterator[dict[str, Any]]:
+        """Generate a prepared request as ``chat.completion.chunk`` dicts, a content delta per decoded token.
+
+        With tools, text is streamed until a ``<tool_call>`` block starts; the parsed calls come in one delta
+        at the end. Text that could be the start of a stop string (or of ``<tool_call>``) is held back until
+        it is known not to be one.
+        """
+        events: queue.Queue[tuple[int, int]] = queue.Queue()
+        jobs = self._enqueue(prepared, on_token=lambda index, token: events.put((index, token)))
+        deadline = time.monotonic() + self.generation_timeout_s
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": prepared.model}
+        writers = [_ChoiceStream(self, prepared) for _ in jobs]
+        for index in range(len(jobs)):
+            yield {**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+                                        "finish_reason": None}]}
+        open_jobs = len(jobs)
+        while open_jobs:
+            try:
+                index, token = events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                for job in jobs:
+                    job.future.cancel()
+                raise RequestError(f"generation did not finish within {self.generation_timeout_s:g} s",
+                                   status=504) from None
+            writer = writers[index]
+            if token != _END:
+                delta = writer.add(token)
+                if delta:
+                    yield {**base, "choices": [{"index": index, "delta": {"content": delta}, "finish_reason": None}]}
+                continue
+            open_jobs -= 1
+            produced = jobs[index].future.result()  # the batch's exception, if generation failed
+            final = self._choice(index, produced, prepared.budget, prepared.stops, parse_tools=prepared.parse_tools)
+            for delta in writer.close(final["message"]):
+                yield {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+            yield {**base, "choices": [{"index": index, "delta": {}, "finish_reason": final["finish_reason"]}]}
+        if prepared.include_usage:
+            completion = sum(len(job.future.result()) for job in jobs)
+            yield {**base, "choices": [], "usage": _usage(len(prepared.prompt), completion)}
 
     def _choice(self, index: int, produced: list[int], budget: int, stops: Sequence[str],
                 *, parse_tools: bool) -> dict[str, Any]:
@@ -206,15 +342,101 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         if m["role"] == "developer":
             m["role"] = "system"
         content = m.get("content")
-        if isinstance(content, list):  # content parts: keep the text ones
-            m["content"] = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if isinstance(content, list):  # content parts: this server reads text parts only
+            texts = []
+            for j, part in enumerate(content):
+                if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                    raise RequestError(f"messages[{i}].content[{j}] must be a text part "
+                                       '{"type": "text", "text": "..."}', param=f"messages[{i}].content")
+                texts.append(part["text"])
+            m["content"] = "".join(texts)
         elif content is None:
             m["content"] = ""
         elif not isinstance(content, str):
-            raise RequestError(f"messages[{i}].content must be a string or a list of parts",
+            raise RequestError(f"messages[{i}].content must be a string or a list of text parts",
                                param=f"messages[{i}].content")
+        calls = m.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(_is_call(c) for c in calls)):
+            raise RequestError(f"messages[{i}].tool_calls must be a list of function calls "
+                               '{"id", "type": "function", "function": {"name", "arguments"}}',
+                               param=f"messages[{i}].tool_calls")
+        if m["role"] == "tool" and not isinstance(m.get("tool_call_id", ""), str):
+            raise RequestError(f"messages[{i}].tool_call_id must be a string", param=f"messages[{i}].tool_call_id")
         out.append(m)
     return out
+
+
+def _is_call(call: Any) -> bool:
+    fn = call.get("function") if isinstance(call, dict) else None
+    return (isinstance(fn, dict) and isinstance(fn.get("name"), str)
+            and isinstance(fn.get("arguments", ""), (str, dict)))
+
+
+def _tools(raw: Any) -> list[dict[str, Any]] | None:
+    if raw is None or raw == []:
+        return None
+    if not isinstance(raw, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+            for t in raw):
+        raise RequestError("'tools' must be a list of function tools "
+                           '{"type": "function", "function": {"name", "parameters"}}', param="tools")
+    return raw
+
+
+def _stops(raw: Any) -> list[str]:
+    if raw is None:
+        return []
+    stops = [raw] if isinstance(raw, str) else raw
+    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
+        raise RequestError("'stop' must be a non-empty string or a list of at most 4 of them", param="stop")
+    return list(stops)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class _ChoiceStream:
+    """One choice of a streamed completion: decodes its tokens as they come and says what text is safe to send."""
+
+    def __init__(self, server: PolicyServer, prepared: _Prepared) -> None:
+        self.tokenizer = server.tokenizer
+        self.stop_ids = set(server.stop_ids)
+        self.holds = list(prepared.stops) + (["<tool_call>"] if prepared.parse_tools else [])
+        self.ids: list[int] = []
+        self.sent = ""
+        self.halted = False  # a stop string or a tool call began: nothing more goes out as it comes
+
+    def add(self, token: int) -> str:
+        if self.halted or token in self.stop_ids:
+            return ""
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest of it
+            return ""
+        cut = min((p for p in (text.find(h) for h in self.holds) if p >= 0), default=-1)
+        if cut >= 0:
+            self.halted = True
+            safe = text[:cut]
+        else:
+            keep = max((k for h in self.holds for k in range(len(h), 0, -1) if text.endswith(h[:k])), default=0)
+            safe = text[:len(text) - keep]
+        if not safe.startswith(self.sent) or len(safe) <= len(self.sent):
+            return ""
+        delta, self.sent = safe[len(self.sent):], safe
+        return delta
+
+    def close(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The last deltas: the content not sent yet, and the parsed tool calls."""
+        out: list[dict[str, Any]] = []
+        content = message.get("content") or ""
+        rest = content[len(self.sent):] if content.startswith(self.sent) else ""
+        if rest:
+            out.append({"content": rest})
+        if message.get("tool_calls"):
+            out.append({"tool_calls": [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]})
+        return out
 
 
 def _int(request: Mapping[str, Any], key: str, default: int, *, low: int, high: int | None = None,
@@ -237,30 +459,53 @@ def _float(request: Mapping[str, Any], key: str, default: float, *, low: float, 
     return float(value)
 
 
-def _stream_chunks(response: Mapping[str, Any], include_usage: bool) -> list[dict[str, Any]]:
-    """A finished completion as the chunks of a stream (the whole answer arrives at once)."""
-    base = {"id": response["id"], "object": "chat.completion.chunk", "created": response["created"],
-            "model": response["model"]}
-    chunks = []
-    for choice in response["choices"]:
-        msg = choice["message"]
-        delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ""}
-        if msg.get("tool_calls"):
-            delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(msg["tool_calls"])]
-        chunks.append({**base, "choices": [{"index": choice["index"], "delta": delta, "finish_reason": None}]})
-        chunks.append({**base, "choices": [{"index": choice["index"], "delta": {},
-                                            "finish_reason": choice["finish_reason"]}]})
-    if include_usage:
-        chunks.append({**base, "choices": [], "usage": response["usage"]})
-    return chunks
+class _HTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once (more get 503), a listen backlog that
+    takes bursts."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *, backlog: int,
+                 max_connections: int) -> None:
+        self.request_queue_size = int(backlog)  # read by server_activate() inside __init__
+        self._connections = threading.BoundedSemaphore(int(max_connections))
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):
+            body = json.dumps(RequestError("too many connections; retry later", status=503).body()).encode()
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                                + body)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
 
-def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """An HTTP server (not yet serving) for ``server``; port 0 picks a free one (``.server_address``)."""
+def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 8000, *,
+                     max_body_bytes: int = MAX_BODY_BYTES, idle_timeout_s: float = 30.0, backlog: int = 512,
+                     max_connections: int = 512) -> ThreadingHTTPServer:
+    """An HTTP server (not yet serving) for ``server``; port 0 picks a free one (``.server_address``).
+
+    Args:
+        max_body_bytes: larger bodies get 413 unread (and the connection is closed).
+        idle_timeout_s: a connection that sends nothing for this long is closed; a body must arrive within it.
+        backlog: the listen queue (connections the kernel holds while every thread is busy).
+        max_connections: connections served at once; more get 503 and are closed.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "execgym-serve"
+        timeout = idle_timeout_s  # the socket timeout: idle keep-alive connections and slow clients end
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s - %s", self.address_string(), format % args)
@@ -270,11 +515,16 @@ def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
 
+        def _route(self) -> str:
+            return self.path.split("?")[0].rstrip("/")
+
         def do_GET(self) -> None:
-            path = self.path.split("?")[0].rstrip("/")
+            path = self._route()
             if path in ("/v1/models", "/models"):
                 self._send(200, server.models())
             elif path in ("/health", "/v1/health"):
@@ -282,21 +532,66 @@ def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 
             else:
                 self._send(404, RequestError(f"no route GET {path}", status=404).body())
 
+        def _refuse_method(self) -> None:
+            self.close_connection = True  # a body we do not read must not be taken for the next request
+            self._send(405, RequestError(f"method {self.command} is not allowed", status=405).body())
+
+        do_PUT = do_DELETE = do_PATCH = _refuse_method
+
+        def _read_body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding"):
+                self.close_connection = True
+                raise RequestError("send the body with a Content-Length (no Transfer-Encoding)", status=411)
+            header = self.headers.get("Content-Length")
+            if header is None:
+                self.close_connection = True
+                raise RequestError("a POST needs a Content-Length header", status=411)
+            if not header.strip().isdigit():
+                self.close_connection = True
+                raise RequestError(f"Content-Length must be a non-negative integer, got {header[:40]!r}")
+            length = int(header)
+            if length > max_body_bytes:
+                self.close_connection = True
+                raise RequestError(f"request body of {length} bytes is over the limit of {max_body_bytes}",
+                                   status=413)
+            chunks, got = [], 0
+            deadline = time.monotonic() + idle_timeout_s
+            while got < length:
+                if time.monotonic() > deadline:
+                    self.close_connection = True
+                    raise RequestError(f"the body did not arrive within {idle_timeout_s:g} s", status=408)
+                chunk = self.rfile.read1(min(length - got, 1 << 16))
+                if not chunk:
+                    self.close_connection = True
+                    raise RequestError(f"the body ended after {got} of {length} bytes")
+                chunks.append(chunk)
+                got += len(chunk)
+            return b"".join(chunks)
+
         def do_POST(self) -> None:
-            path = self.path.split("?")[0].rstrip("/")
+            path = self._route()
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY_BYTES:
-                    raise RequestError(f"request body over {MAX_BODY_BYTES} bytes", status=413)
-                raw = self.rfile.read(length)
+                try:
+                    raw = self._read_body()
+                except TimeoutError:
+                    self.close_connection = True
+                    raise RequestError(f"the body did not arrive within {idle_timeout_s:g} s", status=408) from None
                 if path not in ("/v1/chat/completions", "/chat/completions"):
                     raise RequestError(f"no route POST {path}", status=404)
                 try:
                     request = json.loads(raw or b"{}")
-                except json.JSONDecodeError as exc:
-                    raise RequestError(f"the body is not valid JSON: {exc.msg}") from None
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise RequestError(f"the body is not valid JSON: {getattr(exc, 'msg', exc)}") from None
+                except RecursionError:
+                    raise RequestError("the body is nested too deeply") from None
                 if not isinstance(request, dict):
                     raise RequestError("the body must be a JSON object")
+                if request.get("stream") is True:
+                    prepared = server.prepare(request)
+                    chunks = server.stream(prepared)
+                    first = next(chunks)  # a request refused now still gets its status code
+                    self._stream(first, chunks)
+                    return
                 response = server.complete(request)
             except RequestError as exc:
                 self._send(exc.status, exc.body())
@@ -305,33 +600,46 @@ def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 
                 log.exception("request failed")
                 self._send(500, RequestError(f"{type(exc).__name__}: {exc}", status=500).body())
                 return
-            if request.get("stream"):
-                include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-cache")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                for chunk in _stream_chunks(response, include_usage):
-                    self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.close_connection = True
-                return
             self._send(HTTPStatus.OK, response)
 
-    httpd = ThreadingHTTPServer((host, port), Handler)
-    httpd.daemon_threads = True
-    return httpd
+        def _stream(self, first: dict[str, Any], chunks: Iterator[dict[str, Any]]) -> None:
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                self.wfile.write(_sse(first))
+                self.wfile.flush()
+                for chunk in chunks:
+                    self.wfile.write(_sse(chunk))
+                    self.wfile.flush()
+            except RequestError as exc:  # headers are out: the error goes in the stream, as OpenAI's does
+                self.wfile.write(_sse(exc.body()))
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                return  # the client went away
+            except Exception as exc:
+                log.exception("streaming failed")
+                self.wfile.write(_sse(RequestError(f"{type(exc).__name__}: {exc}", status=500).body()))
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    return _HTTPServer((host, port), Handler, backlog=backlog, max_connections=max_connections)
+
+
+def _sse(obj: Mapping[str, Any]) -> bytes:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
 def serve(model: str, *, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,
           device: str = "auto", dtype: str = "auto", max_batch: int = 32, default_max_tokens: int = 512,
-          trust_remote_code: bool = False) -> None:
+          trust_remote_code: bool = False, idle_timeout_s: float = 30.0, max_body_bytes: int = MAX_BODY_BYTES,
+          generation_timeout_s: float = 600.0) -> None:
     """Load ``model`` and serve it until interrupted."""
     loaded, tokenizer = load_policy(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     policy = PolicyServer(loaded, tokenizer, model_name=model_name or str(model), max_batch=max_batch,
-                          default_max_tokens=default_max_tokens)
-    httpd = make_http_server(policy, host, port)
+                          default_max_tokens=default_max_tokens, generation_timeout_s=generation_timeout_s)
+    httpd = make_http_server(policy, host, port, idle_timeout_s=idle_timeout_s, max_body_bytes=max_body_bytes)
     bound_host, bound_port = httpd.server_address[:2]
     print(f"serving {policy.model_name} on http://{bound_host}:{bound_port}/v1 "
           f"({next(loaded.parameters()).device}, {next(loaded.parameters()).dtype})", flush=True)

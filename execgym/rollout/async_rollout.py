@@ -23,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 
 from execgym.agents import Agent, make_agent
+from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S, TimedCaller, check_timeout
 from execgym.rollout.episode import EpisodeResult, episode_tokens
 
 __all__ = ["AsyncRollout", "EpisodeSpec", "episode_specs"]
@@ -98,35 +99,40 @@ class _Tally:
 
 
 class _Slot:
-    """One env and its agent, living on one thread for the slot's whole life."""
+    """One env and its agent: the env lives on one thread for the slot's whole life, the agent acts on another
+    (so an agent that hangs can be abandoned while the env goes on with a new agent)."""
 
     def __init__(self, index: int, env_fn: EnvFactory, agent_fn: AgentFactory) -> None:
         self.index = index
         self.env_fn = env_fn
         self.agent_fn = agent_fn
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"execgym-slot{index}")
+        self.caller = TimedCaller(name=f"execgym-slot{index}-agent")
         self.env: gym.Env[Any, Any] | None = None
         self.agent: Agent | None = None
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         return self.thread.submit(fn, *args)
 
-    def _ensure(self) -> tuple[gym.Env[Any, Any], Agent]:
-        if self.env is None:
-            self.env = self.env_fn()
-            self.agent = self.agent_fn(self.env)
-        assert self.agent is not None
-        return self.env, self.agent
-
     def reset(self, spec: EpisodeSpec) -> tuple[str, dict[str, Any]]:
-        env, agent = self._ensure()
-        obs, info = env.reset(seed=spec.seed, options=spec.options)
-        agent.reset(info)
-        return obs, info
+        if self.env is None:
+            self.env, self.agent = self.env_fn(), None
+        if self.agent is None:
+            self.agent = self.agent_fn(self.env)
+        return self.env.reset(seed=spec.seed, options=spec.options)
+
+    def reset_agent(self, info: dict[str, Any]) -> None:
+        assert self.agent is not None
+        self.agent.reset(info)
 
     def act(self, obs: str, info: dict[str, Any]) -> Any:
         assert self.agent is not None
         return self.agent.act(obs, info)
+
+    def abandon_agent(self) -> None:
+        """Leave a hung agent to its call; the slot's next episode builds a new one on a new agent thread."""
+        self.caller.abandon()
+        self.agent = None
 
     def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
         assert self.env is not None
@@ -142,6 +148,7 @@ class _Slot:
                 env.close()
 
     def close(self) -> None:
+        self.caller.close()
         self.thread.submit(self.discard_env).result()
         self.thread.shutdown(wait=True)
 
@@ -156,11 +163,16 @@ class AsyncRollout:
         num_slots: how many episodes are in flight at once (one env, one agent and one thread each).
         env_kwargs: keyword arguments of ``gym.make`` when ``env`` is an id.
         agent_kwargs: keyword arguments of ``make_agent`` when ``agent`` is a name.
+        act_timeout_s: the longest one ``agent.reset`` or ``agent.act`` may take (None: no limit). Agents act
+            on their own threads; one that does not answer in time ends its episode with ``agent_error``
+            ``"AgentTimeout: ..."``, is abandoned (a Python thread cannot be stopped) and replaced by a new
+            agent for the slot's next episode, while the other slots go on.
 
     :meth:`run` returns the :class:`~execgym.rollout.episode.EpisodeResult` of every episode in the order
     of the specs, exactly as :func:`~execgym.rollout.episode.run_episode` would summarise each. An agent
     that raises ends its episode with ``agent_error``; an env that raises ends it with ``infra_error`` and is
-    replaced by a new one for the slot's next episode. Slots and their envs stay alive between ``run``
+    replaced by a new one for the slot's next episode; a hung agent cannot stall the run. Slots and their
+    envs stay alive between ``run``
     calls until :meth:`close`.
 
     Example:
@@ -179,7 +191,9 @@ class AsyncRollout:
         num_slots: int = 4,
         env_kwargs: dict[str, Any] | None = None,
         agent_kwargs: dict[str, Any] | None = None,
+        act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
     ) -> None:
+        self.act_timeout_s = check_timeout(act_timeout_s)
         if num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {num_slots}")
         if isinstance(env, str):
@@ -219,11 +233,19 @@ class AsyncRollout:
         queue = list(enumerate(specs))
         queue.reverse()
         pending: dict[Future[Any], tuple[str, _Slot, _Tally]] = {}
+        deadlines: dict[Future[Any], float] = {}  # the agent calls' futures -> when they time out
+        timeout_s = self.act_timeout_s
 
         def start(slot: _Slot) -> None:
             if queue:
                 index, spec = queue.pop()
                 pending[slot.submit(slot.reset, spec)] = ("reset", slot, _Tally(index, spec))
+
+        def call_agent(kind: str, slot: _Slot, tally: _Tally, fn: Callable[..., Any], *args: Any) -> None:
+            future = slot.caller.submit(fn, *args)
+            pending[future] = (kind, slot, tally)
+            if timeout_s is not None:
+                deadlines[future] = time.monotonic() + timeout_s
 
         def finish(slot: _Slot, tally: _Tally, result: EpisodeResult) -> None:
             result.tokens = episode_tokens(slot.agent)
@@ -235,13 +257,28 @@ class AsyncRollout:
         for slot in self._slots:
             start(slot)
         while pending:
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            wait_s = None if not deadlines else max(0.0, min(deadlines.values()) - time.monotonic())
+            done, _ = wait(list(pending), timeout=wait_s, return_when=FIRST_COMPLETED)
+            now = time.monotonic()
+            for future in [f for f, due in deadlines.items() if f not in done and due <= now]:
+                kind, slot, tally = pending.pop(future)
+                del deadlines[future]
+                what = "agent.act" if kind == "act" else "agent.reset"
+                error = f"AgentTimeout: {what} did not return within {timeout_s:g} s"
+                result = tally.result(agent_error=error)
+                result.tokens = episode_tokens(slot.agent)
+                slot.abandon_agent()
+                results[tally.index] = result
+                if on_episode is not None:
+                    on_episode(tally.index, result)
+                start(slot)
             for future in done:
                 kind, slot, tally = pending.pop(future)
+                deadlines.pop(future, None)
                 exc = future.exception()
                 if exc is not None:
                     error = f"{type(exc).__name__}: {exc}"
-                    if kind == "act":
+                    if kind in ("act", "agent_reset"):
                         finish(slot, tally, tally.result(agent_error=error))
                     else:
                         slot.submit(slot.discard_env).result()
@@ -250,11 +287,13 @@ class AsyncRollout:
                 if kind == "reset":
                     tally.observation, tally.info = future.result()
                     tally.task_id = tally.info["task_id"]
-                elif kind == "act":
+                    call_agent("agent_reset", slot, tally, slot.reset_agent, tally.info)
+                    continue
+                if kind == "act":
                     tally.action = future.result()
                     pending[slot.submit(slot.step, tally.action)] = ("step", slot, tally)
                     continue
-                else:  # step
+                if kind == "step":
                     obs, reward, terminated, truncated, info = future.result()
                     tally.observation = obs
                     tally.add_step(reward, terminated, truncated, info)
@@ -263,7 +302,7 @@ class AsyncRollout:
                     if terminated or truncated:
                         finish(slot, tally, tally.result())
                         continue
-                pending[slot.submit(slot.act, tally.observation, tally.info)] = ("act", slot, tally)
+                call_agent("act", slot, tally, slot.act, tally.observation, tally.info)
         return [r for r in results if r is not None]
 
     def close(self) -> None:
@@ -288,7 +327,9 @@ def run_async(
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
     agent_kwargs: dict[str, Any] | None = None,
+    act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
 ) -> list[EpisodeResult]:
     """One-shot :class:`AsyncRollout`: build the slots, play ``episodes``, close."""
-    with AsyncRollout(env, agent, num_slots=num_slots, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs) as r:
+    with AsyncRollout(env, agent, num_slots=num_slots, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
+                      act_timeout_s=act_timeout_s) as r:
         return r.run(episodes, seed=seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from execgym.agents.base import Agent
+from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S, Agent, TimedCaller, check_timeout
 
 __all__ = ["EpisodeResult", "episode_tokens", "run_episode"]
 
@@ -40,6 +41,17 @@ def episode_tokens(agent: Any) -> int:
     return int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
 
 
+_local = threading.local()
+
+
+def _thread_caller() -> TimedCaller:
+    """One agent worker thread per calling thread, reused across episodes (replaced after a timeout)."""
+    caller = getattr(_local, "caller", None)
+    if caller is None:
+        caller = _local.caller = TimedCaller()
+    return caller
+
+
 def run_episode(
     env: gym.Env[Any, Any],
     agent: Agent,
@@ -47,12 +59,15 @@ def run_episode(
     seed: int | None = None,
     options: dict[str, Any] | None = None,
     on_step: Callable[[Any, str, float, dict[str, Any]], None] | None = None,
+    act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
 ) -> EpisodeResult:
     """Reset ``env``, let ``agent`` act until the episode ends, and summarise it.
 
     ``on_step(action, observation, reward, info)`` is called after every step (for watching or logging).
     Reward components are summed over the episode. An exception in the agent ends the episode with
-    ``agent_error`` set instead of propagating, so one bad episode does not stop a baseline run.
+    ``agent_error`` set instead of propagating, so one bad episode does not stop a baseline run; so does an
+    ``agent.reset`` or ``agent.act`` that takes longer than ``act_timeout_s`` seconds (``"AgentTimeout: ..."``;
+    None: no limit). A timed-out call is abandoned, not stopped: play the next episode with a new agent.
 
     Example:
         >>> import gymnasium as gym, execgym
@@ -61,19 +76,24 @@ def run_episode(
         >>> run_episode(env, OracleAgent(env), seed=0).outcome          # doctest: +SKIP
         1.0
     """
+    timeout_s = check_timeout(act_timeout_s)
+    caller = _thread_caller()
     t0 = time.perf_counter()
     obs, info = env.reset(seed=seed, options=options)
     task_id = info["task_id"]
-    agent.reset(info)
     total = 0.0
     turns = 0
     calls = 0
     components: dict[str, float] = {}
     terminated = truncated = False
     agent_error = None
-    while not (terminated or truncated):
+    try:
+        caller.call(agent.reset, info, timeout_s=timeout_s, what="agent.reset")
+    except Exception as exc:
+        agent_error = f"{type(exc).__name__}: {exc}"
+    while agent_error is None and not (terminated or truncated):
         try:
-            action = agent.act(obs, info)
+            action = caller.call(agent.act, obs, info, timeout_s=timeout_s, what="agent.act")
         except Exception as exc:
             agent_error = f"{type(exc).__name__}: {exc}"
             break

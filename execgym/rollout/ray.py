@@ -23,6 +23,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S, check_timeout
 from execgym.rollout.async_rollout import EpisodeSpec, episode_specs
 from execgym.rollout.episode import EpisodeResult
 
@@ -57,9 +58,9 @@ class EpisodeWorker:
         *,
         seed: int | None = None,
         record: bool = False,
+        act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
     ) -> None:
         import execgym  # noqa: F401  (registers the env ids in this process)
-        from execgym.agents import make_agent
         from execgym.core.trajectory import RecordTrajectory
 
         env: gym.Env[Any, Any] = gym.make(env_id, **env_kwargs)
@@ -68,13 +69,29 @@ class EpisodeWorker:
         if self._record_path is not None:
             env = RecordTrajectory(env, self._record_path)
         self.env = env
-        self.agent = agent(env) if callable(agent) else make_agent(agent, env, seed=seed, **agent_kwargs)
+        self.act_timeout_s = check_timeout(act_timeout_s)
+        self._agent_spec, self._agent_kwargs, self._seed = agent, dict(agent_kwargs), seed
+        self.agent = self._build_agent()
+
+    def _build_agent(self) -> Any:
+        from execgym.agents import make_agent
+
+        if callable(self._agent_spec):
+            return self._agent_spec(self.env)
+        return make_agent(self._agent_spec, self.env, seed=self._seed, **self._agent_kwargs)
 
     def play(self, spec: EpisodeSpec) -> tuple[EpisodeResult, list[str]]:
-        """Play one episode; returns its result and the trajectory lines it recorded (JSONL, no newline)."""
+        """Play one episode; returns its result and the trajectory lines it recorded (JSONL, no newline).
+
+        An agent call over ``act_timeout_s`` ends the episode with ``agent_error`` (``"AgentTimeout: ..."``)
+        and the actor goes on with a new agent (the hung one is left to its call).
+        """
         from execgym.rollout.episode import run_episode
 
-        result = run_episode(self.env, self.agent, seed=spec.seed, options=spec.options)
+        result = run_episode(self.env, self.agent, seed=spec.seed, options=spec.options,
+                             act_timeout_s=self.act_timeout_s)
+        if result.agent_error is not None and result.agent_error.startswith("AgentTimeout"):
+            self.agent = self._build_agent()
         lines: list[str] = []
         if self._record_path is not None and self._record_path.exists():
             lines = self._record_path.read_text(encoding="utf-8").splitlines()
@@ -114,6 +131,9 @@ class RayRollout:
         record: return each episode's trajectory line (``RecordTrajectory`` format) with its result.
         actor_options: extra ``.options(...)`` for the actors (``num_cpus``, ``resources``, ...).
         max_retries: how many times an episode whose actor died is tried again on a fresh actor.
+        act_timeout_s: the longest one ``agent.reset`` or ``agent.act`` may take in an actor (None: no
+            limit); a hung agent ends its episode with ``agent_error`` ``"AgentTimeout: ..."`` and its actor
+            goes on with a new agent.
 
     :meth:`run` returns results in spec order, exactly as a local run summarises them; episodes that could
     not be played even after the retries carry ``infra_error`` (``"actor died: ..."``).
@@ -138,6 +158,7 @@ class RayRollout:
         actor_options: dict[str, Any] | None = None,
         max_retries: int = 1,
         seed: int | None = None,
+        act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
     ) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -151,6 +172,7 @@ class RayRollout:
         self.actor_options = {"num_cpus": 1, **(actor_options or {})}
         self.max_retries = int(max_retries)
         self.seed = seed
+        self.act_timeout_s = check_timeout(act_timeout_s)
         self._spawned = 0
         self.retried: list[int] = []  # indices of the episodes played again after their actor died
         self.actors: list[Any] = [self._spawn() for _ in range(num_workers)]
@@ -159,7 +181,8 @@ class RayRollout:
         seed = None if self.seed is None else self.seed + self._spawned
         self._spawned += 1
         return _actor_class().options(**self.actor_options).remote(
-            self.env_id, self.env_kwargs, self.agent, self.agent_kwargs, seed=seed, record=self.record
+            self.env_id, self.env_kwargs, self.agent, self.agent_kwargs, seed=seed, record=self.record,
+            act_timeout_s=self.act_timeout_s,
         )
 
     def run(
@@ -247,6 +270,7 @@ def run_baseline_ray(
     progress: Callable[[int, int], None] | None = None,
     num_workers: int = 2,
     address: str | None = None,
+    act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
 ) -> tuple[Any, list[EpisodeResult]]:
     """:func:`~execgym.rollout.runner.run_baseline` on Ray: the same summary, results and trajectory file."""
     from execgym.rollout.runner import summarise
@@ -260,7 +284,7 @@ def run_baseline_ray(
             progress(done, episodes)
 
     with RayRollout(env_id, agent_name, num_workers=num_workers, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
-                    address=address, record=out_dir is not None, seed=seed) as rollout:
+                    address=address, record=out_dir is not None, seed=seed, act_timeout_s=act_timeout_s) as rollout:
         pairs = rollout.run(episodes, seed=seed, on_episode=tick)
     results = [r for r, _ in pairs]
     if out_dir is not None:

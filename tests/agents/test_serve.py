@@ -166,3 +166,33 @@ def test_openai_agent_retries_with_backoff(sft_dir):
         httpd.shutdown()
         httpd.server_close()
         policy.close()
+
+
+def test_streaming_with_tools_sends_text_then_the_parsed_calls(server_url):
+    env = gym.make(SECRET_ID)
+    obs, info = env.reset(seed=3)
+    client = _client(server_url)
+    whole = client.chat.completions.create(model="tiny", messages=info["messages"], tools=info["tools"],
+                                           temperature=0.0, max_tokens=24)
+    chunks = list(client.chat.completions.create(model="tiny", messages=info["messages"], tools=info["tools"],
+                                                 temperature=0.0, max_tokens=24, stream=True))
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [(tc.function.name, tc.function.arguments) for tc in calls] == [
+        (tc.function.name, tc.function.arguments) for tc in whole.choices[0].message.tool_calls]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert not any("<tool_call>" in (c.choices[0].delta.content or "") for c in chunks)
+
+
+def test_streaming_honours_stop_strings_across_tokens(server_url):
+    env = gym.make(SECRET_ID)
+    obs, info = env.reset(seed=3)
+    client = _client(server_url)
+    whole = client.chat.completions.create(model="tiny", messages=info["messages"], temperature=0.0, max_tokens=24)
+    text = whole.choices[0].message.content
+    stop = '"arguments"'
+    assert stop in text  # the SFT'd model writes a <tool_call> block as text when it is given no tools
+    chunks = list(client.chat.completions.create(model="tiny", messages=info["messages"], temperature=0.0,
+                                                 max_tokens=24, stop=[stop], stream=True))
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+    assert len(deltas) >= 2 and "".join(deltas) == text[:text.index(stop)]
+    assert chunks[-1].choices[0].finish_reason == "stop"

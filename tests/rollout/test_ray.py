@@ -116,3 +116,27 @@ def test_cli_run_with_the_ray_backend(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary[0]["episodes"] == 3 and summary[0]["success_rate"] == 1.0
     assert len((tmp_path / "execgym_TextToSQL-v0__oracle.jsonl").read_text().splitlines()) == 3
+
+
+def _hangs_on_seed_1(env):
+    import time
+
+    from execgym.agents import OracleAgent
+
+    class Stuck(OracleAgent):
+        def act(self, observation, info):
+            if self.env.unwrapped.np_random_seed == 1:
+                time.sleep(30)  # a model server that never answers (bounded, so the actor's thread ends)
+            return super().act(observation, info)
+
+    return Stuck(env)
+
+
+def test_a_hung_agent_in_an_actor_is_an_agent_timeout_and_the_run_returns():
+    with RayRollout(ENV, _hangs_on_seed_1, num_workers=2, act_timeout_s=10.0) as rollout:
+        results = [r for r, _ in rollout.run(4, seed=0)]
+        assert rollout.retried == []
+    assert [r.seed for r in results] == [0, 1, 2, 3]
+    assert results[1].agent_error == "AgentTimeout: agent.act did not return within 10 s"
+    assert results[1].infra_error is None and results[1].outcome == 0.0
+    assert all(r.agent_error is None and r.outcome == 1.0 for i, r in enumerate(results) if i != 1)

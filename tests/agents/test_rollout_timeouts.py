@@ -1,0 +1,44 @@
+"""The trainer's rollout with a policy that hangs: the run returns, the hung batch's episodes are agent errors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from execgym.agents.hf_policy import HFPolicyAgent, load_policy
+from execgym.agents.train.grpo import rollout
+from tests.agents.toy import SecretWordEnv
+
+pytestmark = pytest.mark.timeout(900)
+
+
+class HangsOnTask(HFPolicyAgent):
+    """The real tiny policy, except that a batch holding the doomed task never comes back (until released)."""
+
+    doomed = ""
+    release = threading.Event()
+
+    def act_batch(self, observations, infos, slots=None):
+        if any(info.get("task_id") == self.doomed for info in infos):
+            self.release.wait(120)
+        return super().act_batch(observations, infos, slots)
+
+
+def test_grpo_rollout_returns_finished_episodes_and_the_hung_batch_as_agent_timeouts(tiny_dir):
+    model, tokenizer = load_policy(tiny_dir, device="cpu")
+    agent = HangsOnTask(model, tokenizer, max_new_tokens=8, temperature=1.0, seed=0)
+    envs = [SecretWordEnv(dataset="generated") for _ in range(2)]
+    tasks = [envs[0].reset(seed=s)[1]["task_id"] for s in range(4)]
+    HangsOnTask.doomed = tasks[2]
+    assert len(set(tasks)) == 4
+    try:
+        episodes = rollout(envs, agent, [0, 1, 2, 3], act_timeout_s=30.0)
+    finally:
+        HangsOnTask.release.set()
+    assert [e.task_id for e in episodes] == tasks
+    assert [e.agent_error for e in episodes[:2]] == [None, None]
+    assert all(e.turns >= 1 and sum(e.mask) > 0 for e in episodes[:2])
+    for e in episodes[2:]:
+        assert e.agent_error == "AgentTimeout: agent.act_batch did not return within 30 s"
+        assert e.outcome == 0.0 and e.turns == 0
