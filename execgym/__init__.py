@@ -1,10 +1,14 @@
 """execgym: Gymnasium-native multi-turn, execution-grounded environments for LLM agents.
 
-Importing the package registers every env id with gymnasium under the ``execgym/`` namespace:
+Importing the package registers every env id with gymnasium under the ``execgym/`` namespace. An env whose
+extra is not installed is registered too, so that ``gym.make`` fails with the command that installs it,
+and listed apart by :func:`unavailable_envs`:
 
     >>> import gymnasium as gym, execgym
-    >>> sorted(i for i in gym.registry if i.startswith("execgym/"))  # doctest: +SKIP
-    ['execgym/TextToSQL-v0', ...]
+    >>> set(registered_envs()) <= set(registered_envs(include_unavailable=True))
+    True
+    >>> install_command("cad")
+    'pip install "execgym[cad]"'
 """
 
 from __future__ import annotations
@@ -15,36 +19,65 @@ import gymnasium as gym
 
 __version__ = "0.1.0"
 
-# id -> (entry point, the module that must be importable for the id to register)
-ENVS: dict[str, tuple[str, str]] = {
-    "execgym/TextToSQL-v0": ("execgym.envs.sql.env:TextToSQLEnv", "execgym.envs.sql.env"),
-    "execgym/SWERepair-v0": ("execgym.envs.swe.env:SWERepairEnv", "execgym.envs.swe.env"),
-    "execgym/CADModel-v0": ("execgym.envs.cad.env:CADModelEnv", "execgym.envs.cad.env"),
-    "execgym/ToolUse-v0": ("execgym.envs.tooluse.env:ToolUseEnv", "execgym.envs.tooluse.env"),
+# id -> (entry point, the extra it needs or None, the modules that extra provides)
+ENVS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
+    "execgym/TextToSQL-v0": ("execgym.envs.sql.env:TextToSQLEnv", None, ()),
+    "execgym/SWERepair-v0": ("execgym.envs.swe.env:SWERepairEnv", None, ()),
+    "execgym/CADModel-v0": ("execgym.envs.cad.env:CADModelEnv", "cad", ("cadquery",)),
+    "execgym/ToolUse-v0": ("execgym.envs.tooluse.env:ToolUseEnv", None, ()),
 }
+
+
+def install_command(extra: str) -> str:
+    """The command that installs an extra of execgym."""
+    return f'pip install "execgym[{extra}]"'
 
 
 def _module_exists(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
+    except (ImportError, ValueError):
         return False
 
 
+def missing_extra(env_id: str) -> str | None:
+    """The extra ``env_id`` needs and that is not installed here, or None (unknown ids: None)."""
+    _entry, extra, modules = ENVS.get(env_id, ("", None, ()))
+    if extra is None or all(_module_exists(m) for m in modules):
+        return None
+    return extra
+
+
 def _register_all() -> None:
-    for env_id, (entry_point, module) in ENVS.items():
-        if env_id in gym.registry or not _module_exists(module):
+    for env_id, (entry_point, _extra, _modules) in ENVS.items():
+        if env_id in gym.registry:
             continue
-        # No max_episode_steps: AgentEnv truncates at its own max_turns, and grades when it does.
-        gym.register(id=env_id, entry_point=entry_point)
+        # Registered even when its extra is missing: the env's constructor then raises DependencyNotInstalled
+        # with the install command (CADModel-v0 only needs CadQuery here when one of its workers runs here).
+        # No max_episode_steps: AgentEnv truncates at its own max_turns, and grades when it does. No
+        # OrderEnforcing or passive checker: AgentEnv raises ResetNeeded itself, restore(snapshot) starts an
+        # episode without reset() (which both wrappers refuse), and tests run gymnasium's check_env on every id.
+        gym.register(
+            id=env_id,
+            entry_point=entry_point,
+            order_enforce=False,
+            disable_env_checker=True,
+        )
 
 
 _register_all()
 
 
-def registered_envs() -> list[str]:
-    """The execgym env ids registered with gymnasium."""
-    return sorted(i for i in gym.registry if i.startswith("execgym/"))
+def registered_envs(*, include_unavailable: bool = False) -> list[str]:
+    """The execgym env ids registered with gymnasium that can be made here (``include_unavailable``: all of them,
+    also those whose extra is missing and whose ``gym.make`` raises ``DependencyNotInstalled``)."""
+    ids = sorted(i for i in gym.registry if i.startswith("execgym/"))
+    return ids if include_unavailable else [i for i in ids if missing_extra(i) is None]
 
 
-__all__ = ["__version__", "registered_envs"]
+def unavailable_envs() -> dict[str, str]:
+    """Registered env ids whose extra is missing here -> the command that installs it."""
+    return {i: install_command(e) for i in registered_envs(include_unavailable=True) if (e := missing_extra(i))}
+
+
+__all__ = ["__version__", "install_command", "missing_extra", "registered_envs", "unavailable_envs"]

@@ -19,9 +19,14 @@ This module imports without CadQuery; constructing the env needs it (``pip insta
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import copy
+import functools
 import hashlib
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,6 +40,7 @@ from execgym.core.tasks import Generator, Task, TaskSet
 from execgym.core.tools import Tool, ToolOutput
 from execgym.envs.cad.families import fmt
 from execgym.envs.cad.grading import CADGrader, KernelProcess, Thresholds, require_cadquery, score
+from execgym.envs.cad.kernel import MAX_PART_BYTES, box_iou
 from execgym.envs.cad.render import (
     PART_COLOR,
     TARGET_COLOR,
@@ -93,14 +99,19 @@ class CADModelEnv(AgentEnv):
             called at the end with the rendered part and target; its score is ``reward_components["external"]``.
         run_timeout_s: wall-clock limit of one program run (CPU is limited to the same plus 1 s).
         memory_mb: memory a program may allocate beyond the worker's own.
-        grader: a shared :class:`~execgym.envs.cad.grading.CADGrader` (default: one per env, local sandbox).
-        grader_executor: the executor of the env's own grader (default ``"local"``: needs CadQuery here).
+        grader: a shared :class:`~execgym.envs.cad.grading.CADGrader` (default: one per env).
+        grader_executor: the executor of the env's own grader, which runs the tasks' reference programs
+            (default: ``executor``, so that with ``"docker"`` no dataset code runs on this machine).
         image: the sandbox image kind for agent programs (Docker: ``cad``).
         render_tile: pixel size of one view in ``rgb_array`` pictures.
         grade_on_truncation: when the episode is truncated without ``submit``, grade the last part the agent
             built (True) or give outcome 0 (False).
         dataset, split, max_turns, render_mode, tasks: see :class:`~execgym.core.env.AgentEnv`
             (datasets: ``bundled``, ``generated[:difficulty]``, ``jsonl:FILE``, ``cadprompt:DIR``).
+        allow_paths_outside_dataset: let the files a dataset names (prompt files, meshes) resolve outside its own
+            folder, symlinks included (default: refused at load time).
+        skip_invalid_rows: skip malformed dataset rows with a warning that counts them (default: the first one is a
+            ``ValueError`` naming the file and the row).
 
     Example:
         >>> import gymnasium as gym, execgym
@@ -127,7 +138,7 @@ class CADModelEnv(AgentEnv):
         run_timeout_s: float = 30.0,
         memory_mb: int = 2048,
         grader: CADGrader | None = None,
-        grader_executor: Any = "local",
+        grader_executor: Any = None,
         image: str = "cad",
         render_tile: int = 240,
         grade_on_truncation: bool = True,
@@ -138,12 +149,23 @@ class CADModelEnv(AgentEnv):
         max_observation_chars: int = 32_768,
         max_action_chars: int = 200_000,
         tasks: TaskSet | None = None,
+        allow_paths_outside_dataset: bool = False,
+        skip_invalid_rows: bool = False,
     ) -> None:
-        require_cadquery("CADModelEnv")
+        grader_executor = executor if grader_executor is None else grader_executor
+        if _runs_here(executor) or (grader is None and _runs_here(grader_executor)):
+            require_cadquery("execgym/CADModel-v0")
         if prompt not in ("detailed", "abstract"):
             raise ValueError(f"prompt must be 'detailed' or 'abstract', got {prompt!r}")
         if not run_timeout_s > 0:
             raise ValueError(f"run_timeout_s must be > 0, got {run_timeout_s!r}")
+        # Dataset options reach the loaders (an instance attribute shadows the class's table).
+        self.loaders = {
+            name: functools.partial(
+                loader, allow_outside=bool(allow_paths_outside_dataset), skip_bad=bool(skip_invalid_rows)
+            )
+            for name, loader in LOADERS.items()
+        }
         super().__init__(
             dataset=dataset,
             split=split,
@@ -168,6 +190,7 @@ class CADModelEnv(AgentEnv):
         self._last_part: dict[str, Any] | None = None
         self._final_part: dict[str, Any] | None = None
         self._graded: Grade | None = None
+        self._tamper_flags: list[str] = []
         self._meshes: dict[str, Mesh | None] = {}
         self.runs = 0
 
@@ -192,6 +215,7 @@ class CADModelEnv(AgentEnv):
         self._last_part = None
         self._final_part = None
         self._graded = None
+        self._tamper_flags = []
         data = task.data
         if not data.get("code") and not data.get("mesh_path"):
             raise InfraError(f"task {task.id!r} has no reference program or mesh to grade against")
@@ -221,6 +245,7 @@ class CADModelEnv(AgentEnv):
             "final_part": self._final_part,
             "graded": self._graded,
             "key_dims": self._key_dims,
+            "tamper_flags": self._tamper_flags,
         })
 
     def _restore_state(self, state: dict[str, Any]) -> None:
@@ -240,6 +265,7 @@ class CADModelEnv(AgentEnv):
         self._final_part = restored["final_part"]
         self._graded = restored["graded"]
         self._key_dims = restored["key_dims"]
+        self._tamper_flags = list(restored.get("tamper_flags") or [])
         self._meshes.clear()
 
     def _start_workers(self) -> None:
@@ -266,9 +292,10 @@ class CADModelEnv(AgentEnv):
         if reply.get("ok"):
             self._last_part = {"brep": reply["brep"], "measurements": reply["measurements"], "code": code}
             m = reply["measurements"]
+            on_target = reply["box_iou"] >= self.thresholds.on_target_iou
             return ToolOutput(
                 _describe_part(reply),
-                components={"executed": 1.0, "valid_solid": float(m["valid_solid"])},
+                components={"executed": 1.0, "valid_solid": float(bool(m["valid_solid"]) and on_target)},
                 data={"measurements": m},
             )
         return ToolOutput(
@@ -306,21 +333,77 @@ class CADModelEnv(AgentEnv):
         return ToolOutput("\n".join(lines), components={"executed": float(part is not None)})
 
     def _run(self, code: str) -> dict[str, Any]:
+        """Run the agent's program and measure its part with trusted code.
+
+        Returns ``{"ok": True, "brep", "measurements", "iou", "duration_s", "output"}`` or an error reply
+        ``{"ok": False, "kind", "error", "output"}``. Everything the agent's sandbox says is untrusted (the program
+        may have written the reply itself): only its BREP bytes and printed text are used, and the numbers come
+        from the grader, which measures the part from those bytes.
+        """
         self.runs += 1
         code = _unfence(code)
+        self._ensure_agent_worker()
         message = {"op": "run", "code": code, "timeout": self.run_timeout_s, "memory_bytes": self.memory_bytes}
-        reply = self.session.request(message, timeout=self.run_timeout_s + 30.0)
-        if reply.get("kind") == "worker":
-            # The worker itself died or hung (the program killed it, or worse). It restarts on the next request;
-            # if it cannot, the machinery is broken, not the policy.
-            ping = self.session.request({"op": "ping"}, timeout=self.session.start_timeout)
-            if not ping.get("ok"):
-                raise InfraError(f"the CAD worker could not be restarted: {ping.get('error')}")
-            reply["error"] = (
-                "the CAD worker process died or hung while running the program and was restarted "
-                f"({reply.get('error')})"
-            )
-        return reply
+        try:
+            raw = self.session.request(message, timeout=self.run_timeout_s + 30.0)
+        except InfraError as exc:
+            # The worker died or hung while the agent's program ran: the program's failure. The sandbox is gone;
+            # a fresh one must start (if it cannot, that is the machinery's failure, raised from here).
+            self._ensure_agent_worker()
+            return {
+                "ok": False,
+                "kind": "worker",
+                "error": f"the CAD worker process died or hung while running the program and was restarted ({exc})",
+            }
+        reply, tamper = _check_agent_reply(raw)
+        if tamper:
+            self._tamper_flags.append(tamper)
+        if not reply["ok"]:
+            return reply
+        assert self._ref_key is not None
+        orientation = str(self.task.data.get("orientation", "fixed")) if self.task else "fixed"
+        inspected = self.grader.inspect(self._ref_key, reply["brep_bytes"], thresholds=self.thresholds)
+        if not inspected.get("ok"):
+            # The grader could not read or measure the part: the agent's failure (its part), never the grader's.
+            # BREP bytes that do not even load are not what CadQuery's exporter writes: flag them.
+            if inspected.get("kind") == "part":
+                self._tamper_flags.append(FORGED_REPLY)
+            return {
+                "ok": False,
+                "kind": "invalid",
+                "error": f"the part could not be measured: {inspected.get('error')}",
+                "output": reply["output"],
+            }
+        measurements = _checked_measurements(inspected.get("measurements"))
+        if measurements is None:
+            raise InfraError(f"the CAD grading worker returned malformed measurements: {inspected!r:.300}")
+        ref = self.grader.summary(self._ref_key)
+        overlap = box_iou(
+            measurements["bbox_min"],
+            measurements["bbox_max"],
+            ref.get("bbox_min") or [0, 0, 0],
+            ref.get("bbox_max") or [0, 0, 0],
+            free=orientation == "free",
+        )
+        return {
+            "ok": True,
+            "brep": reply["brep"],
+            "measurements": measurements,
+            "box_iou": overlap,
+            "duration_s": reply["duration_s"],
+            "output": reply["output"],
+        }
+
+    def _ensure_agent_worker(self) -> None:
+        """Make sure the agent worker answers before a program runs (no agent code runs between steps, so a
+        worker found dead now died of the machinery: it is replaced, and an InfraError raised if it cannot be)."""
+        try:
+            reply = self.session.request({"op": "ping"}, timeout=self.session.start_timeout)
+        except InfraError:
+            reply = {}
+        if reply.get("ok"):
+            return
+        self.session.restart()  # raises InfraError when a fresh sandbox cannot start
 
     def _grade(self, submitted: bool) -> Grade:
         if self._graded is not None:
@@ -336,6 +419,7 @@ class CADModelEnv(AgentEnv):
             outcome=outcome,
             components=components,
             checklist=checks,
+            hack_flags=list(dict.fromkeys(self._tamper_flags)),
             details={"graded": "nothing: no part was submitted"},
         )
         return self._graded
@@ -378,10 +462,14 @@ class CADModelEnv(AgentEnv):
             metrics, self.thresholds, executable=part is not None, reference_solids=ref_solids, part_solids=part_solids
         )
         hack_flags = [why for pattern, why in _HACK_PATTERNS if pattern.search(code or "")]
+        hack_flags += [f for f in dict.fromkeys(self._tamper_flags) if f not in hack_flags]
         if self.external_judge is not None:
             try:
                 images = self.judge_images(part)
-                components["external"] = float(self.external_judge(images, self.statement(self.task)))
+                judged = float(self.external_judge(images, self.statement(self.task)))
+                if not math.isfinite(judged):
+                    raise ValueError(f"the judge returned {judged!r}")
+                components["external"] = min(max(judged, 0.0), 1.0)  # documented range 0..1
             except Exception as exc:  # a judge failure must not lose the episode's grade
                 details["external_error"] = f"{type(exc).__name__}: {exc}"
         return Grade(
@@ -463,6 +551,15 @@ class CADModelEnv(AgentEnv):
 _FENCED = re.compile(r"^\s*```[ \t]*[\w+-]*[^\n]*\n(.*?)```\s*$", re.DOTALL)
 
 
+def _runs_here(executor: Any) -> bool:
+    """Whether an executor spec runs its sandboxes on this machine (so CadQuery must be installed here)."""
+    if executor is None:
+        executor = os.environ.get("EXECGYM_EXECUTOR", "").strip() or "local"
+    if isinstance(executor, str):
+        return executor.strip().lower() == "local"
+    return getattr(executor, "name", "local") == "local"
+
+
 def _unfence(code: str) -> str:
     """The program inside a fenced block, when a model wrapped its ``code`` argument in one."""
     match = _FENCED.match(code)
@@ -470,9 +567,67 @@ def _unfence(code: str) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    import base64
+    return base64.b64decode(text, validate=True)
 
-    return base64.b64decode(text)
+
+_ERROR_KINDS = frozenset(
+    {"syntax", "runtime", "no_result", "not_3d", "timeout", "memory", "crash", "too_large", "invalid", "internal"}
+    | {"protocol"}
+)
+_OK_KEYS = frozenset({"ok", "brep", "run_s", "output", "duration_s", "restarted"})
+_ERROR_KEYS = frozenset({"ok", "kind", "error", "output", "duration_s", "timed_out", "restarted"})
+_MAX_BREP_CHARS = 4 * (MAX_PART_BYTES // 3 + 1)
+_MAX_TEXT = 4000
+FORGED_REPLY = "forged its worker's reply (a result no CadQuery run produces)"
+
+
+def _text(value: Any) -> str | None:
+    return value[-_MAX_TEXT:] if isinstance(value, str) else None
+
+
+def _check_agent_reply(raw: Any) -> tuple[dict[str, Any], str | None]:
+    """Validate what the agent's sandbox answered to a run; returns ``(reply, tamper_flag or None)``.
+
+    The program shares its process with the code that writes this reply, so it can write one itself: the
+    reply is data to check, never to trust. A well-formed success keeps only its BREP (decoded here) and
+    printed text; anything else that no honest run produces is the program's error, flagged.
+    """
+    forged = {"ok": False, "kind": "crash", "error": "the program's process returned no valid result", "output": ""}
+    if not isinstance(raw, dict) or not isinstance(raw.get("ok"), bool):
+        return forged, FORGED_REPLY
+    output = _text(raw.get("output", ""))
+    duration = raw.get("duration_s", 0.0)
+    duration = float(duration) if isinstance(duration, int | float) and math.isfinite(duration) else 0.0
+    if raw["ok"]:
+        brep = raw.get("brep")
+        decoded = None
+        if isinstance(brep, str) and 0 < len(brep) <= _MAX_BREP_CHARS:
+            with contextlib.suppress(binascii.Error, ValueError):
+                decoded = _unb64(brep)
+        if decoded is None or output is None or set(raw) - _OK_KEYS:
+            return {**forged, "output": output or ""}, FORGED_REPLY
+        return {"ok": True, "brep": brep, "brep_bytes": decoded, "output": output, "duration_s": duration}, None
+    kind, error = raw.get("kind"), _text(raw.get("error", ""))
+    if kind not in _ERROR_KINDS or error is None or output is None or set(raw) - _ERROR_KEYS:
+        return {**forged, "output": output or ""}, FORGED_REPLY
+    return {"ok": False, "kind": kind, "error": error, "output": output, "duration_s": duration}, None
+
+
+def _checked_measurements(m: Any) -> dict[str, Any] | None:
+    """The grader's measurements of a part with the expected types, or None."""
+    if not isinstance(m, dict):
+        return None
+    try:
+        out = {k: float(m[k]) for k in ("volume", "area")}
+        for k in ("bbox_min", "bbox_max", "size"):
+            out[k] = [float(x) for x in m[k]][:3]
+        for k in ("solids", "shells", "faces", "edges"):
+            out[k] = int(m[k])
+        for k in ("valid", "closed", "valid_solid"):
+            out[k] = bool(m[k])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return out
 
 
 def _num(x: float, digits: int = 3) -> str:

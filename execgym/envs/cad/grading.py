@@ -12,7 +12,7 @@ JSON-lines :class:`~execgym.executor.base.Session` in a sandbox:
 The pass rule (``outcome``) is applied here, on the metrics the grader returns, so it is data:
 
 >>> t = Thresholds()
->>> metrics = {"valid_solid": 1.0, "iou": 0.97, "bbox_error": 0.004, "dims": 1.0, "chamfer": 2e-4,
+>>> metrics = {"valid_solid": 1.0, "box_iou": 0.99, "iou": 0.97, "bbox_error": 0.004, "dims": 1.0, "chamfer": 2e-4,
 ...            "volume_error": 0.01, "chamfer_mm": 0.2, "hausdorff95_mm": 0.5, "extent_diff_mm": 0.1}
 >>> outcome, components, checks = score(metrics, t, executable=True)
 >>> outcome, round(components["chamfer_score"], 3), [c["id"] for c in checks if not c["passed"]]
@@ -48,8 +48,34 @@ __all__ = [
     "score",
 ]
 
-CAD_EXTRA_HINT = "pip install execgym[cad]"
-_FAILED_METRICS = {"valid_solid": 0.0, "iou": 0.0, "chamfer": 1.0, "bbox_error": 1.0, "volume_error": 1.0, "dims": 0.0}
+CAD_EXTRA_HINT = 'pip install "execgym[cad]"'
+_FAILED_METRICS = {
+    "valid_solid": 0.0,
+    "box_iou": 0.0,
+    "iou": 0.0,
+    "chamfer": 1.0,
+    "bbox_error": 1.0,
+    "volume_error": 1.0,
+    "dims": 0.0,
+}
+# Each metric's range; a value outside it (or not finite) counts as the failed value.
+_METRIC_RANGES = {
+    "valid_solid": (0.0, 1.0),
+    "box_iou": (0.0, 1.0),
+    "iou": (0.0, 1.0),
+    "chamfer": (0.0, math.inf),
+    "bbox_error": (0.0, math.inf),
+    "volume_error": (0.0, math.inf),
+    "dims": (0.0, 1.0),
+}
+
+
+class WorkerFailure(CoreInfraError):
+    """A kernel worker's session failed (the process died, hung or answered nonsense); the sandbox is gone.
+
+    Whether that is the machinery's fault (an :class:`InfraError`) or the agent's (its program was running)
+    is for the caller to decide.
+    """
 
 
 def require_cadquery(what: str = "CADModelEnv") -> None:
@@ -61,7 +87,8 @@ def require_cadquery(what: str = "CADModelEnv") -> None:
         from gymnasium.error import DependencyNotInstalled
 
         raise DependencyNotInstalled(
-            f"{what} needs CadQuery (its grader runs the OpenCascade kernel on this machine): {CAD_EXTRA_HINT}"
+            f"{what} needs the 'cad' extra (CadQuery is not installed, and a worker would run on this machine; "
+            f'executor="docker" runs them in the image instead): {CAD_EXTRA_HINT}'
         )
 
 
@@ -92,6 +119,11 @@ class Thresholds:
         chamfer_scale: ``chamfer_score = 1 / (1 + chamfer / chamfer_scale)``; 1e-3 puts 0.5 where cadrille's
             reported CD x 1000 equals 1.
         voxel_resolution: voxels along the longest side for the fallback IoU.
+        on_target_iou: from which overlap a part counts as an attempt at this target. ``valid_solid`` needs
+            its bounding box to overlap the target's by at least this box IoU (cheap enough for every run);
+            ``dims``, ``bbox_error`` and ``volume_error`` need this volume IoU. Below it they pay nothing: a
+            unit cube earns none of them, a cube of the target's volume no ``volume_error``, a thin shell of the
+            target's bounding box no ``dims`` or ``bbox_error``.
 
     Example:
         >>> Thresholds.from_any({"iou": 0.9}).iou
@@ -108,6 +140,7 @@ class Thresholds:
     chamfer_points: int = 8192
     chamfer_scale: float = 1e-3
     voxel_resolution: int = 128
+    on_target_iou: float = 0.5
     cqe_bbox_mm: float = 1.0
     cqe_volume_pct: float = 2.0
     cqe_chamfer_mm: float = 1.0
@@ -170,19 +203,29 @@ def score(
     """
     m = dict(_FAILED_METRICS)
     if metrics:
-        m.update({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
-    chamfer = min(m["chamfer"], 1.0) if math.isfinite(m["chamfer"]) else 1.0
+        for k, v in metrics.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            low, high = _METRIC_RANGES.get(k, (-math.inf, math.inf))
+            if math.isfinite(v) and low <= v <= high:
+                m[k] = float(v)
+            elif k in _FAILED_METRICS:
+                m[k] = _FAILED_METRICS[k]
+    m["valid_solid"] = float(m["valid_solid"] >= 1.0)
+    ok_part = bool(executable and metrics)
+    on_target = ok_part and m["iou"] >= thresholds.on_target_iou
+    boxed = ok_part and m["box_iou"] >= thresholds.on_target_iou
+    chamfer = min(m["chamfer"], 1.0)
     components = {
         "executable": float(executable),
-        "valid_solid": m["valid_solid"] if executable else 0.0,
-        "iou": m["iou"] if executable else 0.0,
-        "chamfer": chamfer if executable else 1.0,
-        "chamfer_score": chamfer_score(chamfer, thresholds.chamfer_scale) if executable and metrics else 0.0,
-        "bbox_error": min(m["bbox_error"], 1.0) if executable else 1.0,
-        "volume_error": min(m["volume_error"], 1.0) if executable else 1.0,
-        "dims": m["dims"] if executable else 0.0,
+        "valid_solid": m["valid_solid"] if boxed else 0.0,
+        "iou": m["iou"] if ok_part else 0.0,
+        "chamfer": chamfer if ok_part else 1.0,
+        "chamfer_score": chamfer_score(chamfer, thresholds.chamfer_scale) if ok_part else 0.0,
+        "bbox_error": min(m["bbox_error"], 1.0) if on_target else 1.0,
+        "volume_error": min(m["volume_error"], 1.0) if on_target else 1.0,
+        "dims": m["dims"] if on_target else 0.0,
     }
-    ok_part = bool(executable and metrics)
     checks: list[dict[str, Any]] = [
         {
             "id": "executable",
@@ -324,8 +367,10 @@ class KernelProcess:
                 network=False,
             )
             self.sandbox = self.executor.sandbox(SandboxSpec(image=self.image, limits=limits))
-            config = {"memory_bytes": self.memory_bytes, **self.config}
-            argv = ["python", "-c", kernel_source(), self.mode, json.dumps(config)]
+            config = {"memory_bytes": self.memory_bytes, "scratch_roots": self._scratch_roots(), **self.config}
+            # -I: no user site, no PYTHON* variables, no script directory: nothing a program wrote in the
+            # sandbox is imported by a restarted worker.
+            argv = ["python", "-I", "-c", kernel_source(), self.mode, json.dumps(config)]
             self.session = self.sandbox.session(argv)
             self._ready = False
         except CoreInfraError:
@@ -334,6 +379,17 @@ class KernelProcess:
         except Exception as exc:
             self.close()
             raise CoreInfraError(f"could not start the CAD {self.mode} worker: {type(exc).__name__}: {exc}") from exc
+
+    def _scratch_roots(self) -> list[str]:
+        """The writable places of the sandbox that the worker restores after every job.
+
+        The work directory and ``$TMPDIR`` always; ``/tmp`` and ``/dev/shm`` only where they are the sandbox's
+        own (Docker, bubblewrap), never a host's shared ones.
+        """
+        roots = [".", "$TMPDIR"]
+        if getattr(self.executor, "name", "") == "docker" or getattr(self.executor, "use_bwrap", False):
+            roots += ["/tmp", "/dev/shm"]
+        return roots
 
     def wait_ready(self) -> None:
         """Wait for a launched worker's first reply (CadQuery imported); failures raise InfraError."""
@@ -361,29 +417,35 @@ class KernelProcess:
         self.starts += 1
 
     def request(self, message: Mapping[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one request; a worker failure comes back as ``{"ok": False, "kind": "worker"}``."""
+        """Send one request and return the worker's reply (a dict).
+
+        When the worker or its session fails (died, hung, answered something that is not a JSON object),
+        the whole sandbox is closed, so that the next request starts a fresh one that shares nothing with it,
+        and :class:`WorkerFailure` is raised. A worker that the session had to restart before this request
+        was sent answers with ``"restarted": True`` (state such as grader references is gone).
+        Failing to start raises :class:`~execgym.core.errors.InfraError`.
+        """
         self.start()
         try:
             reply = self.session.request(dict(message), timeout=timeout)
-        except CoreInfraError:
+        except Exception as exc:  # the session machinery itself broke
             self.close()
-            raise
-        except Exception as exc:  # the session machinery itself broke, not the program
-            self.close()
-            raise CoreInfraError(f"the CAD {self.mode} worker's session failed: {type(exc).__name__}: {exc}") from exc
+            raise WorkerFailure(f"the CAD {self.mode} worker's session failed: {type(exc).__name__}: {exc}") from exc
         if reply.ok and isinstance(reply.value, dict):
             value = reply.value
             if reply.restarted:
                 value["restarted"] = True
+                self.starts += 1
             return value
-        return {
-            "ok": False,
-            "kind": "worker",
-            "timed_out": reply.timed_out,
-            "restarted": True,
-            "error": f"the CAD worker {'timed out' if reply.timed_out else 'failed'}: {reply.error}",
-            "stderr": (reply.stderr or "")[-2000:],
-        }
+        self.close()
+        detail = "timed out" if reply.timed_out else f"failed: {reply.error or 'no JSON object in its reply'}"
+        stderr = (reply.stderr or "").strip()[-800:]
+        raise WorkerFailure(f"the CAD {self.mode} worker {detail}" + (f"\n{stderr}" if stderr else ""))
+
+    def restart(self) -> None:
+        """Close the sandbox and start the worker in a fresh one (InfraError when that fails)."""
+        self.close()
+        self.start()
 
     def close(self) -> None:
         for thing in (self.session, self.sandbox):
@@ -429,6 +491,7 @@ class CADGrader:
         self.timeout = float(timeout)
         self._registrations: dict[str, _Registration] = {}
         self._loaded: set[str] = set()
+        self._thresholds: dict[str, Thresholds] = {}
         self._starts_seen = 0
 
     def start(self) -> None:
@@ -460,6 +523,32 @@ class CADGrader:
         reg = self._registrations[key]
         return dict(reg.summary or {}, source=reg.source)
 
+    def _call(self, message: dict[str, Any], timeout: float, *, key: str | None = None) -> dict[str, Any]:
+        """One request to the grader; a failed worker is replaced once, then it is an InfraError.
+
+        The grader never runs agent code and grades each part in a forked child, so a failure of the worker
+        itself is the machinery's, whatever part it was grading.
+        """
+        for attempt in range(2):
+            try:
+                if key is not None:
+                    self._ensure(key, self._thresholds.get(key, Thresholds()))
+                reply = self.process.request(message, timeout=timeout)
+            except WorkerFailure as exc:
+                self._loaded.clear()
+                if attempt:
+                    raise CoreInfraError(f"the CAD grading worker failed twice: {exc}") from exc
+                continue
+            if reply.get("restarted"):
+                self._loaded.clear()
+            if reply.get("kind") == "missing_reference" and key is not None:
+                self._loaded.discard(key)
+                if attempt:
+                    raise CoreInfraError(f"the CAD grading worker lost the reference {key!r}")
+                continue
+            return reply
+        raise AssertionError("unreachable")
+
     def _ensure(self, key: str, thresholds: Thresholds) -> None:
         self.process.start()
         if self.process.starts != self._starts_seen:  # a fresh worker holds no references
@@ -468,6 +557,7 @@ class CADGrader:
         if key in self._loaded:
             return
         reg = self._registrations[key]
+        self._thresholds.setdefault(key, thresholds)
         options = thresholds.grader_options()
         message: dict[str, Any] = {
             "op": "reference",
@@ -484,9 +574,14 @@ class CADGrader:
             except OSError as exc:
                 if not reg.code:
                     raise CoreInfraError(f"reference mesh {reg.mesh_path!r} cannot be read: {exc}") from exc
-        reply = self.process.request(message, timeout=self.timeout + 60)
+        try:
+            reply = self.process.request(message, timeout=self.timeout + 60)
+        except WorkerFailure:
+            # Once more in a fresh sandbox; a second failure (InfraError) is the machinery's or the dataset's.
+            reply = self.process.request(message, timeout=self.timeout + 60)
         if reply.get("restarted"):
             self._loaded.clear()
+            self._starts_seen = self.process.starts
         if not reply.get("ok"):
             raise CoreInfraError(
                 f"the reference part of {key.split('#')[0]!r} could not be built: {reply.get('error')}"
@@ -505,33 +600,37 @@ class CADGrader:
         orientation: str = "fixed",
     ) -> dict[str, Any]:
         """Metrics of a part (BREP bytes) against the reference ``key``: the worker's reply (``ok``, ``metrics``,
-        ``dims_detail``, ``part``, ``reference``, ``iou_method``, ``notes``) or ``{"ok": False, "error"}``."""
+        ``dims_detail``, ``part``, ``reference``, ``iou_method``, ``notes``) or ``{"ok": False, "kind", "error"}``
+        when the part itself could not be graded (the agent's failure). A failure of the grader is an InfraError."""
         options = {**thresholds.grader_options(), "key_dims": key_dims, "orientation": orientation}
         message = {"op": "grade", "key": key, "brep": _b64(brep), "options": options, "timeout": self.timeout}
-        for _attempt in range(2):
-            self._ensure(key, thresholds)
-            reply = self.process.request(message, timeout=2 * self.timeout + 60)
-            if reply.get("kind") == "missing_reference" or (reply.get("restarted") and not reply.get("ok")):
-                self._loaded.discard(key)
-                continue
-            return reply
-        return reply
+        self._thresholds.setdefault(key, thresholds)
+        return self._call(message, 2 * self.timeout + 60, key=key)
+
+    def inspect(self, key: str, brep: bytes, *, thresholds: Thresholds) -> dict[str, Any]:
+        """Trusted measurements of a part (``{"ok": True, "measurements"}``), or ``{"ok": False, "kind", "error"}``
+        when the part cannot be read (the agent's failure). A failure of the grader is an InfraError."""
+        message = {"op": "inspect", "key": key, "brep": _b64(brep), "timeout": self.timeout}
+        self._thresholds.setdefault(key, thresholds)
+        return self._call(message, 2 * self.timeout + 60, key=key)
 
     def tessellate(self, *, key: str | None = None, brep: bytes | None = None) -> tuple[np.ndarray, ...] | None:
         """Triangles of a reference (``key``) or of a part (``brep``): vertices, triangles, face ids."""
         if key is not None:
-            self._ensure(key, Thresholds())
             message: dict[str, Any] = {"op": "tessellate", "key": key}
         elif brep is not None:
             message = {"op": "tessellate", "brep": _b64(brep), "timeout": self.timeout}
         else:
             raise ValueError("tessellate needs a key or BREP bytes")
-        reply = self.process.request(message, timeout=self.timeout + 60)
+        reply = self._call(message, self.timeout + 60, key=key)
         if not reply.get("ok"):
             return None
-        v = np.frombuffer(base64.b64decode(reply["vertices"]), dtype="<f4").reshape(-1, 3).astype(np.float64)
-        f = np.frombuffer(base64.b64decode(reply["triangles"]), dtype="<i4").reshape(-1, 3).astype(np.int64)
-        fid = np.frombuffer(base64.b64decode(reply["face_ids"]), dtype="<i4").astype(np.int64)
+        try:
+            v = np.frombuffer(base64.b64decode(reply["vertices"]), dtype="<f4").reshape(-1, 3).astype(np.float64)
+            f = np.frombuffer(base64.b64decode(reply["triangles"]), dtype="<i4").reshape(-1, 3).astype(np.int64)
+            fid = np.frombuffer(base64.b64decode(reply["face_ids"]), dtype="<i4").astype(np.int64)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CoreInfraError(f"the CAD grading worker sent a malformed mesh: {exc}") from exc
         return v, f, fid
 
     def close(self) -> None:

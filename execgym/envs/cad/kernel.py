@@ -133,6 +133,138 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
+def harden_worker() -> dict[str, bool]:
+    """Make this worker unreachable from the programs it forks, and the parent of every process they leave.
+
+    Not dumpable: a child of the same uid cannot ptrace it or open ``/proc/<pid>/fd`` / ``mem``, so it cannot
+    write into the worker's request or reply pipes. Child subreaper: a process a program detaches with
+    ``fork`` + ``setsid`` is re-parented to the worker (not to the sandbox's init), so :func:`kill_strays`
+    finds and kills it after every job.
+    """
+    return {
+        "not_dumpable": _prctl(_PR_SET_DUMPABLE, 0),
+        "subreaper": _prctl(_PR_SET_CHILD_SUBREAPER, 1),
+    }
+
+
+def _child_pids() -> set[int]:
+    """This process's children (subreaper: including every orphan its descendants left)."""
+    me = os.getpid()
+    pids: set[int] = set()
+    try:
+        for tid in os.listdir(f"/proc/{me}/task"):
+            with open(f"/proc/{me}/task/{tid}/children") as f:
+                pids.update(int(x) for x in f.read().split())
+        return pids
+    except (OSError, ValueError):
+        pass
+    for name in os.listdir("/proc"):  # kernels without /proc/<pid>/task/<tid>/children
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == me:
+                pids.add(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def kill_strays(keep: set[int] | frozenset[int] = frozenset(), budget_s: float = 5.0) -> bool:
+    """SIGKILL and reap every child of this process except ``keep``, until none is left; False if some survive.
+
+    Orphans of killed children are re-parented here (see :func:`harden_worker`) and caught by the next round.
+    """
+    deadline = time.monotonic() + budget_s
+    while True:
+        strays = _child_pids() - set(keep)
+        if not strays:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        for pid in strays:
+            _quiet(os.kill, pid, signal.SIGKILL)
+        for pid in strays:
+            while time.monotonic() < deadline:
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    break
+                time.sleep(0.002)
+
+
+class Scratch:
+    """The writable places of the sandbox, put back as they were at start after every job.
+
+    Programs can write to the work directory and the temporary directories; nothing they leave there may
+    reach a later job (another episode's program) or the worker itself.
+    """
+
+    def __init__(self, roots: list[str], limit: int = 20_000) -> None:
+        self.roots = []
+        for root in roots:
+            real = os.path.realpath(root)
+            if os.path.isdir(real) and os.access(real, os.W_OK) and real != "/" and real not in self.roots:
+                self.roots.append(real)
+        self.limit = limit
+        self.baseline = {root: self._entries(root) for root in self.roots}
+
+    def _entries(self, root: str) -> set[str]:
+        out: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                out.add(os.path.relpath(os.path.join(dirpath, name), root))
+                if len(out) >= self.limit:
+                    return out
+        return out
+
+    def restore(self) -> None:
+        """Remove everything created under the roots since start (permissions a program took away are restored)."""
+        for root in self.roots:
+            known = self.baseline[root]
+            for dirpath, dirnames, filenames in os.walk(root, topdown=True):
+                for name in list(dirnames) + filenames:
+                    path = os.path.join(dirpath, name)
+                    if os.path.relpath(path, root) in known and not os.path.islink(path):
+                        continue
+                    if name in dirnames:
+                        dirnames.remove(name)
+                    _force_remove(path)
+
+
+def _force_remove(path: str) -> None:
+    if os.path.islink(path) or not os.path.isdir(path):
+        _quiet(os.unlink, path)
+        return
+    _quiet(os.chmod, path, 0o700)  # a program may have taken its own permissions away
+    for dirpath, dirnames, _ in os.walk(path):
+        _quiet(os.chmod, dirpath, 0o700)
+        for name in dirnames:
+            _quiet(os.chmod, os.path.join(dirpath, name), 0o700)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _max_fd() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 65536 if soft == resource.RLIM_INFINITY else min(int(soft), 1 << 20)
+
+
 def _quiet(fn: Callable[..., Any], *args: Any) -> None:
     with contextlib.suppress(OSError):
         fn(*args)
@@ -165,10 +297,14 @@ class Zygote:
     limit comes back as ``{"ok": False, "kind": ..., "error": ...}``, never as an exception.
     """
 
-    def __init__(self, jobs: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
+    def __init__(
+        self, jobs: dict[str, Callable[[dict[str, Any]], dict[str, Any]]], scratch: Scratch | None = None
+    ) -> None:
         self.jobs = jobs
         self.spare: _Spare | None = None
         self._dead: list[int] = []
+        self.scratch = scratch
+        self.clean = True  # False once a job left a process that could not be killed: the worker must go
 
     def prepare(self) -> None:
         """Fork the spare child now (call when idle)."""
@@ -219,8 +355,15 @@ class Zygote:
     def _child(self, command_fd: int, result_fd: int, out_fd: int, scratch: str) -> None:
         os.setpgid(0, 0)
         _die_with_parent()
-        if _channel is not None:
-            _quiet(os.close, _channel.fileno())
+        # The job keeps its own three pipes/files and nothing else of the worker's (its request and reply
+        # streams included).
+        keep = sorted({command_fd, result_fd, out_fd})
+        low = 3
+        for fd in keep:
+            if fd > low:
+                os.closerange(low, fd)
+            low = max(low, fd + 1)
+        os.closerange(low, _max_fd())
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -278,6 +421,13 @@ class Zygote:
         spare.discard()  # kills what it left running (and the child itself, if it timed out)
         if status is None:
             self._dead.append(spare.pid)
+        # Whatever the job detached from its process group (fork + setsid) is this process's child now:
+        # kill it before anything else runs, then put the writable places back as they were.
+        if not kill_strays():
+            self.clean = False
+        self._dead.clear()
+        if self.scratch is not None:
+            self.scratch.restore()
         if timed_out:
             return {
                 "ok": False,
@@ -1058,7 +1208,6 @@ def boolean_iou(a: Any, b: Any) -> float:
 def grade_part(ref: Reference, part_brep: bytes, options: dict[str, Any]) -> dict[str, Any]:
     """All geometric metrics of an agent's part (given as BREP bytes) against a reference."""
     n_points = int(options.get("chamfer_points", 8192))
-    method = options.get("iou_method", "auto")
     orientation_free = options.get("orientation") == "free"
     part = import_brep(part_brep)
     summary = measure(part)
@@ -1090,18 +1239,7 @@ def grade_part(ref: Reference, part_brep: bytes, options: dict[str, Any]) -> dic
     else:
         chamfer, chamfer_mm, hausdorff95 = 1.0, float("inf"), float("inf")
         notes.append("the part has no surface to sample")
-    iou = 0.0
-    iou_method = "none"
-    if summary["volume"] > 0:
-        if ref.kind == "brep" and method in ("auto", "boolean") and summary["valid"]:
-            try:
-                iou = boolean_iou(part, ref.shape)
-                iou_method = "boolean"
-            except Exception as exc:
-                notes.append(f"boolean IoU failed ({exc}); voxel IoU used")
-        if iou_method == "none":
-            iou = voxel_iou((v, f), ref.mesh, int(options.get("voxel_resolution", 128)))
-            iou_method = "voxel"
+    iou, iou_method = part_iou(ref, part, summary, (v, f), options, notes)
     ref_ext = ref.hi - ref.lo
     ext = hi - lo
     if orientation_free:
@@ -1134,6 +1272,7 @@ def grade_part(ref: Reference, part_brep: bytes, options: dict[str, Any]) -> dic
             "bbox_error": min(bbox_error, 1e6),
             "volume_error": min(float(volume_error), 1e6),
             "dims": float(dims),
+            "box_iou": box_iou(lo, hi, ref.lo, ref.hi, free=orientation_free),
             "extent_diff_mm": float(np.max(np.abs(np.sort(ext) - np.sort(ref_ext)))),
         },
         "iou_method": iou_method,
@@ -1144,6 +1283,49 @@ def grade_part(ref: Reference, part_brep: bytes, options: dict[str, Any]) -> dic
         "rotation": rotation.tolist(),
         "notes": notes,
     }
+
+
+def part_iou(
+    ref: Reference,
+    part: Any,
+    summary: dict[str, Any],
+    mesh: tuple[np.ndarray, np.ndarray],
+    options: dict[str, Any],
+    notes: list[str],
+) -> tuple[float, str]:
+    """Volume IoU of a part with the reference: exact (boolean ``common``) when possible, else on voxels."""
+    if not summary["volume"] > 0:
+        return 0.0, "none"
+    if ref.kind == "brep" and options.get("iou_method", "auto") in ("auto", "boolean") and summary["valid"]:
+        try:
+            return boolean_iou(part, ref.shape), "boolean"
+        except Exception as exc:
+            notes.append(f"boolean IoU failed ({exc}); voxel IoU used")
+    return voxel_iou(mesh, ref.mesh, int(options.get("voxel_resolution", 128))), "voxel"
+
+
+def inspect_part(part_brep: bytes) -> dict[str, Any]:
+    """What a run reports, measured by trusted code from the part alone (never by the process that built it)."""
+    return {"ok": True, "measurements": measure(import_brep(part_brep))}
+
+
+def box_iou(lo: Any, hi: Any, ref_lo: Any, ref_hi: Any, *, free: bool = False) -> float:
+    """IoU of two axis-aligned bounding boxes; with ``free`` orientation, of the boxes centred with sorted extents.
+
+    >>> box_iou([0, 0, 0], [2, 2, 2], [1, 0, 0], [3, 2, 2])
+    0.3333333333333333
+    >>> box_iou([0, 0, 0], [1, 2, 3], [5, 5, 5], [8, 7, 6], free=True)
+    1.0
+    """
+    lo, hi, ref_lo, ref_hi = (np.asarray(x, dtype=float) for x in (lo, hi, ref_lo, ref_hi))
+    ext, ref_ext = np.maximum(hi - lo, 0.0), np.maximum(ref_hi - ref_lo, 0.0)
+    if free:
+        ext, ref_ext = np.sort(ext), np.sort(ref_ext)
+        inter = float(np.prod(np.minimum(ext, ref_ext)))
+    else:
+        inter = float(np.prod(np.maximum(np.minimum(hi, ref_hi) - np.maximum(lo, ref_lo), 0.0)))
+    union = float(np.prod(ext)) + float(np.prod(ref_ext)) - inter
+    return inter / union if union > 0 and np.isfinite(union) else 0.0
 
 
 def _align(ref: Reference, part: Any, n_points: int) -> tuple[Any, np.ndarray]:
@@ -1176,7 +1358,11 @@ class Worker:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.memory_bytes = int(config.get("memory_bytes") or 0) or None
-        self.zygote = Zygote({name[4:]: getattr(self, name) for name in dir(self) if name.startswith("job_")})
+        roots = [os.path.expandvars(r) for r in config.get("scratch_roots") or []]
+        scratch = Scratch(roots) if roots else None
+        self.zygote = Zygote(
+            {name[4:]: getattr(self, name) for name in dir(self) if name.startswith("job_")}, scratch=scratch
+        )
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -1232,6 +1418,8 @@ class Worker:
             "cadquery": getattr(cq, "__version__", "?"),
             "pid": os.getpid(),
             "scipy": make_tree(np.zeros((1, 3))) is not None,
+            "hardening": self.config.get("_hardening", {}),
+            "scratch_roots": self.zygote.scratch.roots if self.zygote.scratch else [],
         }
 
     def job_tessellate(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -1260,19 +1448,19 @@ class AgentWorker(Worker):
             return {"ok": False, "kind": exc.kind, "error": str(exc)}
         ran = time.monotonic() - started
         try:
-            summary = measure(shape)
             data = export_brep(shape)
         except MemoryError:
             raise
         except Exception as exc:
-            return {"ok": False, "kind": "invalid", "error": f"the part could not be measured: {exc}"}
+            return {"ok": False, "kind": "invalid", "error": f"the part could not be exported: {exc}"}
         if len(data) > MAX_PART_BYTES:
             return {
                 "ok": False,
                 "kind": "too_large",
                 "error": f"the part is too large to export ({len(data):,} bytes of BREP)",
             }
-        return {"ok": True, "measurements": summary, "brep": _b64(data), "run_s": ran}
+        # Only the BREP leaves this process: it ran the agent's code, so the grader measures the part.
+        return {"ok": True, "brep": _b64(data), "run_s": ran}
 
 
 class GraderWorker(Worker):
@@ -1361,6 +1549,22 @@ class GraderWorker(Worker):
             return {"ok": False, "kind": "part", "error": f"the part's BREP data cannot be read: {exc}"}
         return grade_part(self.refs[args["key"]], brep, args["options"])
 
+    def op_inspect(self, request: dict[str, Any]) -> dict[str, Any]:
+        key = request.get("key")
+        if key not in self.refs:
+            return {"ok": False, "kind": "missing_reference", "error": f"no reference {key!r}"}
+        args = {"key": key, "brep": request.get("brep", ""), "options": dict(request.get("options") or {})}
+        timeout = float(request.get("timeout", 60.0))
+        return self.zygote.run("inspect", args, timeout=timeout, memory_bytes=self.memory_bytes)
+
+    def job_inspect(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            brep = _unb64(args["brep"])
+            import_brep(brep)
+        except Exception as exc:
+            return {"ok": False, "kind": "part", "error": f"the part's BREP data cannot be read: {exc}"}
+        return inspect_part(brep)
+
     def op_tessellate(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("key"):
             ref = self.refs.get(request["key"])
@@ -1396,6 +1600,7 @@ def serve(mode: str, config: dict[str, Any]) -> None:
     sys.stdout = sys.stderr
     _cq()  # import CadQuery (and scipy's KD-tree) once; every fork reuses them
     make_tree(np.zeros((1, 3)))
+    config = {**config, "_hardening": harden_worker()}
     worker: Worker = AgentWorker(config) if mode == "agent" else GraderWorker(config)
     if config.get("warmup", True):
         with contextlib.suppress(Exception):
@@ -1415,6 +1620,8 @@ def serve(mode: str, config: dict[str, Any]) -> None:
             reply = {"ok": False, "kind": "internal", "error": f"{type(exc).__name__}: {exc}"}
         _channel.write(json.dumps(reply) + "\n")
         _channel.flush()
+        if not worker.zygote.clean:  # a job left a process behind that would not die: start afresh
+            os._exit(75)
         worker.idle()
 
 

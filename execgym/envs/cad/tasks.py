@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "CADPROMPT_FILES",
     "EXAMPLES",
     "LOADERS",
+    "DatasetError",
     "bundled_tasks",
     "generate_task",
     "load_cadprompt",
@@ -119,15 +121,131 @@ def generate_task(seed: int, difficulty: str | None = None) -> Task:
 # ============================================================================================== loaders
 
 
+class DatasetError(ValueError):
+    """A malformed dataset entry; the message names the file and the entry, in one line."""
+
+
+_KEY_DIM_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # kind -> (required numeric fields (one of a '|' group), optional fields)
+    "extent": (("value",), ("axis",)),
+    "volume": (("value",), ()),
+    "hole": (("diameter|radius",), ("count", "axis", "centers")),
+    "cylinder": (("diameter|radius",), ("count", "axis", "centers")),
+    "arc": (("diameter|radius",), ("count", "axis", "centers", "convex")),
+    "level": (("value",), ("axis",)),
+    "chamfer": (("size",), ("count", "diameter")),
+    "circle": (("diameter",), ("count",)),
+}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _check_key_dim(spec: Any, i: int) -> str | None:
+    """Why key dimension ``i`` is malformed, or None."""
+    if not isinstance(spec, dict):
+        return f"key_dims[{i}] must be an object"
+    kind = spec.get("kind")
+    if kind not in _KEY_DIM_FIELDS:
+        return f"key_dims[{i}] has unknown kind {kind!r} (known: {sorted(_KEY_DIM_FIELDS)})"
+    required, _optional = _KEY_DIM_FIELDS[kind]
+    for group in required:
+        names = group.split("|")
+        if not any((_number(spec.get(n)) and spec[n] > 0) or (n == "value" and _number(spec.get(n))) for n in names):
+            return f"key_dims[{i}] ({kind}) needs a finite number {' or '.join(repr(n) for n in names)}"
+    axis = spec.get("axis")
+    if kind in ("extent", "level") and axis not in ("x", "y", "z") and not (
+        kind == "level" and isinstance(axis, list) and len(axis) == 3 and all(_number(a) for a in axis) and any(axis)
+    ):
+        return f"key_dims[{i}] ({kind}) needs 'axis' 'x', 'y' or 'z'"
+    if axis is not None and kind not in ("extent", "level") and axis not in ("x", "y", "z") and not (
+        isinstance(axis, list) and len(axis) == 3 and all(_number(a) for a in axis) and any(axis)
+    ):
+        return f"key_dims[{i}] ({kind}): 'axis' must be 'x', 'y', 'z' or a non-zero [x, y, z]"
+    count = spec.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        return f"key_dims[{i}] ({kind}): 'count' must be a non-negative integer"
+    centers = spec.get("centers")
+    if centers is not None and not (
+        isinstance(centers, list) and all(isinstance(c, list) and len(c) == 3 and all(map(_number, c)) for c in centers)
+    ):
+        return f"key_dims[{i}] ({kind}): 'centers' must be a list of [x, y, z] points"
+    if "label" in spec and not isinstance(spec["label"], str):
+        return f"key_dims[{i}] ({kind}): 'label' must be text"
+    return None
+
+
 def _key_dims(row: dict[str, Any], where: str) -> list[dict[str, Any]]:
     dims = row.get("key_dims") or []
-    if not isinstance(dims, list) or not all(isinstance(d, dict) and "kind" in d for d in dims):
-        raise ValueError(f"{where}: 'key_dims' must be a list of objects with a 'kind'")
+    if not isinstance(dims, list):
+        raise DatasetError(f"{where}: 'key_dims' must be a list of objects")
+    for i, spec in enumerate(dims):
+        problem = _check_key_dim(spec, i)
+        if problem:
+            raise DatasetError(f"{where}: {problem}")
     return dims
 
 
-def load_jsonl(path: Path, split: str | None) -> list[Task]:
-    """Tasks from a JSONL (or JSON list) file, or from ``<dir>/<split>.jsonl``."""
+def _inside(root: Path, path: Path, where: str, what: str, *, allow_outside: bool) -> Path:
+    """``path`` resolved (symlinks followed); it must stay inside ``root`` unless ``allow_outside``."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise DatasetError(f"{where}: {what} {str(path)!r} cannot be resolved ({type(exc).__name__}: {exc})") from None
+    if not allow_outside and not real.is_relative_to(root):
+        raise DatasetError(
+            f"{where}: {what} {str(path)!r} resolves to {str(real)!r}, outside the dataset's folder {str(root)!r} "
+            "(pass allow_paths_outside_dataset=True to allow it)"
+        )
+    return real
+
+
+def _read_text(path: Path, where: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DatasetError(f"{where}: cannot read {path.name!r}: {exc.strerror or exc}") from None
+
+
+def _collect(
+    rows: list[tuple[str, Any]], build: Any, *, skip_bad: bool, source: str
+) -> list[Task]:
+    """Build a task from every ``(where, row)``; a malformed one raises, or with ``skip_bad`` is skipped and counted."""
+    tasks, bad = [], []
+    for where, row in rows:
+        try:
+            task = build(where, row)
+        except DatasetError as exc:
+            if not skip_bad:
+                raise
+            bad.append(str(exc))
+            continue
+        if task is not None:
+            tasks.append(task)
+    if bad:
+        warnings.warn(f"{source}: skipped {len(bad)} malformed row(s); first: {bad[0]}", stacklevel=3)
+    return tasks
+
+
+def _read_rows(file: Path) -> list[Any]:
+    try:
+        return read_json_or_jsonl(file)
+    except RecursionError:
+        raise DatasetError(f"{file}: JSON nested too deeply to read") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DatasetError(f"{file}: cannot read: {exc.strerror or exc}") from None
+
+
+def load_jsonl(path: Path, split: str | None, *, allow_outside: bool = False, skip_bad: bool = False) -> list[Task]:
+    """Tasks from a JSONL (or JSON list) file, or from ``<dir>/<split>.jsonl``.
+
+    Every row is checked here: a malformed one is a :class:`DatasetError` naming the file and the row
+    (``skip_bad``: skipped, with a warning that counts them). A row's ``mesh`` must resolve inside the file's
+    folder (symlinks included) unless ``allow_outside``.
+    """
     if path.is_dir():
         name = split or "test"
         candidates = [path / f"{name}.jsonl", path / f"{name}.json"]
@@ -135,30 +253,35 @@ def load_jsonl(path: Path, split: str | None) -> list[Task]:
         if file is None:
             available = sorted(p.stem for p in path.glob("*.json*"))
             raise FileNotFoundError(f"{path}: no {name}.jsonl for split {name!r} (found: {available})")
-        rows, filter_split = read_json_or_jsonl(file), False
+        rows, filter_split = _read_rows(file), False
+        root = path.resolve()
     else:
         file = path
-        rows = read_json_or_jsonl(file)
+        rows = _read_rows(file)
         # Rows that carry a "split" are filtered by it; a file without splits is all one split.
         filter_split = split is not None and any(isinstance(r, dict) and "split" in r for r in rows)
-    tasks = []
-    for n, row in enumerate(rows, 1):
-        where = f"{file}:{n}"
+        root = file.resolve().parent
+
+    def build(where: str, row: Any) -> Task | None:
         if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a JSON object")
-        missing = [k for k in ("id", "prompt") if not row.get(k)]
+            raise DatasetError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        for key in ("id", "prompt", "prompt_detailed", "code", "mesh", "split", "difficulty", "orientation"):
+            value = row.get(key)
+            if value is not None and not isinstance(value, str) and not (key == "id" and isinstance(value, int)):
+                raise DatasetError(f"{where}: {key!r} must be text, got {type(value).__name__}")
+        missing = [k for k in ("id", "prompt") if row.get(k) in (None, "")]
         if not row.get("code") and not row.get("mesh"):
             missing.append("code")
         if missing:
-            raise ValueError(f"{where}: missing {', '.join(repr(m) for m in missing)}")
+            raise DatasetError(f"{where}: missing {', '.join(repr(m) for m in missing)}")
         row_split = str(row.get("split") or ("test" if filter_split else split or "test"))
         if filter_split and row_split != split:
-            continue
+            return None
         mesh = row.get("mesh")
-        mesh_path = str((file.parent / mesh).resolve()) if mesh else None
+        mesh_path = str(_inside(root, file.parent / mesh, where, "mesh", allow_outside=allow_outside)) if mesh else None
         orientation = row.get("orientation", "fixed")
         if orientation not in ("fixed", "free"):
-            raise ValueError(f"{where}: 'orientation' must be 'fixed' or 'free', got {orientation!r}")
+            raise DatasetError(f"{where}: 'orientation' must be 'fixed' or 'free', got {orientation!r}")
         detailed = row.get("prompt_detailed") or row["prompt"]
         data = {
             "code": row.get("code"),
@@ -168,59 +291,85 @@ def load_jsonl(path: Path, split: str | None) -> list[Task]:
             "key_dims": _key_dims(row, where),
             "orientation": orientation,
         }
-        tasks.append(
-            Task(
-                id=str(row["id"]),
-                prompt=detailed,
-                data=data,
-                oracle=({"name": "submit", "arguments": {"code": row["code"]}},) if row.get("code") else (),
-                difficulty=str(row.get("difficulty", "medium")),
-                split=row_split,
-                source=f"jsonl:{file}",
-            )
+        return Task(
+            id=str(row["id"]),
+            prompt=detailed,
+            data=data,
+            oracle=({"name": "submit", "arguments": {"code": row["code"]}},) if row.get("code") else (),
+            difficulty=str(row.get("difficulty", "medium")),
+            split=row_split,
+            source=f"jsonl:{file}",
         )
+
+    tasks = _collect(
+        [(f"{file}:{n}", row) for n, row in enumerate(rows, 1)], build, skip_bad=skip_bad, source=str(file)
+    )
+    ids = [t.id for t in tasks]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise DatasetError(f"{file}: task id(s) {dupes[:5]} appear more than once")
     return tasks
 
 
-def load_cadprompt(path: Path, split: str | None) -> list[Task]:
-    """CADPrompt samples: one folder per sample (see the module docstring); a single split, ``test``."""
+def load_cadprompt(path: Path, split: str | None, *, allow_outside: bool = False, skip_bad: bool = False) -> list[Task]:
+    """CADPrompt samples: one folder per sample (see the module docstring); a single split, ``test``.
+
+    Every file a sample names must resolve inside the dataset's folder (symlinks included) unless
+    ``allow_outside``; a sample folder with a prompt but nothing to grade against, or whose files cannot be
+    read, is a :class:`DatasetError` naming it (``skip_bad``: skipped and counted).
+    """
     if split not in (None, "test"):
         raise ValueError(f"CADPrompt has a single split, 'test' (asked for {split!r})")
     if not path.is_dir():
         raise ValueError(f"cadprompt: {path} is not a directory of sample folders")
-    tasks = []
-    for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = {key: folder / name for key, name in CADPROMPT_FILES.items()}
-        code = files["code"].read_text(encoding="utf-8", errors="replace") if files["code"].exists() else None
-        mesh = str(files["mesh"].resolve()) if files["mesh"].exists() else None
-        texts = {
-            k: files[k].read_text(encoding="utf-8", errors="replace").strip()
-            for k in ("abstract", "detailed")
-            if files[k].exists()
-        }
-        if not texts or not (code or mesh):
-            continue  # not a sample folder
+    root = path.resolve()
+
+    def build(where: str, folder: Path) -> Task | None:
+        real_folder = _inside(root, folder, where, "sample folder", allow_outside=allow_outside)
+        files = {}
+        for key, name in CADPROMPT_FILES.items():
+            candidate = folder / name
+            if candidate.exists() or candidate.is_symlink():
+                files[key] = _inside(root, candidate, where, repr(name), allow_outside=allow_outside)
+        texts = {k: _read_text(files[k], where).strip() for k in ("abstract", "detailed") if k in files}
+        texts = {k: v for k, v in texts.items() if v}
+        code = _read_text(files["code"], where) if "code" in files else None
+        mesh = str(files["mesh"]) if "mesh" in files else None
+        if not texts and not (code or mesh):
+            return None  # not a sample folder
+        if not texts:
+            raise DatasetError(f"{where}: no prompt ({CADPROMPT_FILES['abstract']!r} is missing or empty)")
+        if not (code and code.strip()) and not mesh:
+            raise DatasetError(
+                f"{where}: nothing to grade against ({CADPROMPT_FILES['code']!r} and {CADPROMPT_FILES['mesh']!r} "
+                "are missing or empty)"
+            )
+        del real_folder
         detailed = texts.get("detailed") or texts["abstract"]
         abstract = texts.get("abstract") or detailed
-        tasks.append(
-            Task(
-                id=folder.name,
-                prompt=detailed,
-                data={
-                    "code": code,
-                    "mesh_path": mesh,
-                    "prompt_detailed": detailed,
-                    "prompt_abstract": abstract,
-                    "key_dims": [],
-                    "orientation": "free",
-                    "fallback_last": True,
-                },
-                oracle=({"name": "submit", "arguments": {"code": code}},) if code else (),
-                difficulty="medium",
-                split="test",
-                source=f"cadprompt:{path}",
-            )
+        code = code if code and code.strip() else None
+        return Task(
+            id=folder.name,
+            prompt=detailed,
+            data={
+                "code": code,
+                "mesh_path": mesh,
+                "prompt_detailed": detailed,
+                "prompt_abstract": abstract,
+                "key_dims": [],
+                "orientation": "free",
+                "fallback_last": True,
+            },
+            oracle=({"name": "submit", "arguments": {"code": code}},) if code else (),
+            difficulty="medium",
+            split="test",
+            source=f"cadprompt:{path}",
         )
+
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    tasks = _collect(
+        [(f"cadprompt:{path}: sample {p.name!r}", p) for p in folders], build, skip_bad=skip_bad, source=str(path)
+    )
     if not tasks:
         raise ValueError(
             f"cadprompt: no sample folders with {CADPROMPT_FILES['abstract']!r} and "

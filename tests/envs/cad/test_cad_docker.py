@@ -1,5 +1,6 @@
 """CADModelEnv with agent programs in the Docker ``cad`` image (skipped without Docker or the image;
-EXECGYM_REQUIRE_DOCKER=1 makes that a failure). The grader stays a local process."""
+EXECGYM_REQUIRE_DOCKER=1 makes that a failure). Here a local grader is shared explicitly; by default the grader
+follows ``executor`` (see tests/envs/cad/test_cad_datasets.py and tests/security/test_cad_protocol.py)."""
 
 from __future__ import annotations
 

@@ -22,8 +22,13 @@ def test_construction_without_cadquery_says_how_to_install(monkeypatch) -> None:
     from execgym.envs.cad.env import CADModelEnv
 
     monkeypatch.setattr(grading.importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(DependencyNotInstalled, match=r"pip install execgym\[cad\]"):
+    monkeypatch.delenv("EXECGYM_EXECUTOR", raising=False)
+    with pytest.raises(DependencyNotInstalled, match=r'pip install "execgym\[cad\]"'):
         CADModelEnv()
+    with pytest.raises(DependencyNotInstalled, match=r'pip install "execgym\[cad\]"'):
+        CADModelEnv(executor="docker", grader_executor="local")  # the grader would run here
+    # Everything in Docker: nothing runs here, so CadQuery is not needed here (construction starts nothing).
+    CADModelEnv(executor="docker").close()
 
 
 def test_registered_with_gymnasium() -> None:
