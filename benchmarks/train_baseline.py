@@ -73,7 +73,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     eval_seed = 1_000_000
     seeds = list(range(eval_seed, eval_seed + a.eval_episodes))
-    rows: list[tuple[str, float, str]] = []
+    rows: list[tuple[str, float | None, str]] = []
     timings: dict[str, float] = {}
 
     env = gym.make(a.env, dataset=a.dataset, max_turns=a.max_turns)
@@ -89,7 +89,7 @@ def main() -> None:
     sft = train_sft(SFTArgs(env_id=a.env, dataset=a.dataset, model=str(tiny), out=str(out / "sft"),
                             max_turns=a.max_turns, seed=a.seed, episodes=a.sft_episodes, epochs=a.sft_epochs,
                             learning_rate=a.sft_lr, eval_episodes=a.eval_episodes, eval_seed=eval_seed,
-                            max_new_tokens=a.max_new_tokens))
+                            max_new_tokens=a.max_new_tokens, overwrite=True))
     timings["sft"] = time.perf_counter() - t0
     rows.append(("tiny model, random init", sft["before"]["success_rate"], "-"))
     rows.append(("tiny model after SFT on oracle trajectories", sft["after"]["success_rate"],
@@ -106,7 +106,7 @@ def main() -> None:
                                 max_turns=a.max_turns, reward_wrapper=wrapper, wrapper_kwargs=kwargs,
                                 seed=a.seed, iterations=a.rl_iterations, learning_rate=a.rl_lr,
                                 max_new_tokens=a.max_new_tokens, eval_every=max(1, a.rl_iterations // 4),
-                                eval_episodes=a.eval_episodes, eval_seed=eval_seed))
+                                eval_episodes=a.eval_episodes, eval_seed=eval_seed, overwrite=True))
         timings[name] = time.perf_counter() - t0
         rows.append((f"after SFT + GRPO, {name} reward" + (f" ({wrapper})" if wrapper else ""),
                      result["success_rate"], f"{timings[name]:.0f}"))
@@ -121,7 +121,7 @@ def main() -> None:
           f"({eval_seed}..{eval_seed + a.eval_episodes - 1}), max {a.max_turns} turns; seed {a.seed}; {machine}\n")
     print("| agent | success | train time (s) |\n| --- | ---: | ---: |")
     for name, rate, secs in rows:
-        print(f"| {name} | {rate:.2f} | {secs} |")
+        print(f"| {name} | {'n/a' if rate is None else f'{rate:.2f}'} | {secs} |")
     (out / "baseline.json").write_text(json.dumps({"rows": rows, "machine": machine, "args": vars(a)}, indent=2))
 
 

@@ -9,9 +9,16 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
+
+
+def _positive_int(text: str) -> int:
+    from execgym.cli import _positive_int as parse
+
+    return parse(text)
 
 
 def _value_parser(type_name: str) -> Any:
@@ -62,6 +69,29 @@ def _build_args(cls: type, ns: argparse.Namespace) -> Any:
 
 _ALL_FIELDS: set[str] = set()
 
+# what save_pretrained writes for a model and its tokenizer: init-model --overwrite removes these, nothing else
+MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "*.bin",
+               "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template*", "vocab.json",
+               "merges.txt")
+
+
+def _check_env(ns: argparse.Namespace, command: str) -> None:
+    """Resolve a short env name (as ``play`` and ``run`` do) and build the env once, so that a bad name, dataset,
+    split or keyword is one clear line before any model loads."""
+    from execgym.cli import make_env_checked, resolve_env_id
+
+    ns.env_id = resolve_env_id(ns.env_id or "execgym/TextToSQL-v0")
+    kwargs = dict(ns.env_kwargs or {})
+    for key in ("dataset", "split", "max_turns"):
+        value = getattr(ns, key, None)
+        if value is not None and not (isinstance(value, str) and value.lower() == "none"):
+            kwargs.setdefault(key, value)
+    make_env_checked(ns.env_id, kwargs, command).close()
+
+
+def _rate(value: Any) -> str:
+    return "n/a (every episode errored)" if value is None else f"{value:.3f}"
+
 
 def cmd_train(ns: argparse.Namespace) -> int:
     from execgym.agents.train.grpo import GRPOArgs, train
@@ -72,16 +102,32 @@ def cmd_train(ns: argparse.Namespace) -> int:
         args = _build_args(SFTArgs, ns)
         if not args.model:
             raise SystemExit("execgym train --sft: --model is required (a folder or hub id; see execgym init-model)")
-        result = train_sft(args, on_log=_print_record)
-        print(f"SFT: greedy success {result['before']['success_rate']:.3f} -> {result['after']['success_rate']:.3f};"
-              f" model in {result['final']}")
+        _check_env(ns, "train")
+        args.env_id = ns.env_id
+        try:
+            result = train_sft(args, on_log=_print_record)
+        except (FileExistsError, RuntimeError, OSError) as exc:
+            raise SystemExit(f"execgym train --sft: {' '.join(str(exc).split())}") from None
+        print(f"SFT: greedy success {_rate(result['before']['success_rate'])} -> "
+              f"{_rate(result['after']['success_rate'])} after {result['optimizer_steps']} optimizer step(s); "
+              f"model in {result['final']}")
         return 0
     args = _build_args(GRPOArgs, ns)
     if not args.model:
         raise SystemExit("execgym train: --model is required (a folder or hub id)")
-    result = train(args, on_log=_print_record)
-    print(f"GRPO: final greedy success {result.get('success_rate', float('nan')):.3f}; model in {result['final']}; "
-          f"log {result['log']}")
+    _check_env(ns, "train")
+    args.env_id = ns.env_id
+    try:
+        result = train(args, on_log=_print_record)
+    except (FileExistsError, OSError) as exc:
+        raise SystemExit(f"execgym train: {' '.join(str(exc).split())}") from None
+    if not result["trained"]:
+        print(f"GRPO: no optimizer step ran ({result['note']}); {result['final']} is the starting model, "
+              f"unchanged; log {result['log']}")
+        return 0
+    print(f"GRPO: {result['optimizer_steps']} optimizer step(s), {result['episodes_dropped']} episode(s) dropped "
+          f"for infra/agent errors; final greedy success {_rate(result.get('success_rate'))}; "
+          f"model in {result['final']}; log {result['log']}")
     return 0
 
 
@@ -105,13 +151,12 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     _quiet_transformers()
     serve(ns.model, host=ns.host, port=ns.port, model_name=ns.served_model_name, device=ns.device, dtype=ns.dtype,
-          max_batch=ns.max_batch, default_max_tokens=ns.max_tokens, trust_remote_code=ns.trust_remote_code)
+          max_batch=ns.max_batch, default_max_tokens=ns.max_tokens, trust_remote_code=ns.trust_remote_code,
+          idle_timeout_s=ns.idle_timeout, max_body_bytes=ns.max_body_bytes, generation_timeout_s=ns.generation_timeout)
     return 0
 
 
 def cmd_init_model(ns: argparse.Namespace) -> int:
-    import gymnasium as gym
-
     import execgym
     from execgym.agents.tiny import build_tiny_policy
 
@@ -127,9 +172,12 @@ def cmd_init_model(ns: argparse.Namespace) -> int:
             env_kwargs[key] = raw
     if ns.dataset:
         env_kwargs["dataset"] = ns.dataset
-    ids = execgym.registered_envs() if ns.env == "all" else ns.env.split(",")
-    envs = [gym.make(env_id, **env_kwargs) for env_id in ids]
+    from execgym.cli import make_env_checked, prepare_out_dir, resolve_env_id
+
+    ids = execgym.registered_envs() if ns.env == "all" else [resolve_env_id(e) for e in ns.env.split(",")]
+    envs = [make_env_checked(env_id, env_kwargs, "init-model") for env_id in ids]
     try:
+        prepare_out_dir(Path(ns.out), overwrite=ns.overwrite, outputs=MODEL_FILES, command="init-model")
         path = build_tiny_policy(ns.out, envs, episodes=ns.episodes, vocab_size=ns.vocab_size,
                                  hidden_size=ns.hidden_size, num_layers=ns.layers, num_heads=ns.heads,
                                  seed=ns.seed)
@@ -156,6 +204,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--max-tokens", dest="max_tokens", type=int, default=512,
                        help="completion budget of a request that gives none")
     serve.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true")
+    serve.add_argument("--idle-timeout", dest="idle_timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="close a connection that sends nothing for this long (default 30)")
+    serve.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, default=8 * 1024 * 1024,
+                       help="larger request bodies get 413 unread (default 8 MiB)")
+    serve.add_argument("--generation-timeout", dest="generation_timeout", type=float, default=600.0,
+                       metavar="SECONDS", help="a generation that takes longer gets 504 (default 600)")
     serve.set_defaults(func=cmd_serve)
 
     train = subparsers.add_parser(
@@ -168,11 +222,13 @@ def register(subparsers: Any) -> None:
     train.set_defaults(func=cmd_train)
 
     init = subparsers.add_parser("init-model", help="build a tiny from-scratch model + tokenizer for an env")
-    init.add_argument("--out", required=True, help="folder to save_pretrained into")
+    init.add_argument("--out", required=True, help="folder to save_pretrained into (new or empty)")
+    init.add_argument("--overwrite", action="store_true",
+                      help="--out holds a model: remove its model and tokenizer files first")
     init.add_argument("--env", required=True, help="env id(s), comma-separated, or 'all' (the tokenizer's text)")
     init.add_argument("--dataset", help="the envs' dataset, e.g. generated:easy")
     init.add_argument("--env-arg", action="append", metavar="KEY=VALUE")
-    init.add_argument("--episodes", type=int, default=64, help="chats per env to train the tokenizer on")
+    init.add_argument("--episodes", type=_positive_int, default=64, help="chats per env to train the tokenizer on")
     init.add_argument("--vocab-size", dest="vocab_size", type=int, default=2048)
     init.add_argument("--hidden-size", dest="hidden_size", type=int, default=128)
     init.add_argument("--layers", type=int, default=2)

@@ -9,7 +9,10 @@ the end, the task's success at the end); everything richer lives in ``info`` as 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, SupportsFloat
@@ -19,6 +22,7 @@ from gymnasium.error import ResetNeeded
 
 from execgym.core.actions import ParsedAction, ToolCall, parse_action, sanitize_text
 from execgym.core.errors import InfraError
+from execgym.core.finite import REWARD_ISSUES, flag_issue, number_problem
 from execgym.core.spaces import UnicodeText
 from execgym.core.tasks import Generator, Loader, Task, TaskSet, load_taskset
 from execgym.core.tools import Tool, ToolError, ToolOutput, tool_schemas
@@ -81,6 +85,7 @@ class EpisodeSnapshot:
     final_info: dict[str, Any] | None
     np_random_state: dict[str, Any]
     state: Any
+    seen_results: frozenset[str] = frozenset()
 
 
 class AgentEnv(gym.Env[str, Any]):
@@ -98,6 +103,14 @@ class AgentEnv(gym.Env[str, Any]):
         max_action_chars: a reply longer than this is rejected as malformed.
         tasks: a ready task set (overrides ``dataset``/``split``).
 
+    Every argument is checked at construction; a wrong type or value is a one-line ``TypeError`` /
+    ``ValueError`` naming the argument. ``reset`` accepts the option keys in ``reset_options`` (``task_id``).
+
+    Reward components (from tools, replies and grading) are reported only when they are real, finite and in
+    their range: ``component_ranges`` (name -> ``(low, high)``), else ``default_component_range`` (0..1).
+    Any other value is dropped from ``reward_components`` and noted in ``info["reward_issues"]``; a grade
+    whose outcome is not a number in 0..1 makes the episode an ``infra_error``.
+
     Example (the core tests define a small env; real ones are registered under ``execgym/``):
         >>> import gymnasium as gym, execgym
         >>> env = gym.make("execgym/TextToSQL-v0")                        # doctest: +SKIP
@@ -110,6 +123,9 @@ class AgentEnv(gym.Env[str, Any]):
     description: ClassVar[str] = ""
     default_max_turns: ClassVar[int] = 20
     loaders: ClassVar[Mapping[str, Loader]] = {}
+    reset_options: ClassVar[frozenset[str]] = frozenset({"task_id"})
+    component_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {}
+    default_component_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
     def __init__(
         self,
@@ -124,12 +140,15 @@ class AgentEnv(gym.Env[str, Any]):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} not in {self.metadata['render_modes']}")
+        for name, value in (("dataset", dataset), ("split", split)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str or None, got {type(value).__name__} {value!r}")
+        if tasks is not None and not isinstance(tasks, TaskSet):
+            raise TypeError(f"tasks must be a TaskSet or None, got {type(tasks).__name__}")
         self.render_mode = render_mode
-        self.max_turns = int(max_turns if max_turns is not None else self.default_max_turns)
-        if self.max_turns < 1:
-            raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
-        self.max_observation_chars = int(max_observation_chars)
-        self.max_action_chars = int(max_action_chars)
+        self.max_turns = _positive_int("max_turns", max_turns if max_turns is not None else self.default_max_turns)
+        self.max_observation_chars = _positive_int("max_observation_chars", max_observation_chars)
+        self.max_action_chars = _positive_int("max_action_chars", max_action_chars)
         self.observation_space = UnicodeText(self.max_observation_chars)
         self.action_space = UnicodeText(self.max_action_chars)
         self.tasks = tasks if tasks is not None else self._load_tasks(dataset, split)
@@ -140,6 +159,8 @@ class AgentEnv(gym.Env[str, Any]):
         self._over = True
         self._end_requested = False
         self._final_info: dict[str, Any] | None = None
+        # Digests of (call, result) pairs seen this episode: a repeat that returns the same result earns no format.
+        self._seen_results: set[str] = set()
 
     # ----------------------------------------------------------------- task sources (class-level)
     @classmethod
@@ -214,8 +235,8 @@ class AgentEnv(gym.Env[str, Any]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
+        options = self._check_options(options)
         super().reset(seed=seed)
-        options = options or {}
         if self.task is not None:
             self._end()
         task_id = options.get("task_id")
@@ -224,6 +245,7 @@ class AgentEnv(gym.Env[str, Any]):
         self._over = False
         self._end_requested = False
         self._final_info = None
+        self._seen_results = set()
         try:
             statement = self._begin(self.task)
         except InfraError:
@@ -256,6 +278,7 @@ class AgentEnv(gym.Env[str, Any]):
             raise ResetNeeded("The episode is over (terminated or truncated): call env.reset() before step()")
         self.turn += 1
         components: dict[str, float] = {}
+        issues: dict[str, Any] = {}
         infra_error: str | None = None
         new_messages: list[dict[str, Any]] = []
         call_log: list[dict[str, Any]] = []
@@ -284,12 +307,13 @@ class AgentEnv(gym.Env[str, Any]):
                     + ", ".join(self._tools_by_name)
                 )
             else:
-                components["format"] = 1.0
-                components.update(reply.components)
                 observation = reply.content
+                new = self._remember_result("reply", parsed.text, sanitize_text(str(observation)))
+                components.update(self._checked_components(reply.components, "reply", issues))
+                components["format"] = 1.0 if new else 0.0  # the core's own component: a tool cannot set it
             new_messages.append({"role": "user", "content": observation})
         else:
-            components["format"] = 1.0
+            fresh = False
             outputs: list[str] = []
             gathered: dict[str, list[float]] = {}
             for call in parsed.calls:
@@ -300,9 +324,10 @@ class AgentEnv(gym.Env[str, Any]):
                     infra_error = f"{type(exc).__name__}: {exc}"
                     out = ToolOutput(f"Infrastructure error (not your fault): {exc}", is_error=True)
                 call_log.append({"name": call.name, "arguments": call.arguments, "error": out.is_error})
-                for key, value in out.components.items():
-                    gathered.setdefault(key, []).append(float(value))
-                content = truncate_middle(sanitize_text(out.content), self.max_observation_chars)
+                for key, value in self._checked_components(out.components, f"tool {call.name}", issues).items():
+                    gathered.setdefault(key, []).append(value)
+                content = truncate_middle(sanitize_text(str(out.content)), self.max_observation_chars)
+                fresh = self._remember_result(call.name, call.arguments, content) or fresh
                 new_messages.append(
                     {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
                 )
@@ -312,7 +337,9 @@ class AgentEnv(gym.Env[str, Any]):
                 if tool.terminal:
                     terminal = True
                     break
-            components.update({k: sum(v) / len(v) for k, v in gathered.items()})
+            # Well-formed, and not only repeats of calls that already returned the same result this episode.
+            components.update({k: math.fsum(v) / len(v) for k, v in gathered.items()})
+            components["format"] = 1.0 if fresh or infra_error else 0.0
             if len(outputs) == 1 and len(parsed.calls) == 1:
                 observation = outputs[0]
             else:
@@ -335,13 +362,55 @@ class AgentEnv(gym.Env[str, Any]):
         reward = 0.0
         if terminated or truncated:
             self._over = True
-            final, grade_components = self._finish(submitted=terminated, infra_error=infra_error)
+            final, grade_components = self._finish(submitted=terminated, infra_error=infra_error, issues=issues)
             info.update(final)
             # Grading components win over this step's components of the same name (SQL's `executed`).
             info["reward_components"] = {**components, **grade_components}
             reward = final["outcome"]
+        if issues:
+            info[REWARD_ISSUES] = list(issues[REWARD_ISSUES])
         observation = truncate_middle(observation, self.max_observation_chars)
         return observation, reward, terminated, truncated, info
+
+    def _check_options(self, options: Any) -> dict[str, Any]:
+        if options is None:
+            return {}
+        if not isinstance(options, Mapping):
+            raise TypeError(f"reset options must be a dict, got {type(options).__name__}")
+        known = sorted(self.reset_options)
+        unknown = sorted(repr(k) for k in options if k not in self.reset_options)
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        task_id = options.get("task_id")
+        if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, str | int)):
+            raise TypeError(f"reset option task_id must be a str, got {type(task_id).__name__}")
+        return dict(options)
+
+    def _checked_components(self, raw: Any, where: str, issues: dict[str, Any]) -> dict[str, float]:
+        """The components of ``raw`` that are real, finite numbers in their range; the rest are noted."""
+        if not isinstance(raw, Mapping):
+            if raw:
+                flag_issue(issues, type(self).__name__, f"{where} components", raw, "are not a mapping")
+            return {}
+        out: dict[str, float] = {}
+        for key, value in raw.items():
+            name = str(key)
+            low, high = self.component_ranges.get(name, self.default_component_range)
+            problem = number_problem(value, low=low, high=high)
+            if problem:
+                flag_issue(issues, type(self).__name__, f"{where} component {name!r}", value, problem)
+                continue
+            out[name] = float(value)
+        return out
+
+    def _remember_result(self, name: str, arguments: Any, result: str) -> bool:
+        """Note a call and its result; True when this pair was not seen before in the episode."""
+        key = json.dumps([name, arguments, result], sort_keys=True, ensure_ascii=True, default=repr)
+        digest = hashlib.blake2b(key.encode("ascii", "backslashreplace"), digest_size=16).hexdigest()
+        if digest in self._seen_results:
+            return False
+        self._seen_results.add(digest)
+        return True
 
     def _parse(self, action: Any) -> ParsedAction:
         if isinstance(action, str) and len(action) > self.max_action_chars:
@@ -370,7 +439,9 @@ class AgentEnv(gym.Env[str, Any]):
             return ToolOutput(value)
         return ToolOutput(json.dumps(value, ensure_ascii=False, default=str))
 
-    def _finish(self, *, submitted: bool, infra_error: str | None) -> tuple[dict[str, Any], dict[str, float]]:
+    def _finish(
+        self, *, submitted: bool, infra_error: str | None, issues: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, float]]:
         if infra_error is not None:
             grade = Grade(outcome=0.0)
         else:
@@ -379,6 +450,12 @@ class AgentEnv(gym.Env[str, Any]):
             except InfraError as exc:
                 infra_error = f"{type(exc).__name__}: {exc}"
                 grade = Grade(outcome=0.0)
+        problem = number_problem(grade.outcome, low=0.0, high=1.0)
+        if problem:
+            # A grader that cannot say how well the episode went failed; its sample must not look like a 0.
+            infra_error = f"the grader's outcome {grade.outcome!r} {problem}"
+            flag_issue(issues, type(self).__name__, "outcome", grade.outcome, problem)
+            grade = Grade(outcome=0.0, details=grade.details)
         final = {
             "outcome": float(grade.outcome),
             "units": grade.units,
@@ -391,7 +468,7 @@ class AgentEnv(gym.Env[str, Any]):
         if grade.details:
             final["grade_details"] = grade.details
         self._final_info = final
-        return final, {k: float(v) for k, v in grade.components.items()}
+        return final, self._checked_components(grade.components, "grade", issues)
 
     def snapshot(self) -> EpisodeSnapshot:
         """A handle to the episode's full state, to continue from later with :meth:`restore`.
@@ -410,10 +487,16 @@ class AgentEnv(gym.Env[str, Any]):
             final_info=copy.deepcopy(self._final_info),
             np_random_state=copy.deepcopy(self.np_random.bit_generator.state),
             state=self._snapshot_state(),
+            seen_results=frozenset(self._seen_results),
         )
 
     def restore(self, snapshot: EpisodeSnapshot) -> None:
-        """Continue from a :meth:`snapshot` (taken in this env or another instance of the same class)."""
+        """Continue from a :meth:`snapshot` (taken in this env or another instance of the same class).
+
+        No ``reset()`` is needed first: a fresh env (``gym.make``) can take a snapshot and step on.
+        """
+        if not isinstance(snapshot, EpisodeSnapshot):
+            raise TypeError(f"restore() takes an EpisodeSnapshot from snapshot(), got {type(snapshot).__name__}")
         own = f"{type(self).__module__}:{type(self).__qualname__}"
         if snapshot.env_class != own:
             raise ValueError(f"snapshot of {snapshot.env_class} cannot be restored into {own}")
@@ -425,6 +508,7 @@ class AgentEnv(gym.Env[str, Any]):
         self._end_requested = False
         self.messages = copy.deepcopy(snapshot.messages)
         self._final_info = copy.deepcopy(snapshot.final_info)
+        self._seen_results = set(snapshot.seen_results)
         self.np_random.bit_generator.state = copy.deepcopy(snapshot.np_random_state)
         self._restore_state(snapshot.state)
         self._tools_by_name = {t.name: t for t in self._tools(self.task)}
@@ -440,6 +524,15 @@ class AgentEnv(gym.Env[str, Any]):
             self._end()
         self.task = None
         super().close()
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """``value`` as an int >= 1, or a one-line error naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
 
 
 def render_transcript(

@@ -3,6 +3,11 @@
 Each finished episode becomes one JSON line. Appends hold an exclusive ``flock`` on the file and go out in
 one ``write``; a writer killed mid-write can only leave a partial *last* line, which the next append
 removes (under the lock, so it cannot be a live writer's line) and :func:`read_trajectories` skips.
+
+No value loses an episode: text with lone surrogates is written with JSON escapes (``"\ud800"``, read back
+as the same string), values JSON cannot hold become their ``repr``, and structures nested deeper than
+:data:`MAX_DEPTH` are cut with a marker. Replay builds only the registered ``execgym/`` env ids; it imports
+the entry point a file names only when told to (``trust_entry_points=True``, ``--trust-entry-points``).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import fcntl
 import importlib
 import json
+import math
+import numbers
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -23,21 +30,44 @@ import numpy as np
 __all__ = ["RecordTrajectory", "ReplayResult", "append_jsonl", "read_trajectories", "replay_file"]
 
 FORMAT = "execgym.trajectory/1"
+MAX_DEPTH = 100
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, depth: int = 0) -> Any:
     """Coerce numpy scalars, tuples, paths and other values so ``json.dumps`` never fails."""
+    if depth > MAX_DEPTH:
+        return f"<nested deeper than {MAX_DEPTH} levels: {type(value).__name__} not recorded>"
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {_safe_str(k): _jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item(), depth + 1)
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    return repr(value)
+        return _jsonable(value.tolist(), depth + 1)
+    return _safe_repr(value)
+
+
+def _safe_str(key: Any) -> str:
+    return key if isinstance(key, str) else _safe_repr(key) if not isinstance(key, (int, float, bool)) else str(key)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ must not lose the episode
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def _encode(record: Mapping[str, Any]) -> bytes:
+    """One JSON line, UTF-8; ASCII escapes when the text holds what UTF-8 cannot (lone surrogates)."""
+    value = _jsonable(record)
+    try:
+        return (json.dumps(value, ensure_ascii=False, allow_nan=True) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(value, ensure_ascii=True, allow_nan=True) + "\n").encode("ascii")
 
 
 def append_jsonl(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
@@ -50,7 +80,7 @@ def append_jsonl(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Non
         >>> [r for r, in map(lambda x: (x,), read_trajectories(p))]
         [{'a': 1}, {'b': 2}]
     """
-    data = (json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=True) + "\n").encode("utf-8")
+    data = _encode(record)
     fd = os.open(os.fspath(path), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -162,19 +192,20 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         obs, reward, terminated, truncated, info = self.env.step(action)
         elapsed = time.perf_counter() - t0
         if self._record is not None:
-            self._record["steps"].append(
-                {
-                    "action": action,
-                    "observation": obs,
-                    "reward": float(reward),
-                    "terminated": bool(terminated),
-                    "truncated": bool(truncated),
-                    "reward_components": info.get("reward_components", {}),
-                    "reward_breakdown": info.get("reward_breakdown"),
-                    "tool_calls": info.get("tool_calls", []),
-                    "step_time_s": elapsed,
-                }
-            )
+            step: dict[str, Any] = {
+                "action": action,
+                "observation": obs,
+                "reward": _reward(reward),
+                "terminated": bool(terminated),
+                "truncated": bool(truncated),
+                "reward_components": info.get("reward_components", {}),
+                "reward_breakdown": info.get("reward_breakdown"),
+                "tool_calls": info.get("tool_calls", []),
+                "step_time_s": elapsed,
+            }
+            if info.get("reward_issues"):
+                step["reward_issues"] = list(info["reward_issues"])
+            self._record["steps"].append(step)
             if terminated or truncated:
                 self._write(info)
         return obs, reward, terminated, truncated, info
@@ -186,7 +217,7 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         steps = record["steps"]
         record.update(
             {
-                "return": float(sum(s["reward"] for s in steps)),
+                "return": math.fsum(s["reward"] for s in steps if s["reward"] is not None),
                 "outcome": info.get("outcome"),
                 "units": info.get("units"),
                 "checklist": info.get("checklist"),
@@ -199,6 +230,13 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         )
         append_jsonl(self.path, record)
         self.episodes_written += 1
+
+
+def _reward(value: Any) -> float | None:
+    """The step's reward as a float; None when it is not a real number (kept as data, not a crash)."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
 
 
 def _is_plain_json(value: Any) -> bool:
@@ -233,27 +271,55 @@ class ReplayResult:
 _SPEC_WRAPPERS = {"TimeLimit", "OrderEnforcing", "PassiveEnvChecker", "EnvCompatibility"}
 
 
-def _make_env(record: Mapping[str, Any]) -> gym.Env[Any, Any]:
-    kwargs = dict(record.get("env_kwargs") or {})
+class ReplayRefused(ValueError):
+    """A record names an env that replay will not build without ``trust_entry_points=True``."""
+
+
+def _make_env(record: Mapping[str, Any], *, trust_entry_points: bool = False) -> gym.Env[Any, Any]:
+    """A fresh env for ``record``: a registered ``execgym/`` id, or (only when trusted) what the file names."""
+    kwargs = record.get("env_kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"env_kwargs must be a mapping, got {type(kwargs).__name__}")
+    kwargs = {str(k): v for k, v in kwargs.items()}
     env_id = record.get("env_id")
-    if env_id and env_id in gym.registry:
+    if isinstance(env_id, str) and env_id in gym.registry and (trust_entry_points or env_id.startswith("execgym/")):
         return gym.make(env_id, **kwargs)
-    module, _, name = str(record["env_entry_point"]).partition(":")
+    entry_point = record.get("env_entry_point")
+    if not trust_entry_points:
+        named = f"env id {env_id!r}" if env_id else f"entry point {entry_point!r}"
+        raise ReplayRefused(
+            f"refused: the record names {named}, not a registered execgym/ env; replay builds it only with "
+            "trust_entry_points=True (execgym replay --trust-entry-points), which runs the code it names"
+        )
+    module, _, name = str(entry_point).partition(":")
     cls = getattr(importlib.import_module(module), name)
     return cls(**kwargs)
 
 
-def replay_file(path: str | os.PathLike[str], *, atol: float = 1e-6) -> list[ReplayResult]:
-    """Re-run every recorded episode's actions in a fresh env and compare the rewards step by step."""
+def replay_file(
+    path: str | os.PathLike[str], *, atol: float = 1e-6, trust_entry_points: bool = False
+) -> list[ReplayResult]:
+    """Re-run every recorded episode's actions in a fresh env and compare the rewards step by step.
+
+    Only registered ``execgym/`` env ids are built. A record that names anything else (another registered
+    id, or an entry point ``module:Class``, which replay would have to import and run) is reported as not
+    reproduced and not run, unless ``trust_entry_points=True``: pass it only for files you trust.
+    """
     import execgym  # noqa: F401  (registers the env ids)
 
     results = []
     for index, record in enumerate(read_trajectories(path)):
         steps = record.get("steps") or []
-        recorded = [float(s["reward"]) for s in steps]
-        env = _make_env(record)
+        recorded = [float(s["reward"]) if isinstance(s.get("reward"), (int, float)) else math.nan for s in steps]
         replayed: list[float] = []
         message = ""
+        try:
+            env = _make_env(record, trust_entry_points=trust_entry_points)
+        except Exception as exc:  # a record that cannot be rebuilt is a result to report, not a crash
+            text = str(exc) if isinstance(exc, ReplayRefused) else f"replay failed: {type(exc).__name__}: {exc}"
+            results.append(ReplayResult(index, record.get("task_id"), len(steps), False,
+                                        math.fsum(r for r in recorded if not math.isnan(r)), 0.0, text))
+            continue
         try:
             env.reset(seed=record.get("seed"), options={**(record.get("options") or {}),
                                                         "task_id": record.get("task_id")})

@@ -41,12 +41,18 @@ def cmd_images_build(args: argparse.Namespace) -> int:
 def cmd_sandbox_gc(args: argparse.Namespace) -> int:
     """``execgym sandbox gc``: remove sandbox containers left by dead runs (or all with ``--all``)."""
     from execgym.executor.base import InfraError
+
+    try:
+        import docker
+    except ImportError:
+        print("execgym sandbox gc: the docker SDK is not installed: pip install 'execgym[docker]'", file=sys.stderr)
+        return 1
     from execgym.executor.docker import gc_sandboxes
 
     try:
         n = gc_sandboxes(all=args.all)
-    except InfraError as e:
-        print(f"execgym sandbox gc: {e}", file=sys.stderr)
+    except (InfraError, docker.errors.DockerException) as e:
+        print(f"execgym sandbox gc: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     print(f"removed {n} sandbox container(s)")
     return 0

@@ -23,18 +23,13 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import execgym
     from execgym.rollout.bench import format_bench_table, run_bench
 
     ids: list[str] | None = None
     if args.env != "all":
-        known = execgym.registered_envs()
-        ids = []
-        for name in args.env.split(","):
-            match = [i for i in known if name == i or name.lower() in i.lower()]
-            if len(match) != 1:
-                raise SystemExit(f"unknown or ambiguous env {name!r}; registered: {', '.join(known)}")
-            ids.append(match[0])
+        from execgym.cli import resolve_env_id
+
+        ids = [resolve_env_id(name) for name in args.env.split(",")]
     report = run_bench(ids, samples=args.samples, executor=args.executor,
                        workers=args.workers, seconds=args.seconds, out=args.json_out,
                        log=lambda m: print(m, file=sys.stderr))

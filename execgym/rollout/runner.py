@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,19 +13,25 @@ import gymnasium as gym
 import numpy as np
 
 from execgym.agents import make_agent
+from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S
 from execgym.core.trajectory import RecordTrajectory
 from execgym.rollout.episode import EpisodeResult, run_episode
 
-__all__ = ["RunSummary", "format_table", "run_baseline", "wilson_interval"]
+__all__ = ["RunSummary", "format_table", "run_baseline", "summaries_to_json", "summarise", "wilson_interval"]
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a success rate (well-behaved at 0 and 1, unlike the normal one).
 
+    The interval always holds the observed rate (rounding alone would put the upper end of 6/6 at
+    0.9999999999999999, and a plot's error bar below its bar).
+
     Example:
         >>> lo, hi = wilson_interval(10, 10)
         >>> round(lo, 3), hi
         (0.722, 1.0)
+        >>> wilson_interval(6, 6)[1], wilson_interval(0, 6)[0]
+        (1.0, 0.0)
     """
     if n == 0:
         return 0.0, 1.0
@@ -32,17 +39,23 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 @dataclass
 class RunSummary:
-    """The aggregate of one (env, agent) run."""
+    """The aggregate of one (env, agent) run.
+
+    Episodes that ended on an infra error (the machinery failed) or an agent error (the agent raised: a model
+    server that cannot be reached, a timeout) say nothing about the policy: they are counted apart in
+    ``infra_errors`` / ``agent_errors`` and left out of ``scored``, the success rate and the means of reward,
+    turns, tool calls and components. ``success_rate`` is None when no episode was scored.
+    """
 
     env_id: str
     agent: str
     episodes: int
-    success_rate: float
+    success_rate: float | None
     success_ci95: tuple[float, float]
     mean_reward: float
     mean_turns: float
@@ -52,26 +65,71 @@ class RunSummary:
     infra_errors: int = 0
     hack_flagged: int = 0
     mean_tokens: float = 0.0
+    agent_errors: int = 0
+    scored: int = 0
+    error_causes: dict[str, int] = field(default_factory=dict)
+    """the most frequent error messages (infra and agent), with how many episodes each ended"""
+
+    @property
+    def all_failed(self) -> bool:
+        """Every episode ended on an infra or agent error (so the row measures nothing)."""
+        return self.episodes > 0 and self.scored == 0
+
+    def failure_line(self) -> str:
+        """One line that says why no episode of this row could be scored."""
+        cause = next(iter(self.error_causes), "unknown cause")
+        if self.agent_errors and not self.infra_errors:
+            kind = "on the agent"
+        elif self.infra_errors and not self.agent_errors:
+            kind = "on infra"
+        else:
+            kind = f"({self.infra_errors} on infra, {self.agent_errors} on the agent)"
+        return (f"{self.env_id.removeprefix('execgym/')} · {self.agent}: every episode ({self.episodes}) failed "
+                f"{kind}: {cause}")
 
 
-def summarise(env_id: str, agent: str, results: Sequence[EpisodeResult]) -> RunSummary:
+def _is_error(r: EpisodeResult) -> bool:
+    return r.infra_error is not None or r.agent_error is not None
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else 0.0
+
+
+def summarise(env_id: str, agent: str, results: Sequence[EpisodeResult], *, top_causes: int = 3) -> RunSummary:
+    """Aggregate episodes into one row; errored episodes are counted apart and excluded from every mean but
+    the seconds and tokens spent.
+
+    Example:
+        >>> ok = EpisodeResult("t", 0, 1, 1.0, 1.0, True, False, 0.1)
+        >>> down = EpisodeResult("t", 1, 0, 0.0, 0.0, False, False, 0.1, agent_error="APIConnectionError: refused")
+        >>> s = summarise("execgym/Toy-v0", "openai", [ok, down])
+        >>> s.success_rate, s.scored, s.agent_errors, s.error_causes
+        (1.0, 1, 1, {'APIConnectionError: refused': 1})
+    """
     n = len(results)
-    successes = sum(r.outcome >= 1.0 for r in results)
-    keys = sorted({k for r in results for k in r.reward_components})
+    scored = [r for r in results if not _is_error(r)]
+    k = len(scored)
+    successes = sum(r.outcome >= 1.0 for r in scored)
+    keys = sorted({key for r in scored for key in r.reward_components})
+    causes = Counter((r.infra_error or r.agent_error or "").splitlines()[0][:200] for r in results if _is_error(r))
     return RunSummary(
         env_id=env_id,
         agent=agent,
         episodes=n,
-        success_rate=successes / n if n else 0.0,
-        success_ci95=wilson_interval(successes, n),
-        mean_reward=float(np.mean([r.total_reward for r in results])) if n else 0.0,
-        mean_turns=float(np.mean([r.turns for r in results])) if n else 0.0,
-        mean_tool_calls=float(np.mean([r.tool_calls for r in results])) if n else 0.0,
-        seconds_per_episode=float(np.mean([r.seconds for r in results])) if n else 0.0,
-        component_means={k: float(np.mean([r.reward_components.get(k, 0.0) for r in results])) for k in keys},
+        success_rate=successes / k if k else None,
+        success_ci95=wilson_interval(successes, k),
+        mean_reward=_mean([r.total_reward for r in scored]),
+        mean_turns=_mean([r.turns for r in scored]),
+        mean_tool_calls=_mean([r.tool_calls for r in scored]),
+        seconds_per_episode=_mean([r.seconds for r in results]),
+        component_means={key: _mean([r.reward_components.get(key, 0.0) for r in scored]) for key in keys},
         infra_errors=sum(r.infra_error is not None for r in results),
-        hack_flagged=sum(bool(r.hack_flags) for r in results),
-        mean_tokens=float(np.mean([r.tokens for r in results])) if n else 0.0,
+        hack_flagged=sum(bool(r.hack_flags) for r in scored),
+        mean_tokens=_mean([r.tokens for r in results]),
+        agent_errors=sum(r.agent_error is not None for r in results),
+        scored=k,
+        error_causes=dict(causes.most_common(top_causes)),
     )
 
 
@@ -108,11 +166,14 @@ def run_baseline(
     num_envs: int = 1,
     out_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
 ) -> tuple[RunSummary, list[EpisodeResult]]:
     """Play ``episodes`` episodes (seeds ``seed, seed+1, ...``) of ``agent_name`` on ``env_id``.
 
     With ``num_envs > 1`` the episodes run ready-first on :class:`~execgym.rollout.AsyncRollout` slots (one
-    env and one agent each); trajectories of all slots go to one file (appends are atomic).
+    env and one agent each); trajectories of all slots go to one file (appends are atomic). An agent call
+    over ``act_timeout_s`` ends its episode as an agent error (``AgentTimeout``); the run goes on with a new
+    agent, since the abandoned call may still hold the old one.
     """
     record = None
     if out_dir is not None:
@@ -133,7 +194,8 @@ def run_baseline(
             if progress:
                 progress(done[0], episodes)
 
-        with AsyncRollout(build, agent_name, num_slots=num_envs, agent_kwargs={"seed": seed, **agent_kwargs}) as r:
+        with AsyncRollout(build, agent_name, num_slots=num_envs, agent_kwargs={"seed": seed, **agent_kwargs},
+                          act_timeout_s=act_timeout_s) as r:
             results = r.run(episodes, seed=seed, on_episode=on_episode)
         return summarise(env_id, agent_name, results), results
     env = build()
@@ -141,7 +203,10 @@ def run_baseline(
     results = []
     try:
         for i in range(episodes):
-            results.append(run_episode(env, agent, seed=seed + i))
+            result = run_episode(env, agent, seed=seed + i, act_timeout_s=act_timeout_s)
+            results.append(result)
+            if (result.agent_error or "").startswith("AgentTimeout"):
+                agent = make_agent(agent_name, env, seed=seed + i + 1, **agent_kwargs)
             if progress:
                 progress(i + 1, episodes)
     finally:
@@ -150,23 +215,29 @@ def run_baseline(
 
 
 def format_table(summaries: Sequence[RunSummary]) -> str:
-    """A plain-text results table, one row per (env, agent), reward components' means at the right."""
-    head = f"{'env':<24} {'agent':<8} {'eps':>4} {'success [95% CI]':>22} {'reward':>7} {'turns':>6} " \
-           f"{'calls':>6} {'tokens':>7} {'s/ep':>7}  components (mean per episode)"
+    """A plain-text results table, one row per (env, agent), reward components' means at the right.
+
+    ``eps`` counts every episode; ``infra`` and ``agent`` count those that ended on an infra or an agent error,
+    which the success rate (over the rest) and the means leave out.
+    """
+    head = f"{'env':<24} {'agent':<8} {'eps':>4} {'infra':>5} {'agent':>5} {'success [95% CI]':>22} {'reward':>7} " \
+           f"{'turns':>6} {'calls':>6} {'tokens':>7} {'s/ep':>7}  components (mean per episode)"
     lines = [head, "-" * len(head)]
     for s in summaries:
         lo, hi = s.success_ci95
         comps = " ".join(f"{k}={v:.2f}" for k, v in s.component_means.items())
-        extra = (f" infra_errors={s.infra_errors}" if s.infra_errors else "") + (
-            f" hack_flagged={s.hack_flagged}" if s.hack_flagged else "")
+        extra = f" hack_flagged={s.hack_flagged}" if s.hack_flagged else ""
+        success = f"{s.success_rate:>7.2f} [{lo:.2f}, {hi:.2f}]" if s.success_rate is not None \
+            else f"{'-':>7} {'(none scored)':<14}"
         lines.append(
-            f"{s.env_id.removeprefix('execgym/'):<24} {s.agent:<8} {s.episodes:>4} "
-            f"{s.success_rate:>7.2f} [{lo:.2f}, {hi:.2f}]  {s.mean_reward:>7.3f} {s.mean_turns:>6.1f} "
+            f"{s.env_id.removeprefix('execgym/'):<24} {s.agent:<8} {s.episodes:>4} {s.infra_errors:>5} "
+            f"{s.agent_errors:>5} {success}  {s.mean_reward:>7.3f} {s.mean_turns:>6.1f} "
             f"{s.mean_tool_calls:>6.1f} {s.mean_tokens:>7.0f} {s.seconds_per_episode:>7.3f}  {comps}{extra}"
         )
     return "\n".join(lines)
 
 
 def summaries_to_json(summaries: Sequence[RunSummary]) -> list[dict[str, Any]]:
+    """The rows as JSON-ready dicts (``summary.json``)."""
     return [asdict(s) for s in summaries]
 

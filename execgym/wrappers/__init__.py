@@ -24,6 +24,10 @@ the reward it returns is always their sum; a wrapper reads the breakdown left by
 schemes stack in any order: ``HackPenalty(GatedReward(DenseUnitReward(env), {"executed": 0.1}))``.
 Below the first execgym wrapper, the env's own reward is the part ``outcome``.
 
+Every scheme derives from :class:`RewardScheme`, which checks every number a scheme reads or pays: a value
+that is not a real, finite number of magnitude at most 1e9 (NaN, inf, ``1e308``, a str, None) is dropped,
+never paid, and noted in ``info["reward_issues"]`` (see :mod:`execgym.core.finite`).
+
 :class:`ScriptedEnv` is an env whose action is the step's ``info``: it makes reward schemes testable on exact
 data (the examples in this package use it).
 
@@ -38,6 +42,7 @@ Example:
     ({'unit_credit': 0.25}, 0.25)
 """
 
+from execgym.wrappers.base import RewardScheme
 from execgym.wrappers.checklist import ChecklistReward
 from execgym.wrappers.compose import ComposeReward
 from execgym.wrappers.credit import (
@@ -71,6 +76,7 @@ __all__ = [
     "MinFormCredit",
     "PotentialShaping",
     "RewardNormalize",
+    "RewardScheme",
     "RunningStats",
     "ScriptedEnv",
     "clip_credit",

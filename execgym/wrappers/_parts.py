@@ -6,6 +6,7 @@ inside it left, changes or adds the parts it is about, and pays the sum. Below t
 there is no breakdown: the env's own reward (for an execgym env, the sparse outcome) is the part
 ``"outcome"``. A wrapper from elsewhere (gymnasium's ``TransformReward``, say) changes the reward without
 touching the breakdown; the difference is kept as the part ``"unattributed"`` so the sum stays exact.
+These helpers do plain arithmetic: :class:`execgym.wrappers.base.RewardScheme` checks every number first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, SupportsFloat
 
-__all__ = ["BASE_PART", "BREAKDOWN", "incoming_parts", "pay", "weighted_sum"]
+__all__ = ["BASE_PART", "BREAKDOWN", "incoming_parts", "pay"]
 
 BREAKDOWN = "reward_breakdown"
 BASE_PART = "outcome"
@@ -47,15 +48,3 @@ def pay(info: dict[str, Any], parts: dict[str, float]) -> float:
     """Record ``parts`` as this step's breakdown and return the reward they add up to."""
     info[BREAKDOWN] = parts
     return math.fsum(parts.values())
-
-
-def weighted_sum(weights: Mapping[str, float], values: Mapping[str, Any] | None) -> float:
-    """``sum(w * values[name])`` over the names present in ``values`` (absent names count 0).
-
-    Example:
-        >>> weighted_sum({"format": 0.5, "executed": 2.0}, {"format": 1.0, "other": 9.0})
-        0.5
-    """
-    if not values:
-        return 0.0
-    return math.fsum(w * float(values[name]) for name, w in weights.items() if name in values)

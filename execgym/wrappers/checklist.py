@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, SupportsFloat
+from typing import Any, Literal
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.wrappers._parts import BASE_PART, incoming_parts, pay
+from execgym.core.finite import flag_issue, number_problem
+from execgym.wrappers._parts import BASE_PART
+from execgym.wrappers.base import RewardScheme
 
 __all__ = ["ChecklistReward", "weighted_fraction"]
 
@@ -33,7 +35,7 @@ def weighted_fraction(criteria: Sequence[Mapping[str, Any]]) -> float:
     return math.fsum(float(c.get("weight", 1.0)) for c in criteria if c.get("passed")) / total
 
 
-class ChecklistReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
+class ChecklistReward(RewardScheme[ObsType, ActType]):
     """The reward is the weighted fraction of satisfied checklist criteria (CM2: sparse rewards, dense criteria).
 
     Criteria come from ``info["checklist"]`` (``{"id", "passed", "evidence", "weight"?, "turn"?}``), which an
@@ -51,7 +53,8 @@ class ChecklistReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
     The checklist reward replaces the outcome (the incoming part ``outcome`` is dropped at the end of any
     episode that reported criteria) unless ``keep_outcome`` is True; an episode without any criterion keeps
     its reward unchanged. ``info["checklist_reward"]`` carries the criteria paid this step with their
-    evidence.
+    evidence. A criterion that is not a mapping, or whose ``weight`` is not a finite number >= 0, is dropped
+    and noted in ``info["reward_issues"]``.
 
     Args:
         env: the env to wrap.
@@ -83,24 +86,18 @@ class ChecklistReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
         if assign not in ("turn", "episode"):
             raise ValueError(f"assign must be 'turn' or 'episode', got {assign!r}")
         gym.utils.RecordConstructorArgs.__init__(self, assign=assign, keep_outcome=keep_outcome)
-        gym.Wrapper.__init__(self, env)
+        super().__init__(env)
         self.assign = assign
         self.keep_outcome = keep_outcome
         self._seen: dict[_Key, Mapping[str, Any]] = {}
         self._paid: set[_Key] = set()
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[ObsType, dict[str, Any]]:
+    def begin_episode(self) -> None:
         self._seen = {}
         self._paid = set()
-        return self.env.reset(seed=seed, options=options)
 
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        ended = terminated or truncated
-        parts = incoming_parts(reward, info, ended)
-        reported = list(info.get("checklist") or [])
+    def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
+        reported = usable_criteria(info, type(self).__name__, info.get("checklist"))
         for i, criterion in enumerate(reported):
             self._seen[_key(criterion, i)] = criterion
 
@@ -129,7 +126,27 @@ class ChecklistReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
             report["criteria"] = len(self._seen)
             report["satisfied"] = sum(1 for c in self._seen.values() if c.get("passed"))
         info["checklist_reward"] = report
-        return obs, pay(info, parts), terminated, truncated, info
+        return parts
+
+
+def usable_criteria(info: dict[str, Any], owner: str, entries: Any) -> list[Mapping[str, Any]]:
+    """The entries of a checklist (or units) list that are mappings with a usable weight; the rest are flagged."""
+    if not entries:
+        return []
+    if not isinstance(entries, Sequence) or isinstance(entries, str | bytes):
+        flag_issue(info, owner, "checklist", entries, "is not a list")
+        return []
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            flag_issue(info, owner, f"entry {i}", entry, "is not a mapping")
+            continue
+        problem = number_problem(entry.get("weight", 1.0), low=0.0)
+        if problem:
+            flag_issue(info, owner, f"weight of {entry.get('id', i)!r}", entry.get("weight"), problem)
+            continue
+        out.append(entry)
+    return out
 
 
 def _summary(criterion: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, SupportsFloat
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.wrappers._parts import incoming_parts, pay
+from execgym.wrappers.base import RewardScheme, checked_weights
 
 __all__ = ["ComposeReward"]
 
 Term = Callable[[Mapping[str, Any]], float | None]
 
 
-class ComposeReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
+class ComposeReward(RewardScheme[ObsType, ActType]):
     """Pay a weighted sum of named components; each named part of the sum is in ``info["reward_breakdown"]``.
 
     Every step, each name in ``weights`` is looked up, in order, among
@@ -26,7 +26,8 @@ class ComposeReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.R
 
     and, when found, paid as ``weight * value`` under its name. Parts paid inside and not named in
     ``weights`` pass through with weight 1 (``keep_unlisted=True``) or are dropped. A name found nowhere
-    on a step pays nothing on that step.
+    on a step pays nothing on that step, and so does a value that is not a finite number (it is noted in
+    ``info["reward_issues"]``).
 
     Args:
         env: the env to wrap.
@@ -57,35 +58,38 @@ class ComposeReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.R
         terms: Mapping[str, Term] | None = None,
         keep_unlisted: bool = True,
     ) -> None:
-        if not weights:
+        checked = checked_weights("ComposeReward", "weights", weights)
+        if not checked:
             raise ValueError("ComposeReward needs at least one weighted name")
+        for name, term in (terms or {}).items():
+            if not callable(term):
+                raise TypeError(f"ComposeReward: terms[{name!r}] must be a function of info")
         gym.utils.RecordConstructorArgs.__init__(
             self, weights=dict(weights), terms=dict(terms or {}), keep_unlisted=keep_unlisted
         )
-        gym.Wrapper.__init__(self, env)
-        self.weights = {str(k): float(v) for k, v in weights.items()}
+        super().__init__(env)
+        self.weights = checked
         self.terms = dict(terms or {})
         self.keep_unlisted = keep_unlisted
 
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        inner = incoming_parts(reward, info, terminated or truncated)
-        components = info.get("reward_components") or {}
-        parts: dict[str, float] = {}
+    def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
+        inner = parts
+        out: dict[str, float] = {}
         raw: dict[str, float] = {}
         for name, weight in self.weights.items():
             value: float | None
             if name in inner:
                 value = inner.pop(name)
             elif name in self.terms:
-                value = self.terms[name](info)
+                term = self.terms[name](info)
+                value = None if term is None else self.value(info, term, f"term {name!r}")
             else:
-                value = components.get(name)
+                value = self.component(info, name)
             if value is None:
                 continue
-            raw[name] = float(value)
-            parts[name] = weight * float(value)
+            raw[name] = value
+            out[name] = weight * value
         if self.keep_unlisted:
-            parts.update(inner)
+            out.update(inner)
         info["compose_reward"] = {"raw": raw, "weights": dict(self.weights)}
-        return obs, pay(info, parts), terminated, truncated, info
+        return out

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, SupportsFloat
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.wrappers._parts import incoming_parts, pay, weighted_sum
+from execgym.wrappers.base import RewardScheme, checked_number, checked_weights
 
 __all__ = [
     "ClipCredit",
@@ -120,13 +120,14 @@ def delta_credit(rewards: Sequence[float]) -> list[float]:
     return _differences(values)
 
 
-class CreditAssignment(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
+class CreditAssignment(RewardScheme[ObsType, ActType]):
     """Collect each step's process reward and pay the credit that ``transform`` assigns, at the episode's end.
 
     The process reward of a step is ``process(info)``, or, when ``process`` is a mapping, the weighted sum of
     those ``info["reward_components"]``. Whatever the wrappers inside pay (the outcome) passes through
     unchanged; at the end the sum of the credited rewards is paid as the part ``name``, and
-    ``info["credit"]`` holds the raw process rewards and the credit of every step.
+    ``info["credit"]`` holds the raw process rewards and the credit of every step. A process reward or a
+    credit that is not a finite number is dropped (counts 0) and noted in ``info["reward_issues"]``.
 
     Args:
         env: the env to wrap.
@@ -148,38 +149,39 @@ class CreditAssignment(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.util
     def __init__(
         self, env: gym.Env[ObsType, ActType], process: ProcessReward, transform: Transform, *, name: str = "credit"
     ) -> None:
+        if not callable(process):
+            process = checked_weights(type(self).__name__, "process", process)
+        if not callable(transform):
+            raise TypeError(f"{type(self).__name__}: transform must be a function of the list of rewards")
         gym.utils.RecordConstructorArgs.__init__(self, process=process, transform=transform, name=name)
-        gym.Wrapper.__init__(self, env)
+        super().__init__(env)
         self.process = process
         self.transform = transform
         self.name = name
         self._rewards: list[float] = []
 
-    def _process_reward(self, info: Mapping[str, Any]) -> float:
+    def _process_reward(self, info: dict[str, Any]) -> float:
         if callable(self.process):
-            return float(self.process(info))
-        return weighted_sum(self.process, info.get("reward_components"))
+            value = self.value(info, self.process(info), "process reward")
+            return 0.0 if value is None else value
+        return self.weighted(info, self.process)
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[ObsType, dict[str, Any]]:
+    def begin_episode(self) -> None:
         self._rewards = []
-        return self.env.reset(seed=seed, options=options)
 
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        ended = terminated or truncated
-        parts = incoming_parts(reward, info, ended)
+    def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
         self._rewards.append(self._process_reward(info))
         if ended:
-            credit = [float(c) for c in self.transform(list(self._rewards))]
-            if len(credit) != len(self._rewards):
-                raise ValueError(f"{self.name}: the transform returned {len(credit)} rewards for "
+            given = list(self.transform(list(self._rewards)))
+            if len(given) != len(self._rewards):
+                raise ValueError(f"{self.name}: the transform returned {len(given)} rewards for "
                                  f"{len(self._rewards)} steps")
+            checked = (self.value(info, c, f"{self.name} credit of step {t}") for t, c in enumerate(given, 1))
+            credit = [0.0 if c is None else c for c in checked]
             parts[self.name] = math.fsum(credit)
             info["credit"] = {"scheme": self.name, "process": list(self._rewards), "per_step": credit}
             self._rewards = []
-        return obs, pay(info, parts), terminated, truncated, info
+        return parts
 
 
 class MinFormCredit(CreditAssignment[ObsType, ActType]):
@@ -220,9 +222,10 @@ class ClipCredit(CreditAssignment[ObsType, ActType]):
     """
 
     def __init__(self, env: gym.Env[ObsType, ActType], process: ProcessReward, *, threshold: float) -> None:
+        threshold = checked_number("ClipCredit", "threshold", threshold)
         gym.utils.RecordConstructorArgs.__init__(self, process=process, threshold=threshold)
         super().__init__(env, process, lambda r: clip_credit(r, threshold=threshold), name="clip")
-        self.threshold = float(threshold)
+        self.threshold = threshold
 
 
 class DeltaCredit(CreditAssignment[ObsType, ActType]):
@@ -242,6 +245,8 @@ class DeltaCredit(CreditAssignment[ObsType, ActType]):
     def __init__(
         self, env: gym.Env[ObsType, ActType], process: ProcessReward, *, clip: float | None = None
     ) -> None:
+        if clip is not None:
+            clip = checked_number("DeltaCredit", "clip", clip)
         gym.utils.RecordConstructorArgs.__init__(self, process=process, clip=clip)
 
         def transform(rewards: Sequence[float]) -> list[float]:

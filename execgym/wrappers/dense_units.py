@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, SupportsFloat
+from typing import Any, Literal
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.wrappers._parts import BASE_PART, incoming_parts, pay
+from execgym.core.finite import number_problem
+from execgym.wrappers._parts import BASE_PART
+from execgym.wrappers.base import RewardScheme, checked_number
+from execgym.wrappers.checklist import usable_criteria
 
 __all__ = ["DenseUnitReward"]
 
@@ -18,7 +21,7 @@ Combine = Literal["verpo", "additive", "partial"]
 _ALL_TASKS = "*"
 
 
-class DenseUnitReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
+class DenseUnitReward(RewardScheme[ObsType, ActType]):
     r"""Difficulty-weighted partial credit over an episode's units, combined with its outcome (VeRPO).
 
     The units are the entries of ``info["units"]`` (one per unit test, check or BFCL parameter), falling
@@ -42,7 +45,8 @@ class DenseUnitReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
     then counted (unless ``update_stats`` is False, for evaluation). Statistics are per task
     (``info["task_id"]``) unless ``per_task=False``; ``state_dict`` / ``load_state_dict`` / ``merge`` let
     many workers share them. Episodes without units keep the reward they had. What was computed is in
-    ``info["dense_units"]``.
+    ``info["dense_units"]``. A unit whose ``weight`` is not a finite number >= 0, or an outcome that is not a
+    finite number, is dropped and noted in ``info["reward_issues"]``.
 
     Args:
         env: the env to wrap.
@@ -86,23 +90,23 @@ class DenseUnitReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
         per_task: bool = True,
         source: Literal["auto", "units", "checklist"] = "auto",
     ) -> None:
-        if not 0.0 <= alpha <= 1.0:
+        if number_problem(alpha) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (the reward stays in [0, 1]), got {alpha}")
         if combine not in ("verpo", "additive", "partial"):
             raise ValueError(f"combine must be 'verpo', 'additive' or 'partial', got {combine!r}")
         if source not in ("auto", "units", "checklist"):
             raise ValueError(f"source must be 'auto', 'units' or 'checklist', got {source!r}")
-        a, b = (float(x) for x in prior)
+        a, b = (checked_number("DenseUnitReward", "prior", x) for x in prior)
         if a <= 0 or b <= 0:
             raise ValueError(f"prior (a, b) must be positive, got {prior}")
         gym.utils.RecordConstructorArgs.__init__(
             self, alpha=alpha, combine=combine, success_threshold=success_threshold, prior=prior,
             per_task=per_task, source=source,
         )
-        gym.Wrapper.__init__(self, env)
+        super().__init__(env)
         self.alpha = float(alpha)
         self.combine: Combine = combine
-        self.success_threshold = float(success_threshold)
+        self.success_threshold = checked_number("DenseUnitReward", "success_threshold", success_threshold)
         self.prior = (a, b)
         self.per_task = per_task
         self.source = source
@@ -161,22 +165,19 @@ class DenseUnitReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
             cur[1] += 1
 
     # ----------------------------------------------------------------- gymnasium API
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        ended = terminated or truncated
-        parts = incoming_parts(reward, info, ended)
+    def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
         results = self._results(info) if ended else []
         if not results:
             if ended:
                 info["dense_units"] = {"units": 0}
-            return obs, pay(info, parts), terminated, truncated, info
+            return parts
 
         task_id = info.get("task_id")
         weights = {uid: (1.0 - self.pass_rate(task_id, uid)) * scale for uid, _, scale in results}
         total = math.fsum(weights[uid] for uid, _, _ in results)
         partial = math.fsum(weights[uid] for uid, passed, _ in results if passed) / total if total > 0 else 0.0
         paid_outcome = parts.pop(BASE_PART, 0.0)
-        outcome = float(info.get("outcome", paid_outcome))
+        outcome = self.outcome(info, default=paid_outcome)
         success = outcome >= self.success_threshold
         if self.combine == "verpo":
             if success:
@@ -197,13 +198,16 @@ class DenseUnitReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
         }
         if self.update_stats:
             self._record(task_id, results)
-        return obs, pay(info, parts), terminated, truncated, info
+        return parts
 
-    def _results(self, info: Mapping[str, Any]) -> list[tuple[str, bool, float]]:
-        """``(unit id, passed, own weight)`` of every unit the episode reported."""
-        units = (info.get("units") or []) if self.source != "checklist" else []
+    def _results(self, info: dict[str, Any]) -> list[tuple[str, bool, float]]:
+        """``(unit id, passed, own weight)`` of every usable unit the episode reported."""
+        owner = type(self).__name__
+        units = usable_criteria(info, owner, info.get("units")) if self.source != "checklist" else []
         from_checklist = not units and self.source != "units"
-        entries: Sequence[Mapping[str, Any]] = (info.get("checklist") or []) if from_checklist else units
+        entries: Sequence[Mapping[str, Any]] = (
+            usable_criteria(info, owner, info.get("checklist")) if from_checklist else units
+        )
         out = []
         for i, entry in enumerate(entries):
             uid = str(entry.get("id", i))

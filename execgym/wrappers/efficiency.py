@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, SupportsFloat
+from typing import Any, Literal
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.wrappers._parts import incoming_parts, pay
+from execgym.wrappers.base import RewardScheme, checked_number
 
 __all__ = ["ConditionalEfficiency"]
 
 
-class ConditionalEfficiency(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
+class ConditionalEfficiency(RewardScheme[ObsType, ActType]):
     r"""Reward using fewer tool calls (or turns), but only in episodes that succeeded.
 
     An efficiency bonus paid in every episode teaches an agent to give up early: a failure with one call
@@ -60,16 +60,16 @@ class ConditionalEfficiency(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym
     ) -> None:
         if measure not in ("tool_calls", "turns"):
             raise ValueError(f"measure must be 'tool_calls' or 'turns', got {measure!r}")
-        if budget is not None and budget <= 0:
+        if budget is not None and checked_number("ConditionalEfficiency", "budget", budget) <= 0:
             raise ValueError(f"budget must be positive, got {budget}")
         gym.utils.RecordConstructorArgs.__init__(
             self, weight=weight, measure=measure, budget=budget, success_threshold=success_threshold
         )
-        gym.Wrapper.__init__(self, env)
-        self.weight = float(weight)
+        super().__init__(env)
+        self.weight = checked_number("ConditionalEfficiency", "weight", weight)
         self.measure = measure
         self.budget = None if budget is None else float(budget)
-        self.success_threshold = float(success_threshold)
+        self.success_threshold = checked_number("ConditionalEfficiency", "success_threshold", success_threshold)
         self._cost = 0
 
     def efficiency(self, cost: float) -> float:
@@ -78,21 +78,17 @@ class ConditionalEfficiency(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym
             return 1.0 / (1.0 + cost)
         return max(0.0, 1.0 - cost / self.budget)
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[ObsType, dict[str, Any]]:
+    def begin_episode(self) -> None:
         self._cost = 0
-        return self.env.reset(seed=seed, options=options)
 
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        ended = terminated or truncated
-        parts = incoming_parts(reward, info, ended)
-        self._cost += len(info.get("tool_calls") or []) if self.measure == "tool_calls" else 1
+    def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
+        calls = info.get("tool_calls") or []
+        self._cost += (len(calls) if isinstance(calls, list) else 1) if self.measure == "tool_calls" else 1
         if ended:
-            success = float(info.get("outcome", 0.0)) >= self.success_threshold
+            outcome = self.value(info, info.get("outcome", 0.0), "outcome")
+            success = outcome is not None and outcome >= self.success_threshold
             if success:
                 parts["efficiency"] = self.weight * self.efficiency(self._cost)
             info["efficiency"] = {"measure": self.measure, "cost": self._cost, "paid": success}
             self._cost = 0
-        return obs, pay(info, parts), terminated, truncated, info
+        return parts

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, SupportsFloat
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.wrappers._parts import incoming_parts, pay, weighted_sum
+from execgym.wrappers.base import RewardScheme, checked_number, checked_weights
 
 __all__ = ["GatedReward"]
 
 
-class GatedReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
+class GatedReward(RewardScheme[ObsType, ActType]):
     r"""Gated reward accumulation: step components count only in episodes whose outcome reaches a threshold.
 
     Every step, the chosen components of ``info["reward_components"]`` are weighted and added to a running
@@ -21,6 +21,8 @@ class GatedReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.Rec
     ``gated`` if ``info["outcome"]`` is at least ``threshold``; otherwise it is dropped. So immediate
     rewards can guide an agent between successful episodes but can never make a failed one pay, which is
     what keeps a policy from farming them (G-RA, "Stabilizing Long-term Multi-turn RL with Gated Rewards").
+    A component or outcome that is not a finite number is dropped (an unusable outcome keeps the gate shut)
+    and noted in ``info["reward_issues"]``.
     Whatever the wrappers inside pay passes through unchanged. ``info["gated_reward"]`` says what was held
     and whether the gate opened.
 
@@ -48,32 +50,27 @@ class GatedReward(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.Rec
     def __init__(
         self, env: gym.Env[ObsType, ActType], components: Mapping[str, float], *, threshold: float = 1.0
     ) -> None:
-        if not components:
+        checked = checked_weights("GatedReward", "components", components)
+        if not checked:
             raise ValueError("GatedReward needs at least one component to accumulate")
         gym.utils.RecordConstructorArgs.__init__(self, components=dict(components), threshold=threshold)
-        gym.Wrapper.__init__(self, env)
-        self.components = {str(k): float(v) for k, v in components.items()}
-        self.threshold = float(threshold)
+        super().__init__(env)
+        self.components = checked
+        self.threshold = checked_number("GatedReward", "threshold", threshold)
         self._held = 0.0
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[ObsType, dict[str, Any]]:
+    def begin_episode(self) -> None:
         self._held = 0.0
-        return self.env.reset(seed=seed, options=options)
 
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        ended = terminated or truncated
-        parts = incoming_parts(reward, info, ended)
-        self._held += weighted_sum(self.components, info.get("reward_components"))
+    def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
+        self._held += self.weighted(info, self.components)
         report: dict[str, Any] = {"held": self._held}
         if ended:
-            outcome = float(info.get("outcome", 0.0))
-            opened = outcome >= self.threshold
+            outcome = self.value(info, info.get("outcome", 0.0), "outcome")
+            opened = outcome is not None and outcome >= self.threshold
             if opened:
                 parts["gated"] = self._held
             report.update(outcome=outcome, threshold=self.threshold, paid=opened)
             self._held = 0.0
         info["gated_reward"] = report
-        return obs, pay(info, parts), terminated, truncated, info
+        return parts

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any, SupportsFloat
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.wrappers._parts import incoming_parts, pay
+from execgym.wrappers.base import RewardScheme, checked_number
 
 __all__ = ["HackPenalty"]
 
 
-class HackPenalty(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
+class HackPenalty(RewardScheme[ObsType, ActType]):
     """Zero the return of any episode in which ``info["hack_flags"]`` is non-empty, or set it to ``penalty``.
 
     The grader reports what looks like gaming it (edited tests, hard-coded output) in ``info["hack_flags"]``
@@ -45,31 +45,25 @@ class HackPenalty(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.Rec
 
     def __init__(self, env: gym.Env[ObsType, ActType], *, penalty: float = 0.0) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, penalty=penalty)
-        gym.Wrapper.__init__(self, env)
-        self.penalty = float(penalty)
+        super().__init__(env)
+        self.penalty = checked_number("HackPenalty", "penalty", penalty)
         self.episodes = 0
         self.flagged_episodes = 0
         self._paid = 0.0
         self._flags: list[str] = []
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[ObsType, dict[str, Any]]:
+    def begin_episode(self) -> None:
         self._paid = 0.0
         self._flags = []
-        return self.env.reset(seed=seed, options=options)
 
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        ended = terminated or truncated
-        parts = incoming_parts(reward, info, ended)
-        for flag in info.get("hack_flags") or []:
+    def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
+        flags = info.get("hack_flags") or []
+        for flag in flags if isinstance(flags, list | tuple) else [flags]:
             if str(flag) not in self._flags:
                 self._flags.append(str(flag))
         if not ended:
-            value = pay(info, parts)
-            self._paid += value
-            return obs, value, terminated, truncated, info
+            self._paid += math.fsum(parts.values())
+            return parts
 
         self.episodes += 1
         report: dict[str, Any] = {"flags": list(self._flags), "count": len(self._flags), "penalized": False}
@@ -84,4 +78,4 @@ class HackPenalty(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.Rec
         info["hack_penalty"] = report
         self._paid = 0.0
         self._flags = []
-        return obs, pay(info, parts), terminated, truncated, info
+        return parts

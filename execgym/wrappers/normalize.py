@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, SupportsFloat
+from typing import Any, Literal
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.wrappers._parts import BASE_PART, incoming_parts, pay, weighted_sum
+from execgym.core.finite import number_problem
+from execgym.wrappers._parts import BASE_PART
+from execgym.wrappers.base import RewardScheme, checked_number, checked_weights
 
 __all__ = ["RewardNormalize", "RunningStats"]
 
@@ -34,7 +36,20 @@ class RunningStats:
     mean: float = 0.0
     m2: float = 0.0
 
+    def __post_init__(self) -> None:
+        for name in ("mean", "m2"):
+            problem = number_problem(getattr(self, name))
+            if problem:
+                raise ValueError(f"RunningStats: {name} = {getattr(self, name)!r} {problem}")
+        if self.count < 0 or self.m2 < 0:
+            raise ValueError(f"RunningStats: count and m2 must be >= 0, got {self.count} and {self.m2}")
+
     def update(self, x: float) -> None:
+        """Count ``x``; a value that is not a finite number of sane magnitude is a ``ValueError``."""
+        problem = number_problem(x)
+        if problem:
+            raise ValueError(f"RunningStats.update: {x!r} {problem}")
+        x = float(x)
         self.count += 1
         delta = x - self.mean
         self.mean += delta / self.count
@@ -74,7 +89,7 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-class RewardNormalize(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
+class RewardNormalize(RewardScheme[ObsType, ActType]):
     r"""Normalize the streams of a reward by running statistics, so process and outcome rewards mix.
 
     A process reward (``process``: weighted ``info["reward_components"]`` or a function of ``info``) and the
@@ -95,7 +110,9 @@ class RewardNormalize(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
       then (part ``renorm``, replacing ``outcome``), with the per-step credit in
       ``info["credit"]["per_step"]``; other inner parts pass through.
 
-    ``state_dict`` / ``load_state_dict`` / ``merge`` save and share the statistics;
+    A value that is not a finite number (a part, a component, the process reward) is dropped and noted in
+    ``info["reward_issues"]`` before it can reach the statistics; a dropped process reward counts as the
+    running mean (z = 0). ``state_dict`` / ``load_state_dict`` / ``merge`` save and share the statistics;
     ``info["reward_normalize"]`` holds the raw values and the statistics used.
 
     Args:
@@ -136,15 +153,17 @@ class RewardNormalize(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
             raise ValueError(f"method must be 'zscore' or 'renorm', got {method!r}")
         if method == "renorm" and process is None:
             raise ValueError("method='renorm' needs a process reward (component weights or a function of info)")
-        if epsilon <= 0:
+        if checked_number("RewardNormalize", "epsilon", epsilon) <= 0:
             raise ValueError(f"epsilon must be positive, got {epsilon}")
+        if process is not None and not callable(process):
+            process = checked_weights("RewardNormalize", "process", process)
         gym.utils.RecordConstructorArgs.__init__(
             self, process=process, method=method, weights=dict(weights or {}), epsilon=epsilon
         )
-        gym.Wrapper.__init__(self, env)
+        super().__init__(env)
         self.process = process
         self.method = method
-        self.weights = {str(k): float(v) for k, v in (weights or {}).items()}
+        self.weights = checked_weights("RewardNormalize", "weights", weights or {})
         self.epsilon = float(epsilon)
         self.update_stats = True
         self.stats: dict[str, RunningStats] = {}
@@ -172,26 +191,22 @@ class RewardNormalize(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
             st.update(value)
         return st
 
-    def _process_reward(self, info: Mapping[str, Any]) -> float:
+    def _process_reward(self, info: dict[str, Any]) -> float | None:
         if callable(self.process):
-            return float(self.process(info))
-        return weighted_sum(self.process or {}, info.get("reward_components"))
+            return self.value(info, self.process(info), "process reward")
+        return self.weighted(info, self.process or {})
 
     # ----------------------------------------------------------------- gymnasium API
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[ObsType, dict[str, Any]]:
+    def begin_episode(self) -> None:
         self._raw = []
         self._calibrated = []
-        return self.env.reset(seed=seed, options=options)
 
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        ended = terminated or truncated
-        parts = incoming_parts(reward, info, ended)
+    def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
         if self.method == "zscore":
             if self.process is not None:
-                parts["process"] = parts.get("process", 0.0) + self._process_reward(info)
+                process = self._process_reward(info)
+                if process is not None:
+                    parts["process"] = parts.get("process", 0.0) + process
             out = {}
             for name, value in parts.items():
                 st = self._observe(name, value)
@@ -201,20 +216,23 @@ class RewardNormalize(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils
                 "mean": {n: self.stats[n].mean for n in parts},
                 "std": {n: math.sqrt(self.stats[n].var) for n in parts},
             }
-            return obs, pay(info, out), terminated, truncated, info
+            return out
 
-        value = self._process_reward(info)
-        st = self._observe("process", value)
+        checked = self._process_reward(info)
+        st = self.stats.setdefault("process", RunningStats())
+        value = st.mean if checked is None else checked
+        if checked is not None:
+            st = self._observe("process", value)
         self._raw.append(value)
         self._calibrated.append(_sigmoid(st.zscore(value, self.epsilon)))
         info["reward_normalize"] = {"raw": {"process": value}, "mean": {"process": st.mean},
                                     "std": {"process": math.sqrt(st.var)}}
         if ended:
             paid_outcome = parts.pop(BASE_PART, 0.0)
-            outcome = min(1.0, max(0.0, float(info.get("outcome", paid_outcome))))
+            outcome = min(1.0, max(0.0, self.outcome(info, default=paid_outcome)))
             credit = [p + outcome - 1.0 for p in self._calibrated]
             parts["renorm"] = math.fsum(credit)
             info["credit"] = {"scheme": "renorm", "process": list(self._raw), "per_step": credit}
             self._raw = []
             self._calibrated = []
-        return obs, pay(info, parts), terminated, truncated, info
+        return parts

@@ -28,7 +28,8 @@ class ScriptedEnv(gym.Env[str, Mapping[str, Any]]):
     (``outcome``, ``units``, ``checklist``, ``hack_flags``). A step that holds ``outcome`` ends the episode
     (``terminated``; ``"truncated": True`` in the action makes it a truncation instead); after
     ``max_turns`` steps the episode is truncated with outcome 0. The reward is the contract's sparse outcome:
-    0 until the end, ``outcome`` at the end. Missing final keys get the contract's defaults.
+    0 until the end, ``outcome`` at the end. Missing final keys get the contract's defaults. Values are
+    reported as given, unchecked (a NaN or a str outcome too), so schemes can be tested against a bad env.
 
     Args:
         max_turns: steps after which the episode is truncated.
@@ -87,7 +88,7 @@ class ScriptedEnv(gym.Env[str, Mapping[str, Any]]):
         reward = 0.0
         if terminated or truncated:
             self._over = True
-            reward = float(action.get("outcome", 0.0))
+            reward = action.get("outcome", 0.0)
             info.update(
                 outcome=reward,
                 units=list(action.get("units") or []),

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, SupportsFloat
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.wrappers._parts import incoming_parts, pay
+from execgym.wrappers.base import RewardScheme, checked_number
 
 __all__ = ["PotentialShaping"]
 
 Potential = Callable[[Mapping[str, Any]], float]
 
 
-class PotentialShaping(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
+class PotentialShaping(RewardScheme[ObsType, ActType]):
     r"""Potential-based reward shaping over the step's ``info``.
 
     ``potential(info)`` is :math:`\Phi` of the state the env reports in ``info`` (the reset's ``info`` for the
@@ -28,7 +28,9 @@ class PotentialShaping(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.util
     :math:`\Phi`. With :math:`\gamma = 1` the shaping of every episode sums to :math:`-\Phi(s_0)`, whatever
     the agent does, so it cannot be farmed. Use a potential that measures progress (tests passing so far,
     fraction of the checklist met) to give an agent dense guidance that cannot change what is optimal.
-    ``info["shaping"]`` holds :math:`\Phi(s_t)` and :math:`\Phi(s_{t+1})`.
+    ``info["shaping"]`` holds :math:`\Phi(s_t)` and :math:`\Phi(s_{t+1})`. A potential that is not a finite
+    number is dropped and noted in ``info["reward_issues"]``: the state keeps the last usable potential (0 at
+    reset), so the shaping still telescopes.
 
     Args:
         env: the env to wrap.
@@ -47,27 +49,29 @@ class PotentialShaping(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.util
     """
 
     def __init__(self, env: gym.Env[ObsType, ActType], potential: Potential, *, gamma: float = 1.0) -> None:
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        gamma = checked_number("PotentialShaping", "gamma", gamma, low=0.0, high=1.0)
+        if not callable(potential):
+            raise TypeError("PotentialShaping: potential must be a function of info")
         gym.utils.RecordConstructorArgs.__init__(self, potential=potential, gamma=gamma)
-        gym.Wrapper.__init__(self, env)
+        super().__init__(env)
         self.potential = potential
-        self.gamma = float(gamma)
+        self.gamma = gamma
         self._phi = 0.0
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsType, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
-        self._phi = float(self.potential(info))
+        phi = self.value(info, self.potential(info), "potential")
+        self._phi = 0.0 if phi is None else phi
         return obs, info
 
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        ended = terminated or truncated
-        parts = incoming_parts(reward, info, ended)
-        phi_next = 0.0 if ended else float(self.potential(info))
+    def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
+        phi_next = 0.0
+        if not ended:
+            phi = self.value(info, self.potential(info), "potential")
+            phi_next = self._phi if phi is None else phi
         parts["shaping"] = self.gamma * phi_next - self._phi
         info["shaping"] = {"phi": self._phi, "phi_next": phi_next}
         self._phi = phi_next
-        return obs, pay(info, parts), terminated, truncated, info
+        return parts

@@ -44,7 +44,7 @@ def test_init_model_then_sft_then_grpo(tmp_path, capsys):
                    "--device", "cpu"])
     assert code == 0
     records = [json.loads(line) for line in (grpo / "log.jsonl").read_text().splitlines()]
-    assert [r["phase"] for r in records] == ["eval", "train", "eval"]
+    assert [r["phase"] for r in records] == ["eval", "train", "eval", "summary"]
     assert json.loads((grpo / "args.json").read_text())["reward_wrapper"] == "GatedReward"
     assert (grpo / "curves.png").exists() and (grpo / "final" / "config.json").exists()
 

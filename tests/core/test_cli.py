@@ -36,10 +36,10 @@ def test_play_by_hand_with_json_text_and_multiline_replies():
              '{"name": "submit", "arguments": {"word": "apple"}}\n')
     code, out = run(["play", "--env", TEST_ID, "--task-id", "word-0"], stdin)
     assert code == 0
-    assert "hint(position): Reveal one letter of the word." in out
+    assert "hint(position: integer): Reveal one letter of the word." in out
     assert "letter 0 is 'a'" in out and "Error: position 9 is outside 0..4" in out
     assert "--- assistant ---\nthinking... \n<tool_call>" in out  # the transcript, multi-line reply joined
-    assert "episode over: outcome 1.0" in out
+    assert "episode over (terminated): outcome 1.0" in out
 
 
 def test_play_stops_cleanly_on_eof_and_quit():
@@ -49,7 +49,7 @@ def test_play_stops_cleanly_on_eof_and_quit():
 
 def test_watch_an_agent_play():
     code, out = run(["play", "--env", TEST_ID, "--seed", "2", "--agent", "oracle"])
-    assert code == 0 and "oracle> " in out and "episode over: outcome 1.0" in out
+    assert code == 0 and "oracle> " in out and "episode over (terminated): outcome 1.0" in out
     code, out = run(["play", "--env", TEST_ID, "--seed", "2", "--agent", "random", "--max-turns", "3"])
     assert code == 0 and "random> " in out and "episode over" in out
 
@@ -64,7 +64,9 @@ def test_replay_command(tmp_path):
     env = RecordTrajectory(gym.make(TEST_ID), path)
     env.reset(seed=0)
     env.step({"name": "submit", "arguments": {"word": env.unwrapped.task.data["word"]}})
-    code, out = run(["replay", str(path)])
+    code, out = run(["replay", str(path)])  # a test id outside execgym/: refused without the opt-in
+    assert code == 1 and "refused" in out
+    code, out = run(["replay", "--trust-entry-points", str(path)])
     assert code == 0 and "1/1 episodes reproduced" in out
 
 
@@ -91,7 +93,9 @@ def test_run_prints_a_table_and_writes_outputs(tmp_path):
 
 def test_play_png_says_when_an_env_draws_no_picture(tmp_path):
     code, out = run(["play", "--env", TEST_ID, "--seed", "0", "--agent", "oracle", "--png", str(tmp_path)])
-    assert code == 0 and "GuessEnv draws no picture" in out
+    assert code == 0 and "GuessEnv draws no picture; no PNG will be written" in out
+    assert out.index("draws no picture") < out.index("tools:")  # said at the start, not after every turn
+    assert out.count("draws no picture") == 1 and not list(tmp_path.iterdir())
 
 
 class NeedsExtra:
@@ -104,7 +108,7 @@ def test_envs_missing_an_extra_are_reported_not_fatal(monkeypatch):
 
     gym.register("execgym-test/NeedsExtra-v0", entry_point=NeedsExtra)
     try:
-        monkeypatch.setattr(execgym, "registered_envs", lambda: ["execgym-test/NeedsExtra-v0", TEST_ID])
+        monkeypatch.setattr(execgym, "registered_envs", lambda **kw: ["execgym-test/NeedsExtra-v0", TEST_ID])
         code, out = run(["list"])
         assert code == 0 and "needs pip install execgym[cad]" in out and TEST_ID in out
         code, out = run(["run", "--env", "all", "--agent", "oracle", "--episodes", "2"])
@@ -131,5 +135,5 @@ def test_run_with_slots_wrappers_agent_args_and_plots(tmp_path):
     assert list(tmp_path.glob("*__components.png"))
     with pytest.raises(SystemExit, match="not JSON"):
         run(["run", "--env", TEST_ID, "--wrapper", "HackPenalty:{oops"])
-    with pytest.raises(ValueError, match="unknown reward wrapper 'Nope'"):
+    with pytest.raises(SystemExit, match="unknown reward wrapper 'Nope'; known: .*GatedReward"):
         run(["run", "--env", TEST_ID, "--agent", "oracle", "--episodes", "1", "--wrapper", "Nope"])

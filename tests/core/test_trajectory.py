@@ -58,7 +58,7 @@ def test_replay_reproduces_and_detects_a_changed_env(tmp_path):
         guess = word if seed % 2 == 0 else "wrong"
         env.step({"name": "hint", "arguments": {"position": 1}})
         env.step({"name": "submit", "arguments": {"word": guess}})
-    results = replay_file(path)
+    results = replay_file(path, trust_entry_points=True)
     assert [r.reproduced for r in results] == [True] * 4
     assert [r.recorded_return for r in results] == [1.0, 0.0, 1.0, 0.0]
     # Tamper with one recorded reward: replay must notice.
@@ -67,7 +67,7 @@ def test_replay_reproduces_and_detects_a_changed_env(tmp_path):
     rec["steps"][-1]["reward"] = 1.0
     lines[1] = json.dumps(rec)
     path.write_text("\n".join(lines) + "\n")
-    results = replay_file(path)
+    results = replay_file(path, trust_entry_points=True)
     assert [r.reproduced for r in results] == [True, False, True, True]
     assert "rewards differ" in results[1].message
 
@@ -120,7 +120,7 @@ def test_record_through_gym_make_keeps_env_id_and_kwargs(tmp_path):
         rec = next(read_trajectories(path))
         assert rec["env_id"] == "execgym-test/Guess-v0" and rec["env_kwargs"] == {"max_turns": 3}
         assert rec["steps"][-1]["truncated"] is True
-        assert replay_file(path)[0].reproduced
+        assert replay_file(path, trust_entry_points=True)[0].reproduced
     finally:
         del gym.registry["execgym-test/Guess-v0"]
 

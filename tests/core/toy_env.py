@@ -14,6 +14,7 @@ class GuessEnv(AgentEnv):
 
     description = "Guess a secret word from letter hints (core test env)."
     default_max_turns = 6
+    component_ranges = {"hints": (0.0, 100.0)}  # a count, not a score in 0..1
 
     @classmethod
     def bundled_tasks(cls) -> list[Task]:

@@ -30,6 +30,7 @@ import dataclasses
 import importlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +40,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S
+
 __all__ = [
     "Episode",
     "GRPOArgs",
+    "curves_figure",
+    "episode_stats",
     "group_advantages",
     "make_env",
     "pad_streams",
@@ -100,12 +105,16 @@ class GRPOArgs:
     """evaluation uses seeds eval_seed .. eval_seed + eval_episodes - 1"""
     eval_temperature: float = 0.0
     """0: greedy evaluation; 1: the sampled policy's own success rate"""
+    act_timeout_s: float | None = 600.0
+    """the longest one batched generation may take; a batch over it is an agent error (None: no limit)"""
     save_every: int = 0
     """>0: a checkpoint every this many iterations (final/ is always written)"""
     device: str = "auto"
     dtype: str = "float32"
     """weights' dtype (float32 master weights; a GPU computes in bf16 under autocast)"""
     gradient_checkpointing: bool = False
+    overwrite: bool = False
+    """``out`` holds an earlier run: remove its log, curves, checkpoints and final/ first (else refuse)"""
 
 
 # ---------------------------------------------------------------------------------------------- 2. envs
@@ -142,10 +151,29 @@ class Episode:
     outcome: float
     turns: int
     components: dict[str, float]
+    agent_error: str | None = None
+    """set when the policy failed or hung (``"AgentTimeout: ..."``): not the policy's 0, the trainer drops it"""
+    infra_error: str | None = None
+    """set when the machinery failed (a sandbox, a grader): not the policy's 0 either, the trainer drops it"""
+
+    @property
+    def error(self) -> str | None:
+        """The infra or agent error that ended the episode, if any (such an episode is dropped)."""
+        return self.infra_error or self.agent_error
 
 
-def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int]) -> list[Episode]:
-    """Play one episode per seed, ``len(envs)`` at a time, all in lockstep so the policy generates in batches."""
+def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int], *,
+            act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S) -> list[Episode]:
+    """Play one episode per seed, ``len(envs)`` at a time, all in lockstep so the policy generates in batches.
+
+    A batch's ``act_batch`` that takes longer than ``act_timeout_s`` (None: no limit) ends that batch's
+    unfinished episodes with ``agent_error`` ``"AgentTimeout: ..."`` (the trainer drops them); the other
+    batches are played as usual.
+    """
+    from execgym.agents.base import AgentTimeout, TimedCaller, check_timeout
+
+    timeout_s = check_timeout(act_timeout_s)
+    caller = TimedCaller(name="execgym-grpo-policy")
     episodes: list[Episode] = []
     for start in range(0, len(seeds), len(envs)):
         batch = list(seeds[start:start + len(envs)])
@@ -157,9 +185,16 @@ def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int])
         turns = [0] * len(batch)
         components: list[dict[str, float]] = [{} for _ in batch]
         outcome = [0.0] * len(batch)
+        errors: list[str | None] = [None] * len(batch)
         active = list(range(len(batch)))
         while active:
-            actions = agent.act_batch([obs[k] for k in active], [infos[k] for k in active], slots=active)
+            try:
+                actions = caller.call(agent.act_batch, [obs[k] for k in active], [infos[k] for k in active],
+                                      active, timeout_s=timeout_s, what="agent.act_batch")
+            except AgentTimeout as exc:  # the policy hung: its episodes are agent errors, not zeros
+                for k in active:
+                    errors[k], outcome[k] = f"{type(exc).__name__}: {exc}", 0.0
+                break
             still = []
             for k, action in zip(active, actions):
                 obs[k], reward, terminated, truncated, infos[k] = envs[k].step(action)
@@ -176,22 +211,34 @@ def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int])
             stream = agent.slot(k).stream
             episodes.append(Episode(seed=int(seed), task_id=str(resets[k][1]["task_id"]), ids=list(stream.ids),
                                     mask=list(stream.mask), ret=returns[k], outcome=outcome[k], turns=turns[k],
-                                    components=components[k]))
+                                    components=components[k], agent_error=errors[k],
+                                    infra_error=infos[k].get("infra_error")))
+    caller.close()
     return episodes
 
 
 # ---------------------------------------------------------------------------------------------- 4. advantages
-def group_advantages(returns: Sequence[float], group_size: int, *, scale: bool = True) -> np.ndarray:
+def group_advantages(returns: Sequence[float], group_size: int, *, scale: bool = True,
+                     keep: Sequence[bool] | None = None) -> np.ndarray:
     """GRPO advantages: each return minus its group's mean, over the group's std when ``scale``.
+
+    ``keep`` (one flag per episode) leaves episodes out: they get advantage 0 and their group's mean and std
+    are over the rest (episodes that ended on an infra or agent error are not the policy's returns).
 
     Example:
         >>> group_advantages([1.0, 0.0, 0.0, 0.0, 2.0, 2.0], 3, scale=False).round(2).tolist()
         [0.67, -0.33, -0.33, -1.33, 0.67, 0.67]
+        >>> group_advantages([1.0, 0.0, 5.0], 3, scale=False, keep=[True, True, False]).tolist()
+        [0.5, -0.5, 0.0]
     """
     r = np.asarray(returns, dtype=np.float64).reshape(-1, group_size)
-    adv = r - r.mean(axis=1, keepdims=True)
+    k = (np.ones_like(r) if keep is None else np.asarray(keep, dtype=np.float64).reshape(-1, group_size))
+    count = np.maximum(k.sum(axis=1, keepdims=True), 1.0)
+    mean = (r * k).sum(axis=1, keepdims=True) / count
+    adv = (r - mean) * k
     if scale:
-        adv = adv / (r.std(axis=1, keepdims=True) + 1e-6)
+        std = np.sqrt((((r - mean) * k) ** 2).sum(axis=1, keepdims=True) / count)
+        adv = adv / (std + 1e-6)
     return adv.reshape(-1)
 
 
@@ -270,9 +317,26 @@ def policy_loss(logp: Any, old_logp: Any, advantages: Any, loss_mask: Any, *, cl
 Logger = Callable[[dict[str, Any]], None]
 
 
+def check_out_dir(args: Any) -> Path:
+    """``args.out``, if it is new or empty, or ``args.overwrite`` is set; else FileExistsError (two runs in one
+    folder would mix their logs and checkpoints)."""
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not getattr(args, "overwrite", False):
+        raise FileExistsError(f"--out {out} is not empty (an earlier run?); choose a new folder or pass "
+                              "--overwrite to start it fresh")
+    return out
+
+
 def start_run(args: Any, on_log: Logger | None) -> tuple[Path, Logger]:
     """Create the run folder with ``args.json`` and an empty ``log.jsonl``; return it and a logger."""
-    out = Path(args.out)
+    out = check_out_dir(args)
+    if out.is_dir() and any(out.iterdir()):
+        for old in [*out.glob("checkpoint-*"), out / "final", out / "log.jsonl", out / "curves.png",
+                    out / "args.json"]:
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     log_path = out / "log.jsonl"
@@ -297,20 +361,32 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _success(episodes: Sequence[Episode]) -> float:
-    return float(np.mean([e.outcome >= 1.0 for e in episodes])) if episodes else 0.0
+def _success(episodes: Sequence[Episode]) -> float | None:
+    """The success rate of the episodes that ended without an infra or agent error (None: there are none)."""
+    scored = [e for e in episodes if e.error is None]
+    return float(np.mean([e.outcome >= 1.0 for e in scored])) if scored else None
 
 
-def evaluate(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int], *, temperature: float = 0.0
-             ) -> dict[str, float]:
-    """Episodes on ``seeds`` (greedy at temperature 0): success rate, mean return, mean turns."""
+def episode_stats(episodes: Sequence[Episode]) -> dict[str, Any]:
+    """Success rate, mean return and mean turns over the episodes without an infra or agent error, and how
+    many of each error there were (errored episodes are not the policy's returns)."""
+    scored = [e for e in episodes if e.error is None]
+    return {"success_rate": _success(episodes),
+            "mean_return": float(np.mean([e.ret for e in scored])) if scored else None,
+            "mean_turns": float(np.mean([e.turns for e in scored])) if scored else None,
+            "infra_errors": sum(e.infra_error is not None for e in episodes),
+            "agent_errors": sum(e.agent_error is not None and e.infra_error is None for e in episodes)}
+
+
+def evaluate(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int], *, temperature: float = 0.0,
+             act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S) -> dict[str, Any]:
+    """Episodes on ``seeds`` (greedy at temperature 0): :func:`episode_stats` of them."""
     temperature, agent.temperature = agent.temperature, temperature
     try:
-        episodes = rollout(envs, agent, seeds)
+        episodes = rollout(envs, agent, seeds, act_timeout_s=act_timeout_s)
     finally:
         agent.temperature = temperature
-    return {"success_rate": _success(episodes), "mean_return": float(np.mean([e.ret for e in episodes])),
-            "mean_turns": float(np.mean([e.turns for e in episodes]))}
+    return episode_stats(episodes)
 
 
 def _save(model: Any, tokenizer: Any, path: Path, *, merge: bool) -> None:
@@ -349,10 +425,10 @@ def train(
     from execgym.agents.hf_policy import HFPolicyAgent, load_policy, pick_device
 
     _set_seed(args.seed)
-    out, log = start_run(args, on_log)
-
+    check_out_dir(args)  # refuse a used folder before loading anything; write nothing before the model loads
     if model is None:
         model, tokenizer = load_policy(args.model, device=args.device, dtype=args.dtype)
+    out, log = start_run(args, on_log)
     device = pick_device(args.device)
     model.to(device)
     # float32 weights train with bf16 autocast on a GPU; weights loaded in bf16 train as they are
@@ -382,6 +458,7 @@ def train(
             return token_logprobs(model, ids, attention)
 
     last_eval: dict[str, Any] = {}
+    steps_total = dropped_total = 0
     start = time.perf_counter()
     try:
         for iteration in range(args.iterations + 1):
@@ -389,7 +466,8 @@ def train(
             if args.eval_every > 0 and (iteration % args.eval_every == 0 or iteration == args.iterations):
                 model.eval()
                 with autocast:
-                    scores = evaluate(envs, agent, eval_seeds, temperature=args.eval_temperature)
+                    scores = evaluate(envs, agent, eval_seeds, temperature=args.eval_temperature,
+                                      act_timeout_s=args.act_timeout_s)
                 last_eval = {"iteration": iteration, "phase": "eval", **scores, "temperature": args.eval_temperature,
                              "episodes": len(eval_seeds), "seconds": time.perf_counter() - start}
                 log(last_eval)
@@ -401,12 +479,18 @@ def train(
             task_seeds = [args.seed * 1_000_003 + iteration * args.tasks_per_iteration + t
                           for t in range(args.tasks_per_iteration)]
             with autocast:
-                episodes = rollout(envs, agent, [s for s in task_seeds for _ in range(args.group_size)])
+                episodes = rollout(envs, agent, [s for s in task_seeds for _ in range(args.group_size)],
+                                   act_timeout_s=args.act_timeout_s)
             rollout_s = time.perf_counter() - t0
-            # ---- advantages; groups where every episode got the same return teach nothing and are skipped
+            # ---- advantages; episodes that ended on an infra or agent error are dropped (not the policy's
+            # returns), and groups where every kept episode got the same return teach nothing and are skipped
+            keep = [e.error is None for e in episodes]
             advantages = group_advantages([e.ret for e in episodes], args.group_size,
-                                          scale=args.scale_advantages)
-            chosen = [i for i, a in enumerate(advantages) if abs(a) > 1e-8 and sum(episodes[i].mask) > 0]
+                                          scale=args.scale_advantages, keep=keep)
+            chosen = [i for i, a in enumerate(advantages)
+                      if keep[i] and abs(a) > 1e-8 and sum(episodes[i].mask) > 0]
+            dropped = len(episodes) - sum(keep)
+            dropped_total += dropped
             # ---- update
             model.train()
             stats_sum: dict[str, float] = {}
@@ -444,21 +528,26 @@ def train(
                         for key, value in stats.items():
                             stats_sum[key] = stats_sum.get(key, 0.0) + value
                         steps += 1
-            comp_keys = sorted({k for e in episodes for k in e.components})
+            kept = [e for e in episodes if e.error is None]
+            comp_keys = sorted({k for e in kept for k in e.components})
+            steps_total += steps
             record = {
                 "iteration": iteration + 1,
                 "phase": "train",
-                "success_rate": _success(episodes),
-                "mean_return": float(np.mean([e.ret for e in episodes])),
-                "mean_turns": float(np.mean([e.turns for e in episodes])),
+                **episode_stats(episodes),
                 "episodes": len(episodes),
+                "temperature": args.temperature,
+                "episodes_dropped": dropped,
                 "episodes_trained": len(chosen),
                 "optimizer_steps": steps,
                 **{k: v / steps for k, v in stats_sum.items()},
-                "components": {k: float(np.mean([e.components.get(k, 0.0) for e in episodes])) for k in comp_keys},
+                "components": {k: float(np.mean([e.components.get(k, 0.0) for e in kept])) for k in comp_keys},
                 "rollout_seconds": rollout_s,
                 "seconds": time.perf_counter() - start,
             }
+            if steps == 0:
+                record["note"] = ("no optimizer step: every episode was dropped for an infra or agent error"
+                                  if not kept else "no optimizer step: no group had any reward spread")
             log(record)
             if args.save_every > 0 and (iteration + 1) % args.save_every == 0:
                 _save(model, tokenizer, out / f"checkpoint-{iteration + 1}", merge=False)
@@ -466,50 +555,82 @@ def train(
         for env in envs:
             env.close()
     _save(model, tokenizer, out / "final", merge=True)
+    summary: dict[str, Any] = {"phase": "summary", "optimizer_steps": steps_total, "episodes_dropped": dropped_total,
+                               "trained": steps_total > 0}
+    if steps_total == 0:
+        # say it plainly: final/ is the starting policy, not a trained one
+        summary["note"] = ("no optimizer step ran in the whole run (no group had any reward spread, or every "
+                           "episode was dropped); final/ is the starting model, unchanged")
+    log(summary)
     plot_log(out / "log.jsonl", out / "curves.png")
-    return {**last_eval, "final": str(out / "final"), "log": str(out / "log.jsonl")}
+    return {**last_eval, **{k: v for k, v in summary.items() if k != "phase"}, "final": str(out / "final"),
+            "log": str(out / "log.jsonl")}
 
 
-def plot_log(log_path: str | Path, png_path: str | Path) -> Path:
-    """Learning curves from a trainer's ``log.jsonl``: success (train and eval), return, loss and KL."""
+TRAIN_STYLE = {"color": "tab:blue", "linestyle": "-", "marker": ".", "linewidth": 1.2}
+EVAL_STYLE = {"color": "tab:orange", "linestyle": "--", "marker": "o", "markersize": 6, "linewidth": 1.6}
+
+
+def curves_figure(records: Sequence[dict[str, Any]]) -> Any:
+    """The learning-curve figure of a trainer's log records: success and return (train, sampled, as a thin blue
+    line; eval on held-out seeds as orange dashes with dots), and the loss terms; a panel with nothing to draw
+    says why (no optimizer step ran: no group had any reward spread, or every episode errored)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
     train_r = [r for r in records if r.get("phase") == "train"]
     eval_r = [r for r in records if r.get("phase") == "eval"]
+    t_train = train_r[0].get("temperature") if train_r else None
+    t_eval = eval_r[0].get("temperature", 0.0) if eval_r else 0.0
+    eval_label = "eval, held-out seeds (" + ("greedy" if not t_eval else f"T={t_eval:g}") + ")"
+    train_label = "train, sampled" + (f" (T={t_train:g})" if t_train is not None else "")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax = axes[0]
-    if train_r:
-        ax.plot([r["iteration"] for r in train_r], [r["success_rate"] for r in train_r], label="train (sampled)")
-    if eval_r:
-        ax.plot([r["iteration"] for r in eval_r], [r["success_rate"] for r in eval_r], "o-", label="eval (held out)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("success rate")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right")
-    ax = axes[1]
-    if train_r:
-        ax.plot([r["iteration"] for r in train_r], [r["mean_return"] for r in train_r], label="train")
-    if eval_r:
-        ax.plot([r["iteration"] for r in eval_r], [r["mean_return"] for r in eval_r], "o-", label="eval")
-    ax.set_title("mean return")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right")
+
+    def curve(ax: Any, rs: Sequence[dict[str, Any]], key: str, label: str, style: dict[str, Any]) -> None:
+        points = [(r["iteration"], r[key]) for r in rs if isinstance(r.get(key), (int, float))]
+        if points:
+            ax.plot(*zip(*points), label=label, **style)
+
+    for ax, key, title in ((axes[0], "success_rate", "success rate"), (axes[1], "mean_return", "mean return")):
+        curve(ax, train_r, key, train_label, TRAIN_STYLE)
+        curve(ax, eval_r, key, eval_label, EVAL_STYLE)
+        ax.set_title(title)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize="small")
+    axes[0].set_ylim(-0.02, 1.02)
     ax = axes[2]
     for key in ("loss", "kl", "clip_fraction"):
         points = [(r["iteration"], r[key]) for r in train_r if key in r and math.isfinite(r[key])]
         if points:
-            ax.plot(*zip(*points), label=key)
+            ax.plot(*zip(*points), marker=".", label=key)
     ax.set_title("loss")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right")
+        ax.legend(loc="upper right", fontsize="small")
+    else:
+        why = ("no iteration ran" if not train_r else
+               "every episode was dropped\n(infra or agent errors)" if all(r.get("episodes_dropped", 0) ==
+                                                                           r.get("episodes") for r in train_r)
+               else "no group had any reward spread\n(every episode of a task scored alike)")
+        ax.text(0.5, 0.5, f"no optimizer step ran:\n{why}", ha="center", va="center", transform=ax.transAxes,
+                color="dimgray")
+    dropped = sum(r.get("episodes_dropped", 0) for r in train_r)
+    if dropped:
+        fig.suptitle(f"{dropped} episode(s) dropped for infra or agent errors", fontsize="small")
     for ax in axes:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_log(log_path: str | Path, png_path: str | Path) -> Path:
+    """Learning curves from a trainer's ``log.jsonl`` (:func:`curves_figure`) saved as a PNG."""
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    fig = curves_figure(records)
     png_path = Path(png_path)
     fig.savefig(png_path, dpi=100)
     plt.close(fig)

@@ -26,9 +26,18 @@ import gymnasium as gym
 import numpy as np
 
 from execgym.agents.chat import ChatStream, action_to_text, stop_token_ids
-from execgym.agents.train.grpo import _save, _set_seed, apply_lora, evaluate, make_env, pad_streams, start_run
+from execgym.agents.train.grpo import (
+    _save,
+    _set_seed,
+    apply_lora,
+    check_out_dir,
+    evaluate,
+    make_env,
+    pad_streams,
+    start_run,
+)
 
-__all__ = ["Demonstration", "SFTArgs", "collect_demonstrations", "sft_loss", "train_sft"]
+__all__ = ["Demonstration", "Demonstrations", "SFTArgs", "collect_demonstrations", "sft_loss", "train_sft"]
 
 
 @dataclass
@@ -59,6 +68,17 @@ class SFTArgs:
     max_new_tokens: int = 96
     device: str = "auto"
     dtype: str = "float32"
+    overwrite: bool = False
+    """``out`` holds an earlier run: remove its log, curves and final/ first (else refuse)"""
+
+
+class Demonstrations(list):  # type: ignore[type-arg]
+    """The kept demonstrations, and in ``dropped`` how many episodes were left out and why
+    (``infra_error``, ``agent_error``, ``unsuccessful``)."""
+
+    def __init__(self, items: Sequence[Demonstration] = (), dropped: dict[str, int] | None = None) -> None:
+        super().__init__(items)
+        self.dropped: dict[str, int] = dict(dropped or {"infra_error": 0, "agent_error": 0, "unsuccessful": 0})
 
 
 @dataclass
@@ -73,34 +93,46 @@ class Demonstration:
 
 
 def collect_demonstrations(env: gym.Env[Any, Any], tokenizer: Any, seeds: Sequence[int], *, agent: Any = None,
-                           only_successful: bool = True) -> list[Demonstration]:
+                           only_successful: bool = True) -> Demonstrations:
     """Play ``agent`` (default: the env's oracle) on ``seeds`` and record each episode as a token stream.
 
     Every action is written as reply text and stepped as such, so the env's answers are the ones the
-    policy will see for those replies.
+    policy will see for those replies. Episodes that end on an infra error (the machinery failed) or an
+    agent error (the demonstrator raised) are never kept, whatever ``only_successful`` says; the result's
+    ``dropped`` counts them, and the unsuccessful ones left out.
     """
     from execgym.agents.oracle import OracleAgent
 
     agent = agent if agent is not None else OracleAgent(env)
     stop = stop_token_ids(tokenizer)[0]
-    demos = []
+    demos = Demonstrations()
     for seed in seeds:
         obs, info = env.reset(seed=int(seed))
         task_id = str(info["task_id"])
         agent.reset(info)
         stream = ChatStream(tokenizer, info["messages"], info.get("tools"))
         done = False
+        failed = False
         while not done:
-            text = action_to_text(agent.act(obs, info))
+            try:
+                text = action_to_text(agent.act(obs, info))
+            except Exception:  # a demonstrator that fails teaches nothing: the episode is dropped
+                failed = True
+                break
             stream.add_generated([*tokenizer.encode(text, add_special_tokens=False), stop])
             obs, _, terminated, truncated, info = env.step(text)
             done = terminated or truncated
             if not done:
                 stream.add_messages([m for m in info["new_messages"] if m.get("role") != "assistant"])
-        outcome = float(info.get("outcome", 0.0))
-        if outcome >= 1.0 or not only_successful:
-            demos.append(Demonstration(int(seed), task_id, stream.ids,
-                                       stream.mask, outcome))
+        outcome = float(info.get("outcome", 0.0)) if done else 0.0
+        if info.get("infra_error"):
+            demos.dropped["infra_error"] += 1
+        elif failed:
+            demos.dropped["agent_error"] += 1
+        elif outcome >= 1.0 or not only_successful:
+            demos.append(Demonstration(int(seed), task_id, stream.ids, stream.mask, outcome))
+        else:
+            demos.dropped["unsuccessful"] += 1
     return demos
 
 
@@ -132,10 +164,10 @@ def train_sft(
     from execgym.agents.hf_policy import HFPolicyAgent, load_policy, pick_device
 
     _set_seed(args.seed)
-    out, log = start_run(args, on_log)
-
+    check_out_dir(args)  # refuse a used folder before loading anything; write nothing before the model loads
     if model is None:
         model, tokenizer = load_policy(args.model, device=args.device, dtype=args.dtype)
+    out, log = start_run(args, on_log)
     device = pick_device(args.device)
     model.to(device)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -146,9 +178,13 @@ def train_sft(
     t0 = time.perf_counter()
     if demonstrations is None:
         demonstrations = collect_demonstrations(env, tokenizer, range(args.seed, args.seed + args.episodes))
+    dropped = dict(getattr(demonstrations, "dropped", {}))
     if not demonstrations:
-        raise RuntimeError("no successful demonstration to learn from")
+        env.close()
+        why = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in dropped.items() if n) or "none collected"
+        raise RuntimeError(f"no successful demonstration to learn from (dropped: {why})")
     log({"phase": "data", "demonstrations": len(demonstrations),
+         "dropped": dropped, "dropped_total": sum(dropped.values()),
          "tokens": int(sum(len(d.ids) for d in demonstrations)),
          "trained_tokens": int(sum(sum(d.mask) for d in demonstrations)), "seconds": time.perf_counter() - t0})
 
@@ -194,8 +230,14 @@ def train_sft(
     for e in eval_envs:
         e.close()
     _save(model, tokenizer, out / "final", merge=True)
+    summary: dict[str, Any] = {"phase": "summary", "optimizer_steps": step, "trained": step > 0,
+                               "demonstrations": len(demonstrations), "dropped": dropped}
+    if step == 0:
+        summary["note"] = "no optimizer step ran (epochs = 0); final/ is the starting model, unchanged"
+    log(summary)
     _plot_sft(out / "log.jsonl", out / "curves.png")
-    return {"before": before, "after": after, "final": str(out / "final"), "log": str(out / "log.jsonl")}
+    return {"before": before, "after": after, "final": str(out / "final"), "log": str(out / "log.jsonl"),
+            "optimizer_steps": step, "trained": step > 0, "dropped": dropped}
 
 
 def _plot_sft(log_path: Path, png_path: Path) -> None:
@@ -204,19 +246,27 @@ def _plot_sft(log_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from execgym.agents.train.grpo import EVAL_STYLE, TRAIN_STYLE
+
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     train_r = [r for r in records if r.get("phase") == "train"]
     eval_r = [r for r in records if r.get("phase") == "eval"]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    axes[0].plot([r["epoch"] for r in train_r], [r["loss"] for r in train_r], "o-")
+    if train_r:
+        axes[0].plot([r["epoch"] for r in train_r], [r["loss"] for r in train_r], label="train loss", **TRAIN_STYLE)
+        axes[0].legend(fontsize="small")
+    else:
+        axes[0].text(0.5, 0.5, "no optimizer step ran\n(epochs = 0)", ha="center", va="center",
+                     transform=axes[0].transAxes, color="dimgray")
     axes[0].set_title("SFT loss (assistant tokens)")
     axes[0].set_xlabel("epoch")
-    axes[1].bar([f"step {r['step']}" for r in eval_r], [r["success_rate"] for r in eval_r])
+    names = ["before SFT" if r["step"] == 0 else f"after {r['step']} steps" for r in eval_r]
+    rates = [r["success_rate"] if r.get("success_rate") is not None else 0.0 for r in eval_r]
+    axes[1].bar(names, rates, color=[EVAL_STYLE["color"] if r["step"] else "tab:gray" for r in eval_r])
     axes[1].set_ylim(0, 1)
-    axes[1].set_title("greedy success rate")
+    axes[1].set_title("eval: greedy success, held-out seeds")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
-
