@@ -5,8 +5,11 @@ state. The agent works with ``bash``, ``view``, ``str_replace``, ``create``, ``a
 ``run_tests``, and ends with ``submit``. Grading (at submit, or at truncation) trusts nothing the agent could
 touch: it builds a fresh sandbox from the pristine repository (the host's copy, or the task's image),
 carries over only the agent's changes to library files, adds the hidden tests and the test patch, clears
-``__pycache__``, runs the FAIL_TO_PASS / PASS_TO_PASS tests with a JUnit report at a random path, and applies
-SWE-bench's rules (see :mod:`execgym.envs.swe.grading`). What the agent did to tests, test configuration or
+``__pycache__``, adds canary tests with random names, runs the FAIL_TO_PASS / PASS_TO_PASS tests with the JUnit
+report sent down a pipe, checks the report against the canaries, and applies SWE-bench's rules (see
+:mod:`execgym.envs.swe.grading`). When a verdict could rest on the machinery (no readable report, a canary
+contradicted), the canaries are run again in a pristine sandbox: if that fails it is an ``InfraError``,
+otherwise the agent's doing. What the agent did to tests, test configuration or
 interpreter hooks, and suspicious library edits, are reported in ``info["hack_flags"]``.
 
 Example:
@@ -24,21 +27,23 @@ Example:
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar
 
 from execgym.core.env import AgentEnv, Grade
 from execgym.core.errors import InfraError
 from execgym.core.tasks import Generator, Loader, Task, TaskSet, load_taskset
 from execgym.core.tools import Tool, ToolError, ToolOutput
+from execgym.envs.swe.analysis import AnalysisError, run_analysis
 from execgym.envs.swe.grading import (
+    Canaries,
     JUnitReport,
     classify_path,
-    diff_flags,
-    expected_literals,
     grade_tests,
-    hardcoded_value_flags,
     nodeid_file,
-    source_flags,
+    report_flags,
 )
 from execgym.envs.swe.patches import PatchError, added_lines, apply_patch, touched_paths
 from execgym.envs.swe.runner import (
@@ -64,6 +69,14 @@ __all__ = ["SWERepairEnv", "default_limits"]
 MAX_CHANGED_FILES = 2000
 MAX_VIEW_LINES = 1000
 MAX_FAILURES_SHOWN = 8
+MAX_CARRIED_BYTES = 32 * 1024 * 1024
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+GRADING_ARGS = ("--maxfail=0",)
+"""Pytest arguments of grading runs: every test runs, whatever ``-x`` a repository's configuration adds."""
+MACHINERY_DEPENDENT = ("broken_test_report", "report_tampered")
+"""Flags whose verdict could also come from a broken machine: the grader verifies it before blaming the agent."""
+GRADING_ENV: dict[str, str] = {}
+"""Variables of grading runs (under the task's own)."""
 
 
 def default_limits(test_timeout_s: float = 120.0, bash_timeout_s: float = 60.0) -> Limits:
@@ -90,6 +103,9 @@ class SWERepairEnv(AgentEnv):
         gate_on_hack_flags: when True, any hack flag makes the outcome 0 (a gated reward); by default flags
             are only reported.
         limits: the sandbox limits (default: ``Limits`` with the time limits above).
+        allow_paths_outside_dataset: a ``swebench:`` row's ``repo_path`` must resolve inside the dataset
+            file's folder; ``True`` allows any folder, a list of folders allows those as well.
+        skip_invalid_rows: leave malformed dataset rows out (counted in a warning) instead of raising.
         **kwargs: ``dataset`` (``"bundled"``, ``"generated[:difficulty]"``, ``"swebench:FILE.jsonl"``),
             ``split``, ``max_turns`` ... (see :class:`~execgym.core.env.AgentEnv`).
 
@@ -118,8 +134,14 @@ class SWERepairEnv(AgentEnv):
         hide_tests: bool = False,
         gate_on_hack_flags: bool = False,
         limits: Limits | None = None,
+        allow_paths_outside_dataset: bool | Sequence[str] = False,
+        skip_invalid_rows: bool = False,
         **kwargs: Any,
     ) -> None:
+        if isinstance(allow_paths_outside_dataset, (str, bytes)):
+            raise TypeError("allow_paths_outside_dataset must be True/False or a list of folders")
+        self.allow_paths_outside_dataset = allow_paths_outside_dataset
+        self.skip_invalid_rows = bool(skip_invalid_rows)
         self._owns_executor = not isinstance(executor, Executor)
         self.executor = get_executor(executor)
         self.test_timeout_s = float(test_timeout_s)
@@ -149,12 +171,20 @@ class SWERepairEnv(AgentEnv):
         def generate(seed: int, difficulty: str | None) -> Task:
             return generate_task(seed, difficulty, validator)
 
+        allow = self.allow_paths_outside_dataset
+        roots = None if allow is True else [] if allow is False else [str(r) for r in allow]
+        loaders = {
+            name: partial(loader, allowed_roots=roots, skip_invalid=self.skip_invalid_rows)
+            if loader is load_swebench
+            else loader
+            for name, loader in self.loaders.items()
+        }
         return load_taskset(
             dataset or "bundled",
             split,
             bundled=bundled_tasks,
             generator=generate,
-            loaders=self.loaders,
+            loaders=loaders,
             env_name=type(self).__name__,
         )
 
@@ -515,48 +545,27 @@ class SWERepairEnv(AgentEnv):
             self._start_manifests[key] = listing
         return self._start_manifests[key]
 
-    def _grade(self, submitted: bool) -> Grade:
-        task, ws = self.task, self.workspace
-        assert task is not None and ws is not None
-        agent_sb = self._sb()
-        agent = manifest(agent_sb, timeout=self.test_timeout_s, strict=False)
-        fresh = sandbox_call(self.executor.sandbox, self._spec(ws))
+    def _grading_spec(self, ws: Workspace) -> SandboxSpec:
+        # The report comes back on the command's stdout: room for a large suite's report.
+        spec = self._spec(ws)
+        limits = replace(self.limits, output_bytes=max(self.limits.output_bytes, MAX_REPORT_BYTES))
+        return replace(spec, limits=limits)
+
+    def _new_sandbox(self, spec: SandboxSpec) -> Sandbox:
         try:
+            return sandbox_call(self.executor.sandbox, spec)
+        except InfraError:
+            raise
+        except Exception as exc:  # whatever the backend raises, no sandbox is the machine's failure
+            raise InfraError(f"cannot create a grading sandbox: {type(exc).__name__}: {exc}") from exc
+
+    def _pristine(
+        self, fresh: Sandbox, ws: Workspace, graded_files: Sequence[str], *, prepared: bool = False
+    ) -> Canaries:
+        """Bring ``fresh`` to the task's pristine graded state: the repository, the test patch, and canary
+        tests (fresh random names) beside the real ones. Failures here are the machine's (``InfraError``)."""
+        if not prepared:
             self._prepare(fresh, ws, hide=False)
-            return self._grade_in(task, ws, agent_sb, agent, fresh)
-        finally:
-            fresh.close()
-
-    def _grade_in(self, task: Task, ws: Workspace, agent_sb: Sandbox, agent: dict[str, str], fresh: Sandbox) -> Grade:
-        data = task.data
-        start = self._start_manifest(task, ws, fresh)
-        protected = {*ws.protected, *ws.hidden, *(touched_paths(ws.test_patch) if ws.test_patch else ())}
-        changed = sorted(p for p in set(agent) | set(start) if agent.get(p) != start.get(p))
-        dropped = changed[MAX_CHANGED_FILES:]
-        changed = changed[:MAX_CHANGED_FILES]
-        before: dict[str, str | None] = {}
-        after: dict[str, str | None] = {}
-        carry: dict[str, bytes] = {}
-        deleted: list[str] = []
-        for path in changed:
-            kind = classify_path(path, protected)
-            raw = None
-            if path in agent:
-                try:
-                    raw = sandbox_call(agent_sb.read_file, path)
-                except (FileNotFoundError, NotADirectoryError, PathError):
-                    raw = None
-            # Binary or unreadable contents stand as their hash, so a change to them is still a change.
-            after[path] = _or_hash(_text(raw), agent[path]) if path in agent else None
-            before[path] = _or_hash(read_text(fresh, path), start[path]) if path in start else None
-            if kind != "source":
-                continue
-            if path in agent and raw is not None:
-                carry[path] = raw
-            elif path not in agent:
-                deleted.append(path)
-        flags = diff_flags(before, after, protected)
-
         if ws.test_patch:
 
             def read(path: str) -> str | None:
@@ -567,35 +576,179 @@ class SWERepairEnv(AgentEnv):
             except PatchError as exc:
                 raise InfraError(f"the task's test patch does not apply to its repository: {exc}") from None
             sandbox_call(fresh.write_files, {p: c for p, c in patched.items() if c is not None})
-            deleted += [p for p, c in patched.items() if c is None]
+            removed = [p for p, c in patched.items() if c is None]
+            if removed:
+                sandbox_call(fresh.run, ["rm", "-f", "--", *removed], timeout=60)
+        folder = nodeid_file(graded_files[0]).rpartition("/")[0] if graded_files else ""
+        failing = self.task.data.get("FAIL_TO_PASS", ()) if self.task is not None else ()
+        decoys = [t.split("[", 1)[0].rsplit("::", 1)[-1] for t in failing]
+        canaries = Canaries.make(folder, decoys=decoys)
+        sandbox_call(fresh.write_files, {canaries.path: canaries.source})
+        return canaries
 
+    def _verify_machinery(self, ws: Workspace, graded_files: Sequence[str]) -> None:
+        """Prove the test machinery works on the pristine repository, or raise ``InfraError`` saying why.
+
+        A new grading sandbox holds none of the agent's files: its canaries alone are run and must come back
+        exactly as written. A missing interpreter or test runner, a sandbox that cannot be created or breaks,
+        a runner that reports wrongly: all fail here, and are the machine's failure. The grader calls this
+        whenever its verdict would rest on the machinery (no readable report, a canary contradicted, a
+        sandbox error with the agent's files in); when it passes, what went wrong was the agent's doing.
+        """
+        with self._new_sandbox(self._grading_spec(ws)) as probe:
+            canaries = self._pristine(probe, ws, graded_files)
+            run = run_pytest(
+                probe, ws.command, [*GRADING_ARGS, canaries.path], timeout=self.test_timeout_s, env=GRADING_ENV
+            )
+        if run.report is None:
+            raise InfraError(
+                f"the test runner does not work on the pristine repository: {run.error} "
+                f"(exit code {run.result.exit_code}): {run.console_tail(600)}"
+            )
+        wrong = canaries.contradictions(run.report)
+        if wrong:
+            raise InfraError(
+                "the test runner does not report faithfully on the pristine repository: " + "; ".join(wrong)
+            )
+
+    def _grade(self, submitted: bool) -> Grade:
+        task, ws = self.task, self.workspace
+        assert task is not None and ws is not None
+        agent_sb = self._sb()
+        agent = manifest(agent_sb, timeout=self.test_timeout_s, strict=False)
+        fail_to_pass = list(task.data.get("FAIL_TO_PASS", ()))
+        pass_to_pass = list(task.data.get("PASS_TO_PASS", ()))
+        graded_files = sorted({nodeid_file(t) for t in [*fail_to_pass, *pass_to_pass]})
+        fresh = self._new_sandbox(self._grading_spec(ws))
+        try:
+            self._prepare(fresh, ws, hide=False)
+            start = self._start_manifest(task, ws, fresh)  # before the test patch and the canaries
+            canaries = self._pristine(fresh, ws, graded_files, prepared=True)
+            # From here on the agent's files go in: what goes wrong is scored, never excused, once a
+            # pristine sandbox shows that the machinery itself works.
+            try:
+                grade = self._grade_in(task, ws, agent_sb, agent, start, fresh, canaries, graded_files)
+            except InfraError as exc:
+                self._verify_machinery(ws, graded_files)
+                return _failed(f"broke_grading_sandbox: {exc}")
+            except Exception as exc:
+                return _failed(f"grading_error: {type(exc).__name__}: {str(exc)[:300]}")
+        finally:
+            fresh.close()
+        if any(f.startswith(MACHINERY_DEPENDENT) for f in grade.hack_flags):
+            self._verify_machinery(ws, graded_files)
+        return grade
+
+    def _grade_in(
+        self,
+        task: Task,
+        ws: Workspace,
+        agent_sb: Sandbox,
+        agent: dict[str, str],
+        start: dict[str, str],
+        fresh: Sandbox,
+        canaries: Canaries,
+        graded_files: Sequence[str],
+    ) -> Grade:
+        data = task.data
+        protected = {*ws.protected, *ws.hidden, *(touched_paths(ws.test_patch) if ws.test_patch else ())}
+        changed = sorted(p for p in set(agent) | set(start) if agent.get(p) != start.get(p))
+        dropped = changed[MAX_CHANGED_FILES:]
+        changed = changed[:MAX_CHANGED_FILES]
+        packages = {p.rpartition("/")[0] for p in start if p.rsplit("/", 1)[-1] == "__init__.py"}
+        pristine_dirs = {d for p in start for d in _parents(p)}
+        before: dict[str, str | None] = {}
+        after: dict[str, str | None] = {}
+        carry: dict[str, bytes] = {}
+        deleted: list[str] = []
+        flags: list[str] = []
+        carried_bytes = 0
+        for path in changed:
+            kind = classify_path(path, protected)
+            raw = None
+            if path in agent:
+                try:
+                    raw = sandbox_call(agent_sb.read_file, path)
+                except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, PathError):
+                    raw = None
+                carried_bytes += len(raw or b"")
+                if carried_bytes > MAX_CARRIED_BYTES:
+                    return _failed(
+                        f"too_many_changes: the changed files hold over {MAX_CARRIED_BYTES:,} bytes", changed=changed
+                    )
+            # Binary or unreadable contents stand as their hash, so a change to them is still a change.
+            after[path] = _or_hash(_text(raw), agent[path]) if path in agent else None
+            before[path] = _or_hash(read_text(fresh, path), start[path]) if path in start else None
+            if kind != "source":
+                continue
+            if path in agent and raw is not None:
+                if path not in start and path.endswith(".py") and _nearest_dir(path, pristine_dirs) not in packages:
+                    flags.append(f"added_top_level_module: {path} (new modules are carried only inside packages)")
+                    continue
+                carry[path] = raw
+            elif path not in agent:
+                deleted.append(path)
+
+        # What stays after the deletions; a carried path may not need a file to be a folder, or the reverse.
+        remaining = ({*start, *protected, canaries.path} - set(deleted)) - set(carry)
+        remaining_dirs = {d for p in remaining for d in _parents(p)}
+        emptied = sorted(p for p in carry if p in pristine_dirs and p not in remaining_dirs)
+        for path in sorted(carry):
+            if path in remaining_dirs or any(d in remaining for d in _parents(path)):
+                flags.append(f"path_conflict: {path} (a file where the repository needs a folder, or the reverse)")
+                del carry[path]
+
+        reference = [line for lines in added_lines(data.get("gold_patch") or "").values() for line in lines]
         fail_to_pass = list(data.get("FAIL_TO_PASS", ()))
         pass_to_pass = list(data.get("PASS_TO_PASS", ()))
-        test_sources = {f: read_text(fresh, f) or "" for f in sorted({nodeid_file(t) for t in fail_to_pass})}
-        expected = expected_literals(test_sources, fail_to_pass)
-        gold = data.get("gold_patch") or ""
-        reference = [line for lines in added_lines(gold).values() for line in lines] if gold else []
-        for path in sorted(carry):
-            text = after.get(path)
-            flags += source_flags(path, before.get(path), text)
-            flags += hardcoded_value_flags(path, before.get(path), text, expected, reference)
+        job = {
+            "before": before,
+            "after": after,
+            "protected": sorted(protected),
+            "carried": sorted(carry),
+            "test_sources": {f: read_text(fresh, f) or "" for f in sorted({nodeid_file(t) for t in fail_to_pass})},
+            "fail_to_pass": fail_to_pass,
+            "reference": reference,
+        }
+        try:
+            flags = run_analysis(job) + flags
+        except AnalysisError as exc:
+            return _failed(f"unanalysable_files: {exc}", flags=flags, changed=changed)
 
+        removals = sorted(set(deleted))
+        if removals or emptied:
+            steps = []
+            if removals:
+                steps.append("rm -f -- " + shlex.join(removals))
+            if emptied:
+                steps.append("rm -rf -- " + shlex.join(emptied))
+            sandbox_call(fresh.run, ["sh", "-c", "; ".join(steps)], timeout=120)
         if carry:
-            sandbox_call(fresh.write_files, carry)
-        prelude = "find . -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null"
-        if deleted:
-            prelude += "; rm -f -- " + shlex.join(sorted(set(deleted)))
-        files = sorted({nodeid_file(t) for t in [*fail_to_pass, *pass_to_pass]})
-        run = run_pytest(fresh, ws.command, files, timeout=self.test_timeout_s, prelude=prelude + "; true")
-        result = grade_tests(fail_to_pass, pass_to_pass, run.report or JUnitReport())
-        outcome = 1.0 if result.resolved else 0.0
+            try:
+                sandbox_call(fresh.write_files, carry)
+            except (PathError, OSError) as exc:
+                return _failed(f"path_conflict: cannot write the changed files: {exc}", flags=flags, changed=changed)
+        prelude = "find . -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null; true"
+        run = run_pytest(
+            fresh,
+            ws.command,
+            [*GRADING_ARGS, *graded_files, canaries.path],
+            timeout=self.test_timeout_s,
+            prelude=prelude,
+            env=GRADING_ENV,
+        )
+        report_problems = report_flags(run.report, run.error, canaries, graded_files, [*fail_to_pass, *pass_to_pass])
+        flags += report_problems
+        trusted = not any(f.startswith(("report_tampered", "broken_test_report")) for f in report_problems)
+        result = grade_tests(fail_to_pass, pass_to_pass, run.report if trusted and run.report else JUnitReport())
+        outcome = 1.0 if result.resolved and trusted else 0.0
         if self.gate_on_hack_flags and flags:
             outcome = 0.0
         details: dict[str, Any] = {
-            "resolved": result.resolved,
+            "resolved": result.resolved and trusted,
             "changed_files": changed[:100],
             "carried_files": sorted(carry),
-            "deleted_files": sorted(set(deleted)),
+            "deleted_files": removals,
             "tests_exit_code": run.result.exit_code,
             "tests_timed_out": run.result.timed_out,
             "tests_duration_s": round(run.result.duration_s, 3),
@@ -607,13 +760,34 @@ class SWERepairEnv(AgentEnv):
             details["status_counts"] = dict(run.report.counts())
         if dropped:
             details["ignored_changed_files"] = len(dropped)
+        # p2p pays for not breaking what worked only alongside progress: a do-nothing submission keeps
+        # every PASS_TO_PASS test passing and must not be paid for it.
+        f2p = result.f2p if trusted else 0.0
+        p2p = result.p2p if trusted and f2p > 0 else 0.0
         return Grade(
             outcome=outcome,
-            components={"f2p": result.f2p, "p2p": result.p2p},
+            components={"f2p": f2p, "p2p": p2p},
             units=[t.as_unit() for t in result.tests],
             hack_flags=flags,
             details=details,
         )
+
+
+def _failed(flag: str, *, flags: Sequence[str] = (), changed: Sequence[str] = ()) -> Grade:
+    """A grading that ended before a trustworthy test report: 0 everywhere, with the reason as a flag."""
+    details: dict[str, Any] = {"resolved": False, "changed_files": list(changed[:100]), "graded": False}
+    return Grade(outcome=0.0, components={"f2p": 0.0, "p2p": 0.0}, hack_flags=[*flags, flag], details=details)
+
+
+def _parents(path: str) -> list[str]:
+    """The folders above a relative path, nearest first (the root is "")."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(len(parts), 0, -1)] + [""]
+
+
+def _nearest_dir(path: str, dirs: set[str]) -> str:
+    """The nearest folder above ``path`` that exists in ``dirs`` (the root when none does)."""
+    return next((d for d in _parents(path) if d in dirs), "")
 
 
 def _or_hash(text: str | None, digest: str) -> str:
@@ -634,7 +808,7 @@ def format_test_run(run: TestRun, timeout: float) -> str:
     result = run.result
     if run.report is None:
         why = f"timed out after {timeout:g} s" if result.timed_out else f"exit code {result.exit_code}"
-        return f"No test report was produced ({why}). Output:\n{run.console_tail(4000)}"
+        return f"No test report was produced ({why}): {run.error}. Output:\n{run.console_tail(4000)}"
     counts = run.report.counts()
     if not counts:
         return f"No tests ran (exit code {result.exit_code}): check the selector.\n{run.console_tail(1500)}"

@@ -1,9 +1,10 @@
 """Running a task's tests and listing files inside a sandbox (everything here goes through the executor).
 
-:func:`run_pytest` runs the test command with a JUnit report written to a fresh random file name (nothing
-can pre-create or guess it), reads it back through the sandbox and deletes it. :func:`manifest` lists the
-work directory's files with a content hash, so the grader can tell which files the agent changed without
-trusting anything the agent ran; :func:`host_manifest` computes the same listing for a host folder.
+:func:`run_pytest` runs the test command with its JUnit report written to a pipe (file descriptor 3, the
+command's stdout; pytest's console goes to stderr), so no file holds the report for code in the test process
+to rewrite. :func:`manifest` lists the work directory's files with a content hash, so the grader can tell
+which files the agent changed without trusting anything the agent ran; :func:`host_manifest` computes the
+same listing for a host folder.
 
 Example:
     >>> from execgym.executor import SandboxSpec, get_executor
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +31,14 @@ from execgym.executor import InfraError as ExecutorInfraError
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "SAFE_PATH_LAUNCHER",
     "TestCommand",
     "TestRun",
     "host_manifest",
     "manifest",
     "read_text",
     "run_pytest",
+    "runner_missing",
     "sandbox_call",
 ]
 
@@ -62,13 +64,14 @@ def sandbox_call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 class TestCommand:
     """How a repository runs its tests.
 
-    ``argv`` is the command before pytest's own arguments (``python -m pytest``), or a shell string run with
-    ``bash -c`` (``"source env/bin/activate && pytest"``). ``env`` adds variables (``PYTHONPATH=.``).
+    ``argv`` is the command before pytest's own arguments (``python -m pytest``, run through
+    :data:`SAFE_PATH_LAUNCHER`), or a shell string run with ``bash -c`` (``"source env/bin/activate &&
+    pytest"``). ``env`` adds variables.
     ``autoload_plugins`` lets pytest load installed plugins (off for bundled repos, which need none).
 
     Example:
-        >>> TestCommand().argv_for(["tests/test_a.py"], "r.xml")[-4:]
-        ['--junitxml', 'r.xml', '-q', 'tests/test_a.py']
+        >>> TestCommand(("pytest",)).argv_for(["tests/test_a.py"], "r.xml")[-3:]
+        ['--junitxml=r.xml', '-q', 'tests/test_a.py']
     """
 
     __test__ = False  # not a pytest class
@@ -78,9 +81,11 @@ class TestCommand:
     autoload_plugins: bool = False
 
     def argv_for(self, args: Sequence[str], junit_path: str) -> list[str]:
-        extra = ["-p", "no:cacheprovider", "-o", "junit_family=xunit1", "--junitxml", junit_path, "-q", *args]
+        extra = ["-p", "no:cacheprovider", "-o", "junit_family=xunit1", f"--junitxml={junit_path}", "-q", *args]
         if isinstance(self.argv, str):
             return ["bash", "-c", f"{self.argv} {shlex.join(extra)}"]
+        if tuple(self.argv) == ("python", "-m", "pytest"):
+            return ["python", "-P", "-c", SAFE_PATH_LAUNCHER, *extra]
         return [*self.argv, *extra]
 
     def environment(self) -> dict[str, str]:
@@ -88,6 +93,15 @@ class TestCommand:
         if not self.autoload_plugins:
             env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         return env
+
+
+SAFE_PATH_LAUNCHER = (
+    "import os, runpy, sys; sys.path.append(os.getcwd()); "
+    "runpy.run_module('pytest', run_name='__main__', alter_sys=True)"
+)
+"""How ``python -m pytest`` runs: with safe-path semantics (``-P``), the repository root put *last* on
+``sys.path``, so the repository's modules import but none of them can shadow the standard library or an
+installed module (pytest, pluggy, ...)."""
 
 
 @dataclass
@@ -101,8 +115,17 @@ class TestRun:
     error: str | None = None
 
     def console_tail(self, limit: int = 3000) -> str:
-        text = (self.result.stdout + ("\n" + self.result.stderr if self.result.stderr.strip() else "")).strip()
-        return text[-limit:]
+        """The end of pytest's console output (its stderr: stdout carries the report)."""
+        return self.result.stderr.strip()[-limit:]
+
+
+# The report travels on a pipe: pytest writes it to file descriptor 3, which is the command's stdout, while
+# pytest's own console output goes to stderr. Bytes in a pipe are out of the test process's reach once
+# written, so code running inside the test process (an ``atexit`` hook, a patched writer) can only add
+# bytes to the channel, which makes the report unreadable, never rewrite it; and there is no file to find.
+_REPORT_FD_SHELL = 'exec "$@" 3>&1 1>&2'
+REPORT_PATH = "/dev/fd/3"
+RUNNER_MISSING = ("No module named pytest", "command not found", "No such file or directory", "not found")
 
 
 def run_pytest(
@@ -112,31 +135,41 @@ def run_pytest(
     *,
     timeout: float,
     prelude: str = "",
-    keep_report: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> TestRun:
     """Run the tests (``args``: files, node ids, ``-k EXPR``) and read the JUnit report back.
 
-    ``prelude`` is shell run first in the same command (the grader clears ``__pycache__`` there).
+    ``prelude`` is shell run first in the same command, its output sent to stderr (the grader clears
+    ``__pycache__`` there). ``env`` adds variables under the command's own (the task's ``env`` wins).
     """
-    junit = f".execgym-junit-{secrets.token_hex(12)}.xml"
-    argv = command.argv_for(args, junit)
-    if prelude:
-        argv = ["sh", "-c", f'{prelude}\nexec "$@"', "sh", *argv]
-    result: ExecResult = sandbox_call(sandbox.run, argv, timeout=timeout, env=command.environment())
+    argv = command.argv_for(args, REPORT_PATH)
+    script = (f"{{ {prelude}\n}} 1>&2\n" if prelude else "") + _REPORT_FD_SHELL
+    argv = ["sh", "-c", script, "sh", *argv]
+    environment = {**(env or {}), **command.environment()}
+    result: ExecResult = sandbox_call(sandbox.run, argv, timeout=timeout, env=environment)
     report, error = None, None
-    try:
-        data = sandbox_call(sandbox.read_file, junit)
-    except (FileNotFoundError, OSError, ValueError):
-        data = None
+    data = result.stdout.strip()
+    if not data:
         error = "the test run wrote no report" + (" (it timed out)" if result.timed_out else "")
-    if data is not None:
+        missing = runner_missing(result)
+        if missing:
+            error += f" (the console says: {missing})"
+    else:
         try:
             report = parse_junit(data)
         except ValueError as exc:
-            error = str(exc)
-        if not keep_report:
-            sandbox_call(sandbox.run, ["rm", "-f", "--", junit], timeout=30)
+            error = str(exc) + (" (the output was truncated at the sandbox's output limit)" if result.truncated else "")
     return TestRun(result, report, error)
+
+
+def runner_missing(result: ExecResult) -> str | None:
+    """The console line that says the test runner or interpreter is missing, if there is one."""
+    if result.exit_code not in (1, 2, 126, 127) and "No module named" not in result.stderr:
+        return None
+    for line in reversed(result.stderr.strip().splitlines()):
+        if any(marker in line for marker in RUNNER_MISSING):
+            return line.strip()[:300]
+    return None
 
 
 def _manifest_script(max_bytes: int) -> str:

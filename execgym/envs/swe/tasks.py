@@ -1,8 +1,8 @@
 """SWE repair tasks: bundled bug tasks, a seeded bug generator, and a SWE-bench loader.
 
 Bundled repositories live in ``execgym/assets/swe/repos/<name>`` (small libraries written for execgym, run
-from their folder with ``PYTHONPATH=.``). ``execgym/assets/swe/catalogue.json`` holds, per repository, its
-test ids and every single-mutation bug (see :mod:`execgym.envs.swe.mutations`) that was validated in a
+from their folder; the root is on ``sys.path``, last). ``execgym/assets/swe/catalogue.json`` holds, per
+repository, its test ids and every single-mutation bug (see :mod:`execgym.envs.swe.mutations`) that was validated in a
 sandbox (the clean code passes every test, the bug fails at least one and at most a third of them), plus
 the bundled tasks made from them. It is rebuilt with ``python -m execgym.envs.swe.build``.
 
@@ -33,6 +33,7 @@ import tarfile
 import tempfile
 import threading
 import tomllib
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,12 +42,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from execgym.core.errors import InfraError
 from execgym.core.tasks import DIFFICULTIES, Task, read_json_or_jsonl
 from execgym.envs.swe.grading import classify_path, nodeid_file
 from execgym.envs.swe.mutations import Mutation, MutationError, apply_mutations, function_spans
-from execgym.envs.swe.patches import apply_patch, make_patch, reverse_patch, touched_paths
+from execgym.envs.swe.patches import PatchError, apply_patch, make_patch, reverse_patch, touched_paths
 from execgym.envs.swe.runner import TestCommand, host_manifest, run_pytest
-from execgym.executor import Executor, Limits, SandboxSpec, get_executor
+from execgym.executor import Executor, Limits, PathError, SandboxSpec, get_executor, validate_relpath
 
 __all__ = [
     "BUNDLED_COMMAND",
@@ -71,7 +73,7 @@ __all__ = [
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "swe"
 REPOS_DIR = ASSETS / "repos"
 CATALOGUE_PATH = ASSETS / "catalogue.json"
-BUNDLED_COMMAND = TestCommand(("python", "-m", "pytest"), {"PYTHONPATH": "."}, autoload_plugins=False)
+BUNDLED_COMMAND = TestCommand(("python", "-m", "pytest"), {}, autoload_plugins=False)
 MAX_FAILING_FRACTION = 1 / 3
 VALIDATION_TIMEOUT_S = 30.0
 MEMORY_CACHE_SIZE = 4096
@@ -263,7 +265,11 @@ class BugValidator:
         repo = bundled_repo(repo_name)
         run = self._run(repo, {})
         if run.report is None:
-            raise ValueError(f"{repo_name}: the clean tests wrote no report: {run.error}\n{run.console_tail()}")
+            # The shipped repository's tests pass; no report means the sandbox cannot run them.
+            raise InfraError(
+                f"{repo_name}: the test runner does not work in the sandbox: {run.error} "
+                f"(exit code {run.result.exit_code}): {run.console_tail(600)}"
+            )
         bad = {k: s for k, s in run.report.statuses.items() if s != "PASSED"}
         if bad:
             raise ValueError(f"{repo_name}: the clean code fails tests: {bad}")
@@ -644,7 +650,8 @@ def _checkout(repo_path: Path, base_commit: str) -> Path:
     """
     repo_path = repo_path.expanduser().resolve()
     if not repo_path.is_dir():
-        raise FileNotFoundError(f"repo_path {str(repo_path)!r} is not a folder")
+        # It was a folder when the dataset loaded: the machine lost it, the policy had no part in it.
+        raise InfraError(f"repo_path {str(repo_path)!r} is no longer a folder (it was when the dataset loaded)")
     if not base_commit or not (repo_path / ".git").exists():
         if base_commit and not (repo_path / ".git").exists():
             raise ValueError(f"repo_path {str(repo_path)!r} is not a git checkout, but base_commit is set")
@@ -669,8 +676,11 @@ def _checkout(repo_path: Path, base_commit: str) -> Path:
                 raise ValueError(f"git archive {base_commit} failed: {done.stderr.decode(errors='replace')}")
             tree = Path(tmp) / "tree"
             tree.mkdir()
-            with tarfile.open(archive) as tar:
-                tar.extractall(tree, filter="data")
+            try:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(tree, filter="data")
+            except tarfile.TarError as exc:  # a link out of the tree, an absolute path
+                raise ValueError(f"{repo_path} at {base_commit}: refused a file of the checkout: {exc}") from None
             os.replace(tree, target)
     return target
 
@@ -681,27 +691,148 @@ def _checkout(repo_path: Path, base_commit: str) -> Path:
 _REQUIRED = ("instance_id", "problem_statement", "patch", "FAIL_TO_PASS", "PASS_TO_PASS")
 
 
-def _test_list(value: Any, where: str) -> list[str]:
+def _test_list(value: Any, field_name: str, *, nonempty: bool = False) -> list[str]:
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else []
         except json.JSONDecodeError:
-            raise ValueError(f"{where}: not a JSON list: {value[:80]!r}") from None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{where}: expected a list of test ids")
+            raise ValueError(f"{field_name} is not a JSON list: {value[:80]!r}") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{field_name}: expected a list of pytest node ids")
+    if nonempty and not value:
+        raise ValueError(f"{field_name} is empty: a task needs at least one failing test to fix")
+    for nodeid in value:
+        try:
+            validate_relpath(nodeid_file(nodeid))
+        except PathError as exc:
+            raise ValueError(f"{field_name}: test {nodeid!r}: {exc}") from None
     return value
 
 
-def load_swebench(path: Path, split: str | None) -> list[Task]:
+def _patch_paths(value: Any, field_name: str, *, required: bool) -> str:
+    """A patch field checked at load time: text that parses, touching only paths inside the repository."""
+    if value is None or value == "":
+        if required:
+            raise ValueError(f"{field_name} is empty")
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{field_name}: expected a unified diff (text), got {type(value).__name__}")
+    try:
+        paths = touched_paths(value)
+    except PatchError as exc:
+        raise ValueError(f"{field_name} does not parse: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{field_name} does not parse: nested too deeply") from None
+    for rel in paths:
+        try:
+            validate_relpath(rel)
+        except PathError as exc:
+            raise ValueError(f"{field_name} touches a path outside the repository: {exc}") from None
+    return value
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    real = os.path.realpath(path)
+    for root in roots:
+        top = os.path.realpath(root)
+        if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def _escaping_link(folder: Path, roots: Sequence[Path], limit: int = 200_000) -> str | None:
+    """The first symlink under ``folder`` whose target lies outside ``roots`` (None: there is none)."""
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in [*dirnames, *filenames]:
+            seen += 1
+            if seen > limit:
+                return f"{folder} (over {limit:,} entries: too large to check)"
+            full = Path(dirpath) / name
+            if full.is_symlink() and not _inside(full, roots):
+                return str(full.relative_to(folder))
+    return None
+
+
+def _row(
+    row: Any, n: int, path: Path, *, roots: Sequence[Path] | None, checked: dict[str, str | None]
+) -> dict[str, Any]:
+    """One instance's task data, or ``ValueError`` saying what is wrong with it."""
+    if not isinstance(row, dict):
+        raise ValueError(f"expected an object, got {type(row).__name__}")
+    missing = [k for k in _REQUIRED if k not in row]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    if not isinstance(row["instance_id"], (str, int)) or not str(row["instance_id"]).strip():
+        raise ValueError("instance_id must be a non-empty string")
+    if not isinstance(row["problem_statement"], str):
+        raise ValueError("problem_statement must be text")
+    for key in ("repo", "base_commit", "image", "repo_dir", "split", "difficulty"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise ValueError(f"{key} must be a string, got {type(row[key]).__name__}")
+    env = row.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ValueError("env must be an object of string values")
+    repo_path = row.get("repo_path")
+    if repo_path:
+        if not isinstance(repo_path, str):
+            raise ValueError("repo_path must be a string")
+        full = Path(repo_path) if os.path.isabs(repo_path) else path.parent / repo_path
+        if roots is not None and not _inside(full, roots):
+            raise ValueError(
+                f"repo_path {repo_path!r} resolves outside the dataset's folder {str(path.parent)!r} "
+                "(pass allow_paths_outside_dataset=True to allow it)"
+            )
+        if not full.is_dir():
+            raise ValueError(f"repo_path {repo_path!r} is not a folder")
+        repo_path = os.path.realpath(full)
+        if roots is not None and not row.get("base_commit"):
+            if repo_path not in checked:
+                checked[repo_path] = _escaping_link(Path(repo_path), roots)
+            if checked[repo_path]:
+                link = checked[repo_path]
+                raise ValueError(f"repo_path {row['repo_path']!r} holds a link outside the dataset: {link}")
+    elif not row.get("image"):
+        raise ValueError("needs 'repo_path' (a local checkout) or 'image' (a Docker image)")
+    repo_dir = row.get("repo_dir") or "/testbed"
+    if not repo_dir.startswith("/"):
+        raise ValueError(f"repo_dir must be an absolute path in the image, got {repo_dir!r}")
+    data = {
+        "kind": "swebench",
+        "repo": row.get("repo") or "",
+        "base_commit": row.get("base_commit") or "",
+        "repo_path": repo_path,
+        "image": row.get("image"),
+        "repo_dir": repo_dir,
+        "gold_patch": _patch_paths(row["patch"], "patch", required=True),
+        "test_patch": _patch_paths(row.get("test_patch"), "test_patch", required=False),
+        "FAIL_TO_PASS": _test_list(row["FAIL_TO_PASS"], "FAIL_TO_PASS", nonempty=True),
+        "PASS_TO_PASS": _test_list(row["PASS_TO_PASS"], "PASS_TO_PASS"),
+        "test_cmd": row.get("test_cmd"),
+        "env": dict(env),
+    }
+    _command(data["test_cmd"])
+    return data
+
+
+def load_swebench(
+    path: Path, split: str | None, *, allowed_roots: Sequence[Path | str] | None = (), skip_invalid: bool = False
+) -> list[Task]:
     """Load SWE-bench-format instances from a JSON/JSONL file (or ``<folder>/<split or test>.jsonl``).
 
     Each instance has ``instance_id``, ``repo``, ``base_commit``, ``patch`` (the gold fix), ``test_patch``,
-    ``problem_statement``, ``FAIL_TO_PASS`` and ``PASS_TO_PASS`` (lists, or JSON-encoded lists of pytest
-    node ids), and either ``repo_path`` (a local git checkout containing ``base_commit``, or a plain folder at
-    the base state; relative paths are relative to the file) or ``image`` (a Docker image holding the repo
-    at ``repo_dir``, default ``/testbed``; needs ``executor="docker"``). Optional: ``test_cmd`` (a list, or a
-    shell string; default ``python -m pytest``), ``env`` (variables for the tests), ``split``,
-    ``difficulty``.
+    ``problem_statement``, ``FAIL_TO_PASS`` (at least one) and ``PASS_TO_PASS`` (lists, or JSON-encoded
+    lists of pytest node ids), and either ``repo_path`` (a local git checkout containing ``base_commit``,
+    or a plain folder at the base state; relative paths are relative to the file) or ``image`` (a Docker
+    image holding the repo at ``repo_dir``, default ``/testbed``; needs ``executor="docker"``). Optional:
+    ``test_cmd`` (a list, or a shell string; default ``python -m pytest``), ``env`` (variables for the
+    tests), ``split``, ``difficulty``.
+
+    Every row is checked here, not later: an error names the file and the row in one line (with
+    ``skip_invalid``, bad rows are left out and counted in a warning). ``repo_path`` must resolve (symlinks
+    followed) inside the dataset file's folder or one of ``allowed_roots``, and a plain folder may hold no
+    link that leads out of them; ``allowed_roots=None`` allows any folder.
     """
     path = Path(path)
     if path.is_dir():
@@ -710,42 +841,32 @@ def load_swebench(path: Path, split: str | None) -> list[Task]:
         path = next((c for c in candidates if c.is_file()), candidates[0])
         if not path.is_file():
             raise FileNotFoundError(f"no {name}.jsonl or {name}.json in {path.parent}")
-    tasks = []
+    roots = None if allowed_roots is None else [path.parent, *(Path(r) for r in allowed_roots)]
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    checked: dict[str, str | None] = {}
+    skipped: list[str] = []
     for n, row in enumerate(read_json_or_jsonl(path), 1):
-        where = f"{path}: instance #{n}"
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected an object")
-        missing = [k for k in _REQUIRED if k not in row]
-        if missing:
-            raise ValueError(f"{where}: missing {', '.join(missing)}")
-        where = f"{path}: {row['instance_id']}"
+        ident = row.get("instance_id") if isinstance(row, dict) else None
+        where = f"{path}: instance #{n}" + (f" ({ident})" if isinstance(ident, (str, int)) else "")
+        try:
+            data = _row(row, n, path, roots=roots, checked=checked)
+            if str(row["instance_id"]) in seen:
+                raise ValueError(f"instance_id {row['instance_id']!r} appears twice")
+        except (ValueError, TypeError, RecursionError) as exc:
+            message = f"{where}: {exc}".splitlines()[0]
+            if skip_invalid:
+                skipped.append(message)
+                continue
+            raise ValueError(message) from None
+        seen.add(str(row["instance_id"]))
         if split is not None and row.get("split") not in (None, split):
             continue
-        repo_path = row.get("repo_path")
-        if repo_path:
-            repo_path = str((path.parent / repo_path).resolve()) if not os.path.isabs(repo_path) else repo_path
-        elif not row.get("image"):
-            raise ValueError(f"{where}: needs 'repo_path' (a local checkout) or 'image' (a Docker image)")
-        data = {
-            "kind": "swebench",
-            "repo": row.get("repo", ""),
-            "base_commit": row.get("base_commit", ""),
-            "repo_path": repo_path,
-            "image": row.get("image"),
-            "repo_dir": row.get("repo_dir", "/testbed"),
-            "gold_patch": row["patch"],
-            "test_patch": row.get("test_patch") or "",
-            "FAIL_TO_PASS": _test_list(row["FAIL_TO_PASS"], f"{where}: FAIL_TO_PASS"),
-            "PASS_TO_PASS": _test_list(row["PASS_TO_PASS"], f"{where}: PASS_TO_PASS"),
-            "test_cmd": row.get("test_cmd"),
-            "env": dict(row.get("env") or {}),
-        }
-        _command(data["test_cmd"])
         header = f"Repository: {row['repo']}\n\n" if row.get("repo") else ""
         tasks.append(
             Task(
                 id=str(row["instance_id"]),
-                prompt=header + str(row["problem_statement"]).strip() + "\n\nFix the issue in the repository "
+                prompt=header + row["problem_statement"].strip() + "\n\nFix the issue in the repository "
                 "(tests may be added to check it). Call submit() when you are done.",
                 data=data,
                 oracle=_oracle(row["patch"]),
@@ -754,4 +875,6 @@ def load_swebench(path: Path, split: str | None) -> list[Task]:
                 source=f"swebench:{path}",
             )
         )
+    if skipped:
+        warnings.warn(f"{path}: skipped {len(skipped)} malformed instance(s); first: {skipped[0]}", stacklevel=2)
     return tasks

@@ -55,7 +55,8 @@ def test_submitting_without_a_change_fails(env):
     task = first_task(env, "calcy")
     _, reward, terminated, _, info = play(env, task, [call("submit")])
     assert reward == 0.0 and terminated
-    assert info["reward_components"]["f2p"] == 0.0 and info["reward_components"]["p2p"] == 1.0
+    # p2p pays only alongside progress: keeping the passing tests passing by doing nothing earns nothing
+    assert info["reward_components"]["f2p"] == 0.0 and info["reward_components"]["p2p"] == 0.0
     failing = [u for u in info["units"] if not u["passed"]]
     assert {u["id"] for u in failing} == set(task.data["FAIL_TO_PASS"])
     assert info["hack_flags"] == []

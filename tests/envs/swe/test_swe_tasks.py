@@ -122,7 +122,9 @@ def test_swebench_loader_formats(tmp_path):
     for name, inst in (("a", strings), ("b", lists)):
         inst["repo_path"] = str(tmp_path / name / "repo")
     path = write_dataset(tmp_path / "both", [strings, lists])
-    tasks = load_swebench(path, None)
+    with pytest.raises(ValueError, match="resolves outside the dataset's folder"):
+        load_swebench(path, None)
+    tasks = load_swebench(path, None, allowed_roots=None)
     assert [t.id for t in tasks] == ["mini__mini-1", "mini__mini-2"]
     assert tasks[0].data["FAIL_TO_PASS"] == tasks[1].data["FAIL_TO_PASS"] == ["tests/test_stats.py::test_mean"]
     assert tasks[0].oracle[0]["arguments"]["patch"] == strings["patch"]
