@@ -1,5 +1,4 @@
 import json
-import time
 
 import pytest
 
@@ -90,9 +89,7 @@ def test_generator_is_deterministic_and_cached(validator, local_executor, tmp_pa
     first = generate_task(5, "medium", validator)
     fresh = BugValidator(local_executor, cache_dir=tmp_path / "cache")  # same disk cache, empty memory
     fresh._run = None  # any test run would now fail: the result must come from the cache
-    start = time.perf_counter()
     again = generate_task(5, "medium", fresh)
-    assert time.perf_counter() - start < 1.0
     assert (again.data["mutations"], again.data["gold_patch"], again.prompt) == (
         first.data["mutations"],
         first.data["gold_patch"],
