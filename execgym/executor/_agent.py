@@ -14,6 +14,7 @@ interpreter works without installing anything. Modes:
             group in a pid file so a second exec (``kill``) can stop it.
 ``idle``    (Docker backend) PID 1 of the container: reaps orphans, ignores signals.
 ``kill``    kill the process group recorded in a pid file; ``killall`` kills every process of the uid.
+``probe``   (local backend) enter the sandbox as configured, dropping privileges if asked, and exit.
 
 The supervisor is a child subreaper (or PID 1), so every orphan of a command comes back to it; after a
 command ends (or times out) its process group and every untracked child are killed until none is left.
@@ -50,6 +51,41 @@ def set_subreaper() -> bool:
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except Exception:
         return False
+
+
+def drop_privileges(uid: int, gid: int) -> None:
+    """Become ``uid``/``gid`` for good: no supplementary groups, no capabilities, no way back.
+
+    Used when the host user is root: bubblewrap builds the sandbox as root (so it can bind an interpreter
+    under a private home) and leaves this process only CAP_SETUID, CAP_SETGID and CAP_SETPCAP, which are
+    spent here. The bounding set is emptied and ``no_new_privs`` set, so neither a setuid binary nor a
+    file capability can give anything back. Raises if any step does not hold.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last_cap = int(f.read())
+    except OSError:
+        last_cap = 63
+    for cap in range(last_cap + 1):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            err = ctypes.get_errno()
+            if err != errno.EINVAL:  # EINVAL: a capability this kernel does not know
+                raise OSError(err, f"cannot drop capability {cap} from the bounding set")
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "cannot set no_new_privs")
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or os.getgroups():
+        raise PermissionError("dropping privileges did not take")
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise PermissionError("privileges could be regained after dropping them")
 
 
 def apply_rlimits(limits: dict) -> None:
@@ -317,6 +353,9 @@ class Server:
 
 
 def serve(config: dict) -> None:
+    if config.get("drop"):
+        uid, gid = config["drop"]
+        drop_privileges(int(uid), int(gid))
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
     if os.getpid() != 1:
@@ -489,6 +528,13 @@ def killall(config: dict) -> int:
     return 0
 
 
+def probe(config: dict) -> int:
+    """Check the sandbox can be entered as configured (dropping privileges when asked); exit 0 if so."""
+    if config.get("drop"):
+        drop_privileges(*map(int, config["drop"]))
+    return 0
+
+
 def idle(config: dict) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
@@ -498,7 +544,7 @@ def idle(config: dict) -> int:
         _reap_all()
 
 
-MODES = {"serve": serve, "run": run, "session": session, "kill": kill, "killall": killall, "idle": idle}
+MODES = {"serve": serve, "run": run, "session": session, "kill": kill, "killall": killall, "idle": idle, "probe": probe}
 
 
 def main(argv: list[str]) -> int:

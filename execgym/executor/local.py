@@ -16,25 +16,39 @@ What is enforced, and how:
   file = ``disk_bytes``), RLIMIT_CORE = 0; ``write_files``/``read_file`` refuse absolute paths, ``..``
   and symlinks that resolve outside the work directory (resolved component by component with
   ``O_NOFOLLOW``, so a symlink swapped in concurrently cannot redirect them).
-* **With bubblewrap** (``bwrap`` installed and able to create namespaces; probed once): the command
-  sees the host read-only (``--ro-bind / /``) except its work dir, a private ``/tmp`` and ``/dev/shm``,
-  a minimal ``/dev``, its own ``/proc`` and PID namespace (the supervisor is PID 1, so ``close()``
-  or a crash of the host takes every process down with it), no network unless ``Limits.network``
-  (``--unshare-net``: only a private loopback), no capabilities. As an unprivileged user bwrap also
-  creates a user namespace, in which RLIMIT_NPROC counts only the sandbox's own processes.
-* **Process limit**: RLIMIT_NPROC, which the kernel ignores for root. When running as root the
-  supervisor is placed in its own ``pids`` cgroup (v1, or v2 where the cgroup tree is writable) with
-  ``pids.max`` = ``max_processes``; if neither works the process limit is not enforced for root.
-* **Without bubblewrap** only the list under *Always* remains: commands run as the calling user with
-  the full host file system readable *and writable* by that user, the host network reachable, and
-  host processes of the same user visible. ``Limits(network=False)`` cannot be honoured and is
-  reported by :attr:`LocalExecutor.isolation` and a one-time warning. Use the Docker backend for
-  untrusted code on such machines.
+* **With bubblewrap** (``bwrap`` installed and able to build the sandbox; probed once, with the real
+  configuration): only what a sandbox needs is mounted, read-only: ``/usr`` (and the merged-``/usr`` links),
+  an allowlist of ``/etc`` (loader cache, alternatives, name resolution, TLS roots, time zone; ``passwd``
+  and ``group`` generated per sandbox), the interpreter's prefixes and ``sys.path`` minus execgym's checkout
+  (an editable install's source, its ``.git`` and ``execgym/assets`` stay out; a package installed inside
+  a bound directory is masked). Read-write: the work dir, a private ``/tmp`` and ``/dev/shm``. Also a
+  minimal ``/dev``, its own ``/proc`` (``/proc/sys`` read-only) and PID namespace (the supervisor is PID 1,
+  so ``close()`` or a crash of the host takes every process down with it), no network unless
+  ``Limits.network`` (``--unshare-net``: only a private loopback; with the network on, the host's network
+  namespace is shared, abstract Unix sockets included). No ``/root``, ``/home``, ``/run``, ``/var``,
+  ``/sys`` nor any host socket exists inside.
+* **Identity**: as root, bubblewrap builds the sandbox (it can then bind an interpreter under a private
+  home) and the supervisor drops to :data:`SANDBOX_UID`/:data:`SANDBOX_GID` before anything else runs: no
+  supplementary groups, empty capability bounding set, ``no_new_privs`` (see ``_agent.drop_privileges``).
+  The work dir and the commands' stdio pipes are given to that uid. As a normal user bwrap creates a user
+  namespace and commands run as that user, in which RLIMIT_NPROC counts only the sandbox's own processes.
+* **Process limit**: RLIMIT_NPROC, which the kernel ignores for root; as root the supervisor is placed in its
+  own ``pids`` cgroup (v1, or v2 where the cgroup tree is writable) with ``pids.max`` = ``max_processes``.
+* **Memory**: as root, a ``memory`` cgroup per sandbox (v1 ``memory.limit_in_bytes`` and ``memsw``, or v2
+  ``memory.max`` and ``memory.swap.max=0``) caps all of its processes together; elsewhere the limit is
+  RLIMIT_AS, per process. :attr:`LocalSandbox.memory_scope` says which holds.
+* **Without bubblewrap** :class:`LocalExecutor` refuses to make sandboxes unless asked explicitly
+  (``use_bwrap=False`` or ``$EXECGYM_LOCAL_UNCONFINED=1``); then only the list under *Always* remains:
+  commands run as the calling user (root included) with the full host file system readable *and writable* by
+  that user, the host network reachable, and host processes of the same user visible.
+  ``Limits(network=False)`` cannot be honoured and is reported by :attr:`LocalExecutor.isolation` and a
+  one-time warning. Use the Docker backend for untrusted code on such machines.
 
-Out-of-memory detection (``ExecResult.oom_killed``) is a heuristic, since RLIMIT_AS makes allocations
-fail rather than invoking an OOM killer: true when a memory limit is set and the command's stderr ends
-in an allocation failure (``MemoryError``, ``std::bad_alloc``, ``Cannot allocate memory``,
-``out of memory``), or it died of a SIGKILL that neither the timeout nor the CPU limit sent.
+Out-of-memory detection (``ExecResult.oom_killed``): true when the memory cgroup's OOM-kill counter rose
+during the command (any of its processes was killed), or, as RLIMIT_AS makes allocations fail rather than
+invoking an OOM killer, when a memory limit is set and the command's stderr ends in an allocation failure
+(``MemoryError``, ``std::bad_alloc``, ``Cannot allocate memory``, ``out of memory``), or it died of a
+SIGKILL that neither the timeout nor the CPU limit sent.
 
 >>> from execgym.executor.base import Limits, SandboxSpec
 >>> ex = LocalExecutor()
@@ -53,6 +67,7 @@ import itertools
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -85,7 +100,15 @@ from execgym.executor.base import (
     validate_relpath,
 )
 
-__all__ = ["LocalExecutor", "LocalSandbox", "LocalSession", "bwrap_status"]
+__all__ = [
+    "SANDBOX_GID",
+    "SANDBOX_UID",
+    "LocalExecutor",
+    "LocalSandbox",
+    "LocalSession",
+    "bwrap_status",
+    "memory_limit_scope",
+]
 
 _AGENT_SOURCE = Path(_agent.__file__).read_text()
 _PACKAGE_DIR = Path(_agent.__file__).resolve().parents[1]  # the execgym package
@@ -95,17 +118,118 @@ _ids = itertools.count(1)
 
 # --------------------------------------------------------------------------------------- bubblewrap
 
+#: The uid/gid sandboxed commands run as when the host user is root ("nobody" on most systems).
+SANDBOX_UID = 65534
+SANDBOX_GID = 65534
 
-def _bwrap_args(workdir: str, network: bool, tmp_size: int | None) -> list[str]:
+# What of /etc a sandbox sees: the dynamic loader, Debian's alternatives (targets of /usr/bin links),
+# name resolution and TLS roots (for Limits(network=True)), time zone, fonts. Nothing else of the host's
+# /etc (users, ssh, docker, credentials) is bound; passwd and group are generated per sandbox.
+_ETC_ALLOWED = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "nsswitch.conf",
+    "host.conf", "hosts", "resolv.conf", "gai.conf", "protocols", "services", "ssl", "ca-certificates",
+    "ca-certificates.conf", "pki", "crypto-policies", "mime.types", "os-release", "fonts", "gitconfig",
+)  # fmt: skip
+_USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def _package_checkout() -> Path:
+    """The directory execgym must not be seen through: its source checkout, or the installed package."""
+    for d in (_PACKAGE_DIR, *_PACKAGE_DIR.parents):
+        if (d / ".git").exists() or ((d / "pyproject.toml").is_file() and (d / "execgym").is_dir()):
+            return d
+    return _PACKAGE_DIR
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+@cache
+def _interpreter_dirs(python: str) -> tuple[str, ...]:
+    """Directories ``python`` needs: its prefixes and its ``sys.path``, minus execgym's checkout.
+
+    A prefix is bound even inside the checkout (a ``.venv`` there); other ``sys.path`` entries inside
+    the checkout (an editable install's source, added by a ``.pth`` file) are not.
+    """
+    if python == sys.executable:
+        info = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]
+    else:
+        code = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]))"
+        try:
+            out = subprocess.run([python, "-I", "-c", code], capture_output=True, timeout=30, check=True).stdout
+            info = json.loads(out)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            raise InfraError(f"cannot inspect the sandbox interpreter {python!r}: {e}") from e
+    exe = Path(python).resolve()
+    prefixes = [Path(p).resolve() for p in info[:3] if p] + [Path(python).parent.resolve(), exe.parent]
+    checkout = _package_checkout()
+    dirs: list[Path] = []
+    for i, entry in enumerate([*prefixes, *info[3:]]):
+        if not isinstance(entry, (str, Path)) or not os.path.isabs(entry) or not os.path.exists(entry):
+            continue
+        p = Path(entry).resolve()
+        if p.is_file():  # a zip on sys.path
+            p = p.parent
+        if p == Path("/") or p == checkout:
+            continue
+        in_prefix = any(p.is_relative_to(q) for q in prefixes if q != checkout)
+        if i >= len(prefixes) and p.is_relative_to(checkout) and not in_prefix:
+            continue
+        if p.is_relative_to("/usr") or any(p.is_relative_to(q) for q in dirs):
+            continue
+        dirs = [q for q in dirs if not q.is_relative_to(p)] + [p]
+    return tuple(sorted(str(p) for p in dirs))
+
+
+def _bwrap_args(
+    workdir: str, network: bool, tmp_size: int | None, *, python: str = sys.executable, etc_dir: str | None = None
+) -> list[str]:
+    """The bubblewrap command line of one sandbox: only the paths a sandbox needs, read-only.
+
+    Bound: ``/usr`` (and the merged-``/usr`` links or directories beside it), an allowlist of ``/etc``,
+    the interpreter's prefixes and ``sys.path`` (without execgym's checkout), the work dir (read-write).
+    Private: ``/tmp``, ``/dev/shm``, a minimal ``/dev``, ``/proc`` of a new PID namespace. Nothing else of
+    the host (``/root``, ``/home``, ``/run``, ``/var``, ``/sys``, sockets, the checkout and its ``.git``)
+    exists inside. Any bound directory that still contains execgym's checkout gets it masked.
+    """
     size = ["--size", str(tmp_size)] if tmp_size else []
-    args = [
-        "bwrap",
-        "--ro-bind", "/", "/",
+    args = ["bwrap", "--ro-bind", "/usr", "/usr"]
+    for name in _USR_LINKS:
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), str(host)]
+    args += ["--perms", "0755", "--dir", "/etc"]
+    for name in _ETC_ALLOWED:
+        if (Path("/etc") / name).exists():
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    if etc_dir is not None:
+        for name in ("passwd", "group"):
+            args += ["--ro-bind", os.path.join(etc_dir, name), f"/etc/{name}"]
+    args += [
         "--dev", "/dev",
         "--proc", "/proc",
-        *size, "--tmpfs", "/tmp",
-        *size, "--tmpfs", "/dev/shm",
-        "--bind", workdir, workdir,
+        "--ro-bind", "/proc/sys", "/proc/sys",  # read-only whatever the file modes say
+        *size, "--perms", "1777", "--tmpfs", "/tmp",
+        *size, "--perms", "1777", "--tmpfs", "/dev/shm",
+    ]  # fmt: skip
+    made = {"/", "/usr", "/etc", "/tmp", "/dev", "/proc"}
+    bound = [Path("/usr")]
+    for d in [*_interpreter_dirs(python), workdir]:
+        for parent in reversed(Path(d).parents):
+            if str(parent) not in made and not any(parent.is_relative_to(b) for b in bound):
+                made.add(str(parent))
+                args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--bind" if d == workdir else "--ro-bind", d, d]
+        bound.append(Path(d))
+        made.add(d)
+    for hidden in sorted({_package_checkout(), _PACKAGE_DIR}):
+        if any(hidden.is_relative_to(b) for b in bound[:-1]):  # e.g. a non-editable install in site-packages
+            args += ["--tmpfs", str(hidden), "--remount-ro", str(hidden)]
+    args += ["--remount-ro", "/"]  # the skeleton bwrap made (/etc, mount points) is read-only too
+    args += [
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--hostname", "sandbox",
         "--die-with-parent", "--as-pid-1",
@@ -114,22 +238,25 @@ def _bwrap_args(workdir: str, network: bool, tmp_size: int | None) -> list[str]:
     if not network:
         args.append("--unshare-net")
     if os.geteuid() == 0:
-        args += ["--cap-drop", "ALL"]
-    # The interpreter must stay visible when it lives under /tmp (hidden by the private /tmp).
-    for prefix in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix}):
-        if Path(prefix).resolve().is_relative_to("/tmp"):
-            args += ["--ro-bind", prefix, prefix]
-    # Agent code must not read execgym itself: its assets hold the pristine repos of SWE tasks and its task
-    # generators rebuild every reference solution. An empty tmpfs masks the package (the supervisor is
-    # passed as source, see _agent_program).
-    if not _PACKAGE_DIR.is_relative_to("/tmp"):
-        args += ["--tmpfs", str(_PACKAGE_DIR), "--remount-ro", str(_PACKAGE_DIR)]
+        # The supervisor spends these three on becoming SANDBOX_UID (see _agent.drop_privileges).
+        args += ["--cap-drop", "ALL"] + [a for c in ("SETUID", "SETGID", "SETPCAP") for a in ("--cap-add", f"CAP_{c}")]
     return args
+
+
+def _write_identity(etc_dir: str, uid: int, gid: int, home: str) -> None:
+    """Generated ``/etc/passwd`` and ``/etc/group`` naming only root and the sandbox user."""
+    os.makedirs(etc_dir, exist_ok=True)
+    Path(etc_dir, "passwd").write_text(
+        f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nsandbox:x:{uid}:{gid}:sandbox:{home}:/bin/sh\n"
+    )
+    Path(etc_dir, "group").write_text(f"root:x:0:\nsandbox:x:{gid}:\n")
 
 
 @cache
 def bwrap_status() -> tuple[bool, str]:
     """Whether bubblewrap works here (probed once per process), and why not if it does not.
+
+    The probe runs the real configuration: as root it must also drop to ``SANDBOX_UID``.
 
     >>> ok, why = bwrap_status()
     >>> isinstance(ok, bool) and isinstance(why, str)
@@ -139,53 +266,102 @@ def bwrap_status() -> tuple[bool, str]:
     if exe is None:
         return False, "bwrap is not installed"
     with tempfile.TemporaryDirectory(prefix="execgym-probe-") as d:
-        argv = [*_bwrap_args(d, network=False, tmp_size=1 << 20), "--", "/bin/sh", "-c", "exit 0"]
+        work = os.path.join(d, "work")
+        os.mkdir(work)
+        _write_identity(os.path.join(d, "etc"), *_sandbox_ids(), work)
         try:
-            p = subprocess.run(argv, capture_output=True, timeout=20)
+            argv = [*_bwrap_args(work, network=False, tmp_size=1 << 20, etc_dir=os.path.join(d, "etc")), "--"]
+        except InfraError as e:
+            return False, str(e)
+        config = {"drop": list(_sandbox_ids()) if os.geteuid() == 0 else None}
+        argv += [sys.executable, "-I", "-S", "-c", _AGENT_SOURCE, "probe", json.dumps(config)]
+        try:
+            p = subprocess.run(argv, capture_output=True, timeout=20, env={"PATH": os.defpath})
         except (OSError, subprocess.TimeoutExpired) as e:
             return False, f"bwrap failed to start: {e}"
     if p.returncode != 0:
-        err = p.stderr.decode(errors="replace").strip()
-        return False, f"bwrap is installed but unusable (user namespaces disabled?): {err}"
+        err = p.stderr.decode(errors="replace").strip().splitlines()
+        return False, f"bwrap is installed but unusable (user namespaces disabled?): {err[-1] if err else p.returncode}"
     return True, "bwrap works"
 
 
-# ------------------------------------------------------------------------------------- pids cgroup
+def _sandbox_ids() -> tuple[int, int]:
+    """The uid/gid sandboxed commands run as: SANDBOX_UID when the host user is root, else the user's own."""
+    if os.geteuid() == 0:
+        return SANDBOX_UID, SANDBOX_GID
+    return os.getuid(), os.getgid()
 
 
-class _PidsCgroup:
-    """A ``pids`` cgroup holding one sandbox (root only: RLIMIT_NPROC does not bind root)."""
+# ------------------------------------------------------------------------------------------ cgroups
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+
+class _SandboxCgroups:
+    """The cgroups holding one sandbox: ``pids`` (root only: RLIMIT_NPROC does not bind root) and
+    ``memory`` (a limit on the whole sandbox, not per process). One directory per controller on cgroup
+    v1, one directory with both on v2. Either may be missing where this process cannot create it.
+    """
+
+    def __init__(self, pids: Path | None, memory: Path | None, dirs: list[Path]) -> None:
+        self.pids_dir = pids
+        self.memory_dir = memory
+        self.dirs = dirs
 
     @classmethod
-    def create(cls, max_procs: int) -> _PidsCgroup | None:
-        if os.geteuid() != 0:
+    def create(cls, max_procs: int | None, memory_bytes: int | None) -> _SandboxCgroups | None:
+        if os.geteuid() != 0 or (max_procs is None and memory_bytes is None):
             return None
-        for base in _pids_cgroup_parents():
-            _remove_stale_cgroups(base)
-            path = base / f"execgym-{os.getpid()}-{next(_ids)}"
-            try:
-                path.mkdir()
-            except OSError:
+        wanted = {"pids": max_procs, "memory": memory_bytes}
+        made: dict[Path, set[str]] = {}  # cgroup directory -> controllers configured in it
+        got: dict[str, Path] = {}
+        name = f"execgym-{os.getpid()}-{next(_ids)}"
+        for controller, value in wanted.items():
+            if value is None:
                 continue
-            try:
-                (path / "pids.max").write_text(str(max_procs))
-                return cls(path)
-            except OSError:
-                path.rmdir()
-        return None
+            for base in _cgroup_parents(controller):
+                path = base / name
+                try:
+                    if path not in made:
+                        _remove_stale_cgroups(base)
+                        path.mkdir()
+                        made[path] = set()
+                    _configure(path, controller, value)
+                except OSError:
+                    if path in made and not made[path]:
+                        with contextlib.suppress(OSError):
+                            path.rmdir()
+                        del made[path]
+                    continue
+                made[path].add(controller)
+                got[controller] = path
+                break
+        if not made:
+            return None
+        return cls(got.get("pids"), got.get("memory"), list(made))
 
     @property
-    def procs_file(self) -> str:
-        return str(self.path / "cgroup.procs")
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def oom_kills(self) -> int | None:
+        """How many processes the kernel's OOM killer has killed in the memory cgroup so far."""
+        if self.memory_dir is None:
+            return None
+        for name in ("memory.events", "memory.oom_control"):
+            try:
+                for line in (self.memory_dir / name).read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+            except (OSError, ValueError):
+                continue
+        return None
 
     def pids(self) -> list[int]:
-        try:
-            return [int(x) for x in (self.path / "cgroup.procs").read_text().split()]
-        except OSError:
-            return []
+        out: set[int] = set()
+        for d in self.dirs:
+            with contextlib.suppress(OSError, ValueError):
+                out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+        return sorted(out)
 
     def destroy(self) -> None:
         for _ in range(2000):
@@ -196,14 +372,33 @@ class _PidsCgroup:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.001)
-        for _ in range(100):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.01)  # a killed task leaves the cgroup a moment after its death
+        for d in self.dirs:
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)  # a killed task leaves the cgroup a moment after its death
+        self.dirs = []
+
+
+def _configure(path: Path, controller: str, value: int) -> None:
+    """Set one controller's limit in a fresh cgroup (v2 names first, then v1)."""
+    if controller == "pids":
+        (path / "pids.max").write_text(str(value))
+        return
+    if (path / "memory.max").exists():  # v2
+        (path / "memory.max").write_text(str(value))
+        with contextlib.suppress(OSError):
+            (path / "memory.swap.max").write_text("0")
+        return
+    (path / "memory.limit_in_bytes").write_text(str(value))
+    with contextlib.suppress(OSError):  # absent without swap accounting; then there is no swap to count
+        (path / "memory.memsw.limit_in_bytes").write_text(str(value))
+    if int((path / "memory.limit_in_bytes").read_text()) > value:
+        raise OSError(errno.EINVAL, "memory limit did not take")
 
 
 def _remove_stale_cgroups(base: Path) -> None:
@@ -224,15 +419,15 @@ def _remove_stale_cgroups(base: Path) -> None:
 
 
 @cache
-def _pids_cgroup_parents() -> tuple[Path, ...]:
-    """Directories under which this process may create a pids cgroup (v1 first, then v2)."""
+def _cgroup_parents(controller: str) -> tuple[Path, ...]:
+    """Directories under which this process may create a cgroup with ``controller`` (v1 first, then v2)."""
     try:
         mounts = Path("/proc/self/mounts").read_text().splitlines()
         own = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
         return ()
     v1_path = next(
-        (ln.split(":", 2)[2] for ln in own if ln.count(":") >= 2 and "pids" in ln.split(":")[1].split(",")), None
+        (ln.split(":", 2)[2] for ln in own if ln.count(":") >= 2 and controller in ln.split(":")[1].split(",")), None
     )
     v2_path = next((ln.split(":", 2)[2] for ln in own if ln.startswith("0::")), None)
     out: list[Path] = []
@@ -241,19 +436,28 @@ def _pids_cgroup_parents() -> tuple[Path, ...]:
         if len(parts) < 4:
             continue
         mnt, fstype, opts = parts[1], parts[2], parts[3].split(",")
-        if fstype == "cgroup" and "pids" in opts and v1_path is not None:
+        if fstype == "cgroup" and controller in opts and v1_path is not None:
             out.insert(0, Path(mnt) / v1_path.lstrip("/"))
         elif fstype == "cgroup2" and v2_path is not None:
             base = Path(mnt) / v2_path.lstrip("/")
             try:
-                if "pids" not in (base / "cgroup.controllers").read_text().split():
+                if controller not in (base / "cgroup.controllers").read_text().split():
                     continue
-                if "pids" not in (base / "cgroup.subtree_control").read_text().split():
-                    (base / "cgroup.subtree_control").write_text("+pids")
+                if controller not in (base / "cgroup.subtree_control").read_text().split():
+                    (base / "cgroup.subtree_control").write_text(f"+{controller}")
             except OSError:
                 continue
             out.append(base)
     return tuple(p for p in out if os.access(p, os.W_OK))
+
+
+def memory_limit_scope() -> str:
+    """``"sandbox"`` where a memory cgroup can hold a whole sandbox here, else ``"process"`` (RLIMIT_AS only).
+
+    >>> memory_limit_scope() in ("sandbox", "process")
+    True
+    """
+    return "sandbox" if os.geteuid() == 0 and _cgroup_parents("memory") else "process"
 
 
 # -------------------------------------------------------------------------------------- supervisor
@@ -274,20 +478,33 @@ class _Supervisor:
         self.exits: dict[int, _Exit | str] = {}  # job id -> exit, or a spawn error message
         self.dead = False
         limits = sandbox.spec.limits
+        bwrap = sandbox.executor.use_bwrap
         rlimits: dict[str, int | None] = {"core": 0, "as": limits.memory_bytes, "fsize": limits.disk_bytes}
-        if limits.max_processes is not None:
-            rlimits["nproc"] = limits.max_processes + (0 if sandbox.executor.use_bwrap else _user_process_count())
-        self.cgroup = _PidsCgroup.create(limits.max_processes) if limits.max_processes else None
+        self.cgroup = _SandboxCgroups.create(limits.max_processes, limits.memory_bytes)
+        if limits.max_processes is not None and (self.cgroup is None or self.cgroup.pids_dir is None):
+            # RLIMIT_NPROC counts every process of the uid outside a user namespace: leave room for the
+            # ones that already exist (the sandbox uid's, when running as root, are other sandboxes').
+            if not bwrap:
+                rlimits["nproc"] = limits.max_processes + _user_process_count(os.getuid())
+            elif os.geteuid() == 0:
+                rlimits["nproc"] = limits.max_processes + _user_process_count(sandbox.uid)
+            else:
+                rlimits["nproc"] = limits.max_processes
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = parent
-        config = {"fd": child.fileno(), "rlimits": rlimits, "cpu_s": limits.cpu_time_s}
-        argv = [sandbox.executor.python, "-I", "-S", *_agent_program(sandbox.executor.use_bwrap), "serve",
-                json.dumps(config)]
-        if sandbox.executor.use_bwrap:
+        config = {
+            "fd": child.fileno(),
+            "rlimits": rlimits,
+            "cpu_s": limits.cpu_time_s,
+            "drop": [sandbox.uid, sandbox.gid] if sandbox.drops_privileges else None,
+        }
+        argv = [sandbox.executor.python, "-I", "-S", *_agent_program(bwrap), "serve", json.dumps(config)]
+        if bwrap:
             argv = [*sandbox.bwrap_argv(), "--", *argv]
         if self.cgroup is not None:
-            # Join the cgroup before exec so that nothing escapes it, not even for an instant.
-            argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', self.cgroup.procs_file, *argv]
+            # Join the cgroups before exec so that nothing escapes them, not even for an instant.
+            joins = " && ".join(f"echo $$ > {shlex.quote(f)}" for f in self.cgroup.procs_files)
+            argv = ["/bin/sh", "-c", f'{joins} && exec "$@"', "sh", *argv]
         try:
             self.proc = subprocess.Popen(
                 argv,
@@ -308,6 +525,8 @@ class _Supervisor:
             raise InfraError(f"local sandbox supervisor failed to start: {err or msg}")
 
     def _stderr(self) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=2)  # it closed the socket: its exit (and bwrap's message) is moments away
         if self.proc.poll() is None or self.proc.stderr is None:
             return ""
         return self.proc.stderr.read().decode(errors="replace")[-2000:]
@@ -397,9 +616,8 @@ def _fd_array(fds: Sequence[int]) -> bytes:
     return b"".join(int(fd).to_bytes(4, sys.byteorder) for fd in fds)
 
 
-def _user_process_count() -> int:
-    """Processes of this uid now (RLIMIT_NPROC counts them all when there is no user namespace)."""
-    uid = os.getuid()
+def _user_process_count(uid: int) -> int:
+    """Processes of ``uid`` now (RLIMIT_NPROC counts them all when there is no user namespace)."""
     n = 0
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -414,11 +632,16 @@ def _user_process_count() -> int:
 # ----------------------------------------------------------------------------------------- executor
 
 
+UNCONFINED_ENV = "EXECGYM_LOCAL_UNCONFINED"
+
+
 class LocalExecutor(Executor):
     """Sandboxes as private temp directories on this machine (see the module docs for the isolation).
 
-    ``use_bwrap``: ``None`` uses bubblewrap when it works here, ``False`` never, ``True`` requires it.
-    ``python`` is the interpreter behind ``python`` inside sandboxes (default: this one).
+    ``use_bwrap``: ``None`` uses bubblewrap when it works here and otherwise *refuses* to make sandboxes
+    (unless ``$EXECGYM_LOCAL_UNCONFINED=1``); ``False`` runs without it (no isolation, by explicit
+    choice); ``True`` requires it. ``python`` is the interpreter behind ``python`` inside sandboxes
+    (default: this one).
 
     >>> ex = LocalExecutor()
     >>> with ex.sandbox() as sb:
@@ -440,20 +663,39 @@ class LocalExecutor(Executor):
             raise InfraError(f"use_bwrap=True but {why}")
         self.use_bwrap = ok
         self.bwrap_reason = why
+        self.unconfined_allowed = use_bwrap is False or os.environ.get(UNCONFINED_ENV, "") == "1"
         self.python = python or sys.executable
         self.tmp_root = os.fspath(tmp_root) if tmp_root is not None else None
 
     @property
+    def memory_scope(self) -> str:
+        """``"sandbox"``: ``Limits.memory_bytes`` caps all of a sandbox's processes together (a memory
+        cgroup); ``"process"``: it caps each process on its own (RLIMIT_AS only, no cgroup available)."""
+        return memory_limit_scope()
+
+    @property
     def isolation(self) -> str:
         """A one-line statement of what confines sandboxes on this machine."""
+        mem = "memory limit per sandbox (cgroup)" if self.memory_scope == "sandbox" else "memory limit per process"
         if self.use_bwrap:
+            who = f"uid {SANDBOX_UID} (host root dropped)" if os.geteuid() == 0 else "the calling user"
             return (
-                "bubblewrap: read-only host, private /tmp, PID/IPC/UTS namespaces, network off unless allowed, rlimits"
+                f"bubblewrap: runs as {who}, only /usr, the interpreter and the work dir visible (read-only but the "
+                f"work dir), private /tmp, PID/IPC/UTS namespaces, network off unless allowed, {mem}, rlimits"
             )
-        return f"rlimits and process-group kill only ({self.bwrap_reason}); no file-system or network isolation"
+        return (
+            f"rlimits and process-group kill only ({self.bwrap_reason}); no file-system or network isolation, "
+            f"runs as the calling user, {mem}"
+        )
 
     def sandbox(self, spec: SandboxSpec | None = None) -> LocalSandbox:
         spec = spec or SandboxSpec()
+        if not self.use_bwrap and not self.unconfined_allowed:
+            raise InfraError(
+                f"local sandbox refused: bubblewrap is needed to confine untrusted code and {self.bwrap_reason}; "
+                f"install bubblewrap (and allow user namespaces), use executor='docker', or opt in to running "
+                f"unconfined with LocalExecutor(use_bwrap=False) or {UNCONFINED_ENV}=1"
+            )
         if not spec.limits.network and not self.use_bwrap:
             _warn_no_network_isolation(self.bwrap_reason)
         return LocalSandbox(self, spec)
@@ -496,6 +738,10 @@ class LocalSandbox(Sandbox):
         self.root = tempfile.mkdtemp(prefix="execgym-", dir=executor.tmp_root)
         self.host_workdir = os.path.join(self.root, "work")
         self.workdir = self.host_workdir  # bwrap binds it at the same path
+        self.uid, self.gid = _sandbox_ids() if executor.use_bwrap else (os.getuid(), os.getgid())
+        #: True when the host user is root and commands run as SANDBOX_UID (the work dir is theirs).
+        self.drops_privileges = executor.use_bwrap and os.geteuid() == 0
+        self._owner = (self.uid, self.gid) if self.drops_privileges else None
         self._lock = threading.RLock()
         self._sup: _Supervisor | None = None
         self._generation = 0
@@ -507,7 +753,13 @@ class LocalSandbox(Sandbox):
                 shutil.copytree(spec.workdir_from, self.host_workdir, symlinks=True)
             else:
                 os.mkdir(self.host_workdir)
+            if self._owner is not None:
+                _chown_tree(self.host_workdir, *self._owner)
+                # bwrap enters it (--chdir) as a root without CAP_DAC_*: it must be searchable by others.
+                os.chmod(self.host_workdir, 0o755)
             os.mkdir(os.path.join(self.root, "tmp"))
+            if executor.use_bwrap:
+                _write_identity(os.path.join(self.root, "etc"), self.uid, self.gid, self.workdir)
             if spec.files:
                 self.write_files(spec.files)
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -536,7 +788,24 @@ class LocalSandbox(Sandbox):
 
     def bwrap_argv(self) -> list[str]:
         limits = self.spec.limits
-        return _bwrap_args(self.host_workdir, limits.network, limits.disk_bytes)
+        return _bwrap_args(
+            self.host_workdir,
+            limits.network,
+            limits.disk_bytes,
+            python=self.executor.python,
+            etc_dir=os.path.join(self.root, "etc"),
+        )
+
+    @property
+    def memory_scope(self) -> str:
+        """``"sandbox"`` if this sandbox's memory limit holds for all its processes together (a memory
+        cgroup), ``"process"`` if it holds per process only (RLIMIT_AS), ``"none"`` without a limit."""
+        if self.spec.limits.memory_bytes is None:
+            return "none"
+        sup = self._sup
+        if sup is not None and not sup.dead:
+            return "sandbox" if sup.cgroup is not None and sup.cgroup.memory_dir is not None else "process"
+        return memory_limit_scope()
 
     def _supervisor(self) -> _Supervisor:
         if self._closed:
@@ -565,6 +834,14 @@ class LocalSandbox(Sandbox):
             sup = self._supervisor()
             return _Run(self, sup, argv, timeout, stdin, env, cwd).execute()
 
+    def _give_pipes(self, *fds: int) -> None:
+        """Make the command's stdio pipes the sandbox user's, so that it can reopen them (``/dev/stderr``,
+        ``/dev/fd/N``): a pipe made by root is mode 0600, root's."""
+        if self._owner is not None:
+            for fd in fds:
+                if fd >= 0:
+                    os.fchown(fd, *self._owner)
+
     def _job_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
         if not env:
             return self.env
@@ -581,7 +858,9 @@ class LocalSandbox(Sandbox):
         for path, content in files.items():
             rel = validate_relpath(path)
             data = content.encode() if isinstance(content, str) else bytes(content)
-            fd = _open_inside(self.host_workdir, rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create_parents=True)
+            fd = _open_inside(
+                self.host_workdir, rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create_parents=True, owner=self._owner
+            )
             try:
                 view = memoryview(data)
                 while view:
@@ -655,6 +934,9 @@ class _Run:
         else:
             in_r, in_w = os.pipe()
             os.set_blocking(in_w, False)
+        self.sb._give_pipes(out_r, err_r, in_w)
+        cgroup = self.sup.cgroup
+        oom_before = cgroup.oom_kills() if cgroup is not None else None
         start = time.monotonic()
         try:
             self.sup.send(
@@ -743,6 +1025,10 @@ class _Run:
             killed_by_us=timed_out or result.killed or cpu_limited,
             memory_limited=limits.memory_bytes is not None,
         )
+        if oom_before is not None and cgroup is not None:
+            # The memory cgroup counts the kernel's OOM kills: any during the run means one of its
+            # processes (not necessarily the first) died for lack of memory.
+            oom = oom or (cgroup.oom_kills() or 0) > oom_before
         return ExecResult(
             exit_code=result.code,
             stdout=out.value().decode(errors="replace"),
@@ -783,6 +1069,7 @@ class LocalSession(Session):
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        self.sb._give_pipes(in_r, out_r, err_r)
         self._job = next(_ids)
         try:
             sup.send(
@@ -938,8 +1225,10 @@ def _write_with_deadline(fd: int, data: bytes, deadline: float) -> None:
 # ----------------------------------------------------------------------------- confined file access
 
 
-def _open_inside(root: str, rel: str, flags: int, *, create_parents: bool) -> int:
+def _open_inside(root: str, rel: str, flags: int, *, create_parents: bool, owner: tuple[int, int] | None = None) -> int:
     """Open ``rel`` under ``root`` following symlinks only while they stay inside ``root``.
+
+    ``owner``: uid/gid given to the file and the directories this call creates (the sandbox user's).
 
     Every component is opened relative to its parent's descriptor with ``O_NOFOLLOW``; a symlink is
     read and its target spliced into the remaining path, so nothing can redirect the walk outside.
@@ -973,6 +1262,8 @@ def _open_inside(root: str, rel: str, flags: int, *, create_parents: bool) -> in
                         os.close(fd)
                         raise PathError(f"path {rel!r} is not a regular file")
                     os.set_blocking(fd, True)
+                    if owner is not None and flags & os.O_CREAT:
+                        os.fchown(fd, *owner)
                     return fd
             else:
                 try:
@@ -982,6 +1273,8 @@ def _open_inside(root: str, rel: str, flags: int, *, create_parents: bool) -> in
                     if not create_parents:
                         raise
                     os.mkdir(name, 0o755, dir_fd=cur)
+                    if owner is not None:
+                        os.chown(name, *owner, dir_fd=cur, follow_symlinks=False)
                     pending.insert(0, name)
                     continue
                 except OSError as e:
@@ -1006,6 +1299,14 @@ def _open_inside(root: str, rel: str, flags: int, *, create_parents: bool) -> in
     finally:
         for fd in stack:
             os.close(fd)
+
+
+def _chown_tree(top: str, uid: int, gid: int) -> None:
+    """Give a freshly made work directory (and everything copied into it) to the sandbox user."""
+    os.lchown(top, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
 
 
 def _wait_fd(fd: int, events: int, timeout: float | None) -> bool:
