@@ -42,3 +42,33 @@ def test_grpo_rollout_returns_finished_episodes_and_the_hung_batch_as_agent_time
     for e in episodes[2:]:
         assert e.agent_error == "AgentTimeout: agent.act_batch did not return within 30 s"
         assert e.outcome == 0.0 and e.turns == 0
+
+
+class NaNReward:
+    """A foreign reward wrapper (not an execgym scheme) whose every reward is NaN."""
+
+    def __new__(cls, env):
+        import gymnasium as gym
+
+        class _Wrapper(gym.RewardWrapper):
+            def reward(self, reward):
+                return float("nan")
+
+        return _Wrapper(env)
+
+
+def test_grpo_rollout_flags_a_non_finite_reward_from_a_foreign_wrapper_and_the_trainer_drops_it(tiny_dir):
+    from execgym.agents.train.grpo import group_advantages
+
+    model, tokenizer = load_policy(tiny_dir, device="cpu")
+    agent = HFPolicyAgent(model, tokenizer, max_new_tokens=8, temperature=1.0, seed=0)
+    envs = [NaNReward(SecretWordEnv(dataset="generated")), SecretWordEnv(dataset="generated")]
+    episodes = rollout(envs, agent, [0, 1], act_timeout_s=None)
+    assert episodes[0].reward_error is not None and "non-finite reward nan" in episodes[0].reward_error
+    assert episodes[0].error == episodes[0].reward_error
+    assert episodes[1].reward_error is None
+    assert all(e.ret == e.ret for e in episodes)  # no NaN return reaches the advantages
+    keep = [e.error is None for e in episodes]
+    assert keep == [False, True]
+    advantages = group_advantages([e.ret for e in episodes], 2, keep=keep)
+    assert all(a == a for a in advantages)

@@ -30,6 +30,7 @@ import dataclasses
 import importlib
 import json
 import math
+import numbers
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -155,11 +156,13 @@ class Episode:
     """set when the policy failed or hung (``"AgentTimeout: ..."``): not the policy's 0, the trainer drops it"""
     infra_error: str | None = None
     """set when the machinery failed (a sandbox, a grader): not the policy's 0 either, the trainer drops it"""
+    reward_error: str | None = None
+    """set when a reward was not a finite number (e.g. from a wrapper outside execgym's schemes): dropped"""
 
     @property
     def error(self) -> str | None:
-        """The infra or agent error that ended the episode, if any (such an episode is dropped)."""
-        return self.infra_error or self.agent_error
+        """The infra, agent or reward error that ended the episode, if any (such an episode is dropped)."""
+        return self.infra_error or self.agent_error or self.reward_error
 
 
 def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int], *,
@@ -186,6 +189,7 @@ def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int],
         components: list[dict[str, float]] = [{} for _ in batch]
         outcome = [0.0] * len(batch)
         errors: list[str | None] = [None] * len(batch)
+        reward_errors: list[str | None] = [None] * len(batch)
         active = list(range(len(batch)))
         while active:
             try:
@@ -198,7 +202,10 @@ def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int],
             still = []
             for k, action in zip(active, actions):
                 obs[k], reward, terminated, truncated, infos[k] = envs[k].step(action)
-                returns[k] += float(reward)
+                value = float(reward) if isinstance(reward, numbers.Real) else math.nan
+                if not math.isfinite(value) and reward_errors[k] is None:  # never train on a NaN silently
+                    reward_errors[k] = f"non-finite reward {reward!r} at turn {turns[k] + 1}"
+                returns[k] += float(value) if math.isfinite(value) else 0.0
                 turns[k] += 1
                 for name, value in infos[k].get("reward_components", {}).items():
                     components[k][name] = components[k].get(name, 0.0) + float(value)
@@ -212,7 +219,7 @@ def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int],
             episodes.append(Episode(seed=int(seed), task_id=str(resets[k][1]["task_id"]), ids=list(stream.ids),
                                     mask=list(stream.mask), ret=returns[k], outcome=outcome[k], turns=turns[k],
                                     components=components[k], agent_error=errors[k],
-                                    infra_error=infos[k].get("infra_error")))
+                                    infra_error=infos[k].get("infra_error"), reward_error=reward_errors[k]))
     caller.close()
     return episodes
 
@@ -375,7 +382,9 @@ def episode_stats(episodes: Sequence[Episode]) -> dict[str, Any]:
             "mean_return": float(np.mean([e.ret for e in scored])) if scored else None,
             "mean_turns": float(np.mean([e.turns for e in scored])) if scored else None,
             "infra_errors": sum(e.infra_error is not None for e in episodes),
-            "agent_errors": sum(e.agent_error is not None and e.infra_error is None for e in episodes)}
+            "agent_errors": sum(e.agent_error is not None and e.infra_error is None for e in episodes),
+            "reward_errors": sum(e.reward_error is not None and e.infra_error is None and e.agent_error is None
+                                 for e in episodes)}
 
 
 def evaluate(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int], *, temperature: float = 0.0,
