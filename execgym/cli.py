@@ -402,16 +402,19 @@ def prepare_out_dir(out_dir: Path, *, overwrite: bool, outputs: Sequence[str], c
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _count_records(paths: Sequence[Path]) -> int:
+def _count_records(paths: Sequence[Path]) -> tuple[int, int]:
+    """How many episode records the files hold, and how many of them the agent ended (raised or hung)."""
     from execgym.core.trajectory import read_trajectories
 
-    count = 0
+    count = agent_ended = 0
     for path in paths:
         try:
-            count += sum(1 for _ in read_trajectories(path))
+            for record in read_trajectories(path):
+                count += 1
+                agent_ended += bool(record.get("agent_error"))
         except (OSError, ValueError):  # a damaged file: count what reads, the run's results are already out
             continue
-    return count
+    return count, agent_ended
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -505,9 +508,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             except ImportError:
                 print("(no PNG plots: pip install matplotlib)", file=out)
         files = sorted(out_dir.glob("*__*.jsonl"))
-        written = _count_records(files)
-        what = (f"{written} trajectories in {len(files)} file(s)" if written
-                else "no trajectories (no episode finished)")
+        written, agent_ended = _count_records(files)
+        ended = f" ({agent_ended} ended by an agent error)" if agent_ended else ""
+        what = (f"{written} trajectories{ended} in {len(files)} file(s)" if written
+                else "no trajectories (no episode started)")
         print(f"{what}, summary.json and {len(plots)} plot(s) written to {out_dir}", file=out)
     for summary in summaries:
         if summary.all_failed:  # a row that measured nothing is a failed run, not a 0.00 of the policy's

@@ -27,7 +27,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["RecordTrajectory", "ReplayResult", "append_jsonl", "read_trajectories", "replay_file"]
+__all__ = ["RecordTrajectory", "ReplayResult", "abandon_record", "append_jsonl", "read_trajectories", "replay_file"]
 
 FORMAT = "execgym.trajectory/1"
 MAX_DEPTH = 100
@@ -210,7 +210,26 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
                 self._write(info)
         return obs, reward, terminated, truncated, info
 
-    def _write(self, info: dict[str, Any]) -> None:
+    def abandon(self, agent_error: str) -> bool:
+        """Write the episode in progress as ended by the agent (it raised or hung): its steps so far, no
+        outcome, and ``agent_error``, so a run's records hold every episode it played. False if none was open.
+
+        Example:
+            >>> import tempfile, pathlib, gymnasium as gym, execgym
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "episodes.jsonl"
+            >>> env = RecordTrajectory(gym.make("execgym/TextToSQL-v0"), path)
+            >>> _ = env.reset(seed=0)
+            >>> env.abandon("AgentTimeout: agent.act did not return within 600 s")
+            True
+            >>> next(read_trajectories(path))["agent_error"]
+            'AgentTimeout: agent.act did not return within 600 s'
+        """
+        if self._record is None:
+            return False
+        self._write({}, agent_error=str(agent_error))
+        return True
+
+    def _write(self, info: dict[str, Any], *, agent_error: str | None = None) -> None:
         record = self._record
         assert record is not None
         self._record = None
@@ -218,6 +237,7 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         record.update(
             {
                 "return": math.fsum(s["reward"] for s in steps if s["reward"] is not None),
+                "agent_error": agent_error,
                 "outcome": info.get("outcome"),
                 "units": info.get("units"),
                 "checklist": info.get("checklist"),
@@ -230,6 +250,16 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         )
         append_jsonl(self.path, record)
         self.episodes_written += 1
+
+
+def abandon_record(env: gym.Env[Any, Any], agent_error: str) -> bool:
+    """Tell every :class:`RecordTrajectory` around ``env`` that the agent ended the episode (see ``abandon``)."""
+    wrote = False
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, RecordTrajectory):
+            wrote = env.abandon(agent_error) or wrote
+        env = env.env
+    return wrote
 
 
 def _reward(value: Any) -> float | None:

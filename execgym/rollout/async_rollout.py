@@ -24,6 +24,7 @@ import gymnasium as gym
 
 from execgym.agents import Agent, make_agent
 from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S, TimedCaller, check_timeout
+from execgym.core.trajectory import abandon_record
 from execgym.rollout.episode import EpisodeResult, episode_tokens
 
 __all__ = ["AsyncRollout", "EpisodeSpec", "episode_specs"]
@@ -267,6 +268,8 @@ class AsyncRollout:
                 error = f"AgentTimeout: {what} did not return within {timeout_s:g} s"
                 result = tally.result(agent_error=error)
                 result.tokens = episode_tokens(slot.agent)
+                if slot.env is not None:  # its env is idle (waiting on the agent): safe to write its record
+                    abandon_record(slot.env, error)
                 slot.abandon_agent()
                 results[tally.index] = result
                 if on_episode is not None:
@@ -279,6 +282,8 @@ class AsyncRollout:
                 if exc is not None:
                     error = f"{type(exc).__name__}: {exc}"
                     if kind in ("act", "agent_reset"):
+                        if slot.env is not None:
+                            abandon_record(slot.env, error)
                         finish(slot, tally, tally.result(agent_error=error))
                     else:
                         slot.submit(slot.discard_env).result()

@@ -11,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 
 from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S, Agent, TimedCaller, check_timeout
+from execgym.core.trajectory import abandon_record
 
 __all__ = ["EpisodeResult", "episode_tokens", "run_episode"]
 
@@ -105,6 +106,8 @@ def run_episode(
             components[key] = components.get(key, 0.0) + float(value)
         if on_step is not None:
             on_step(action, obs, float(reward), info)
+    if agent_error is not None:
+        abandon_record(env, agent_error)  # the records hold every episode played, agent-ended ones included
     return EpisodeResult(
         task_id=task_id,
         seed=seed,

@@ -105,9 +105,11 @@ def test_an_unreachable_model_server_is_a_loud_failure_not_a_zero(tmp_path, caps
     summary = json.loads((tmp_path / "summary.json").read_text())[0]
     assert summary["agent_errors"] == 2 and summary["infra_errors"] == 0 and summary["scored"] == 0
     assert summary["success_rate"] is None and "APIConnectionError" in next(iter(summary["error_causes"]))
-    # the message about trajectories is true: none finished, none were written
-    assert "no trajectories (no episode finished)" in out
-    assert all(not p.read_text().strip() for p in tmp_path.glob("*.jsonl"))
+    # the message about trajectories is true: both episodes are recorded, as ended by the agent
+    assert "2 trajectories (2 ended by an agent error) in 1 file(s)" in out
+    records = [json.loads(line) for p in tmp_path.glob("*.jsonl") for line in p.open()]
+    assert len(records) == 2 and all("APIConnectionError" in r["agent_error"] for r in records)
+    assert all(r["outcome"] is None for r in records)
 
 
 def test_infra_errors_are_counted_apart_and_left_out_of_the_success_rate(tmp_path):

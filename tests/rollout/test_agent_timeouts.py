@@ -114,3 +114,22 @@ def test_run_vector_refuses_per_episode_options():
     with pytest.raises(ValueError, match="per-episode options"):
         run_vector(venv, lambda i: OracleAgent(GuessEnv()), _specs(1))
     venv.close()
+
+
+@pytest.mark.parametrize("mode", ["run_episode", "async"])
+def test_an_episode_the_agent_ended_is_still_recorded_with_its_agent_error(mode, tmp_path):
+    from execgym.core.trajectory import RecordTrajectory, read_trajectories
+
+    path = tmp_path / "episodes.jsonl"
+    if mode == "run_episode":
+        env = RecordTrajectory(GuessEnv(), path)
+        run_episode(env, HangsOnTask(GuessEnv()), options={"task_id": "word-1"}, act_timeout_s=2.0)
+        run_episode(env, HangsOnTask(GuessEnv()), options={"task_id": "word-2"}, act_timeout_s=2.0)
+    else:
+        with AsyncRollout(lambda: RecordTrajectory(GuessEnv(), path), HangsOnTask, num_slots=2,
+                          act_timeout_s=2.0) as rollout:
+            rollout.run(_specs(3))
+    records = {r["task_id"]: r for r in read_trajectories(path)}
+    assert records["word-1"]["agent_error"] == "AgentTimeout: agent.act did not return within 2 s"
+    assert records["word-1"]["outcome"] is None
+    assert records["word-2"]["agent_error"] is None and records["word-2"]["outcome"] == 1.0
