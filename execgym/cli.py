@@ -384,7 +384,7 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
 
 
 # the files a run writes into --out; --overwrite removes these (and nothing else) before it starts
-RUN_OUTPUTS = ("*__*.jsonl", "summary.json", "*__components.png")
+RUN_OUTPUTS = ("*__*.jsonl", "summary.json", "*__components.png", "report.html")
 
 
 def prepare_out_dir(out_dir: Path, *, overwrite: bool, outputs: Sequence[str], command: str) -> None:
@@ -567,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also build envs the file names that are not registered execgym/ ids "
                              "(this imports and runs the code the file names: only for files you trust)")
     # Commands contributed by other parts of the package, when they are installed.
-    for module in ("execgym.executor.cli", "execgym.rollout.cli", "execgym.agents.cli"):
+    for module in ("execgym.executor.cli", "execgym.rollout.cli", "execgym.agents.cli", "execgym.view.cli"):
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(module).register(sub)
     return parser

@@ -1,0 +1,5 @@
+"""``python -m execgym.view PATH [--out FILE] [--serve [--port N]]``."""
+
+from execgym.view.cli import run
+
+raise SystemExit(run())
