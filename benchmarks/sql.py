@@ -1,17 +1,24 @@
 """Milliseconds per ``execute_sql`` step and per graded submission: execgym vs skyrl-gym's text-to-SQL env.
 
-Both envs run the same queries on the same bundled SQLite databases, in one run of this script: the gold
-query of every bundled task as one exploration step, then as the submission that is graded.
+Both envs run the same queries on the same bundled SQLite databases, interleaved round by round in one run of
+this script (skyrl-gym in a worker process that stays up between rounds): the gold query of every bundled task
+as one exploration step, the same step again in a later episode, then the gold as the submission that is
+graded. Every figure is each query's best over the rounds; ratios compare figures of the same run.
 
 How skyrl-gym executes SQL (``skyrl_gym/tools/sql.py``, ``skyrl_gym/envs/sql/utils.py``): every step starts a
 thread that opens a new (read-write) ``sqlite3`` connection, runs ``BEGIN``, ``fetchall()`` of the whole
 result into a ``frozenset``, rolls back and closes, then formats the rows with a pandas ``DataFrame``. Grading
 does the same twice (prediction and gold) per submission. execgym keeps one guarded read-only connection per
-database open across steps and episodes, reads capped results with ``fetchmany``, caches gold results, and
-adds the partial-reward parsing (sqlglot) to the graded submission.
+database open across steps and episodes, reads capped results one row at a time, reuses the result of a
+deterministic query sent again on an unchanged file, caches gold results, and computes the partial rewards
+(``syntax``, ``schema_link``, ``ngram``) that skyrl-gym does not.
+
+The floor is the query alone on an already open read-only connection (prepared and run once, all rows
+fetched, no guard, no formatting): what any env pays at least for a query it has not seen. ``skyrl-gym /
+floor`` is therefore the most a first execution could be sped up.
 
 skyrl-gym is not a dependency of execgym: it is installed in a separate virtualenv and driven from a
-subprocess of this script (``--skyrl-worker``), so both sides are measured in the same run::
+subprocess of this script (``--skyrl-worker``)::
 
     python benchmarks/sql.py --setup      # once: create the benchmark venv and pip install skyrl-gym
     python benchmarks/sql.py              # measure both and print the table
@@ -74,124 +81,160 @@ def exploration_queries() -> list[dict[str, str]]:
     return queries
 
 
-def _best(samples: list[list[float]]) -> list[float]:
-    """Each query's fastest time over the rounds: the least disturbed by whatever else the machine runs."""
-    return [min(times) for times in samples]
+def _call(name: str, query: str) -> str:
+    return "<tool_call>" + json.dumps({"name": name, "arguments": {"query": query}}) + "</tool_call>"
 
 
-def measure_execgym(task_ids: list[str], rounds: int, explore: list[dict[str, str]]) -> dict[str, Any]:
+def execgym_round(task_ids: list[str], explore: list[dict[str, str]], first_task: dict[str, str]) -> dict[str, Any]:
+    """One pass as a fresh process would make it: a new env, no gold signal or result cached."""
     from execgym.envs.sql import grading
     from execgym.envs.sql.env import TextToSQLEnv
 
-    steps: list[list[float]] = [[] for _ in task_ids]
-    cold: list[list[float]] = [[] for _ in task_ids]
-    warm: list[list[float]] = [[] for _ in task_ids]
-    explore_steps: list[list[float]] = [[] for _ in explore]
+    grading.clear_caches()
+    env = TextToSQLEnv(max_turns=50)
+    out: dict[str, list[float]] = {k: [] for k in ("reset", "step", "repeat", "cold", "warm", "explore")}
     rewards: list[float] = []
-    first_task = {db_id: next(i for i in task_ids if i.startswith(db_id)) for db_id in DB_IDS}
-    for _ in range(rounds):
-        # Every round starts as a fresh process would: no parsed query, no gold result cached.
-        grading.clear_caches()
-        env = TextToSQLEnv(max_turns=50)
-        for i, task_id in enumerate(task_ids):
-            env.reset(options={"task_id": task_id})
-            gold = env.task.data["gold"]
-            look = "<tool_call>" + json.dumps({"name": "execute_sql", "arguments": {"query": gold}}) + "</tool_call>"
-            # A submission is never the gold text itself: a trailing space keeps it from hitting the parse cache.
-            answer = gold + " "
-            submit = "<tool_call>" + json.dumps({"name": "submit_sql", "arguments": {"query": answer}}) + "</tool_call>"
+    for task_id in task_ids:
+        start = time.perf_counter()
+        env.reset(options={"task_id": task_id})
+        out["reset"].append(time.perf_counter() - start)
+        gold = env.task.data["gold"]
+        start = time.perf_counter()
+        env.step(_call("execute_sql", gold))
+        out["step"].append(time.perf_counter() - start)
+        # A submission is never the gold text itself: a trailing space keeps it from any cache of the gold.
+        start = time.perf_counter()
+        _, reward, *_ = env.step(_call("submit_sql", gold + " "))
+        out["cold"].append(time.perf_counter() - start)
+        rewards.append(float(reward))
+        env.reset(options={"task_id": task_id})
+        start = time.perf_counter()
+        env.step(_call("execute_sql", gold))  # the same query in a later episode (a GRPO group's next sample)
+        out["repeat"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        env.step(_call("submit_sql", gold + "  "))
+        out["warm"].append(time.perf_counter() - start)
+    for item in explore:
+        env.reset(options={"task_id": first_task[item["db_id"]]})
+        start = time.perf_counter()
+        env.step(_call("execute_sql", item["query"]))
+        out["explore"].append(time.perf_counter() - start)
+    env.close()
+    return {**out, "rewards": rewards}
+
+
+def floor_round(tasks: list[dict[str, str]], explore: list[dict[str, str]]) -> dict[str, list[float]]:
+    """Each query once on an open read-only connection (opened before timing): prepare, run, fetch all."""
+    import sqlite3
+
+    from execgym.envs.sql.tasks import bundled_db_path
+
+    conns = {d: sqlite3.connect(bundled_db_path(d).resolve().as_uri() + "?mode=ro", uri=True) for d in DB_IDS}
+    out: dict[str, list[float]] = {"step": [], "explore": []}
+    for key, items, field in (("step", tasks, "gold"), ("explore", explore, "query")):
+        for item in items:
+            conn = conns[item["db_id"]]
             start = time.perf_counter()
-            env.step(look)
-            steps[i].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            _, reward, *_ = env.step(submit)
-            cold[i].append(time.perf_counter() - start)
-            rewards.append(float(reward))
-            env.reset(options={"task_id": task_id})
-            submit_again = submit.replace(json.dumps(answer), json.dumps(gold + "  "))
-            start = time.perf_counter()
-            env.step(submit_again)
-            warm[i].append(time.perf_counter() - start)
-        for j, item in enumerate(explore):
-            env.reset(options={"task_id": first_task[item["db_id"]]})
-            action = "<tool_call>" + json.dumps({"name": "execute_sql", "arguments": {"query": item["query"]}})
-            start = time.perf_counter()
-            env.step(action + "</tool_call>")
-            explore_steps[j].append(time.perf_counter() - start)
-        env.close()
-    return {"step": _summary(_best(steps)), "submit_cold": _summary(_best(cold)),
-            "submit_warm": _summary(_best(warm)), "explore": _summary(_best(explore_steps)),
-            "mean_reward": statistics.fmean(rewards)}
+            conn.execute(item[field]).fetchall()
+            out[key].append(time.perf_counter() - start)
+    for conn in conns.values():
+        conn.close()
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ skyrl-gym
 def skyrl_worker(spec_path: Path) -> None:
-    """Runs inside the skyrl-gym venv: drive its SQLEnv with the same queries, print timings as JSON."""
+    """Runs inside the skyrl-gym venv: one round per line read from stdin, its timings printed as one JSON line."""
     from skyrl_gym.envs.sql.env import SQLEnv, Text2SQLEnvConfig
 
     spec = json.loads(spec_path.read_text())
     config = Text2SQLEnvConfig(db_path=spec["db_root"])
-    steps: list[list[float]] = [[] for _ in spec["tasks"]]
-    submits: list[list[float]] = [[] for _ in spec["tasks"]]
-    explore_steps: list[list[float]] = [[] for _ in spec["explore"]]
-    rewards: list[float] = []
-    for _ in range(spec["rounds"]):
-        for i, task in enumerate(spec["tasks"]):
-            extras = {"db_id": task["db_id"], "reward_spec": {"ground_truth": task["gold"]}, "data": "spider",
-                      "max_turns": 50}
-            env = SQLEnv(config, extras)
-            env.init([{"role": "user", "content": task["question"]}])
+
+    def make(db_id: str, gold: str, question: str) -> Any:
+        extras = {"db_id": db_id, "reward_spec": {"ground_truth": gold}, "data": "spider", "max_turns": 50}
+        env = SQLEnv(config, extras)
+        env.init([{"role": "user", "content": question}])
+        return env
+
+    for _line in sys.stdin:
+        out: dict[str, list[float]] = {k: [] for k in ("reset", "step", "repeat", "submit", "explore", "rewards")}
+        for task in spec["tasks"]:
+            start = time.perf_counter()
+            env = make(task["db_id"], task["gold"], task["question"])
+            out["reset"].append(time.perf_counter() - start)
             start = time.perf_counter()
             env.step(f"<think>explore</think>\n<sql>{task['gold']}</sql>")
-            steps[i].append(time.perf_counter() - start)
+            out["step"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            out = env.step(f"<think>answer</think>\n<solution>{task['gold']} </solution>")
-            submits[i].append(time.perf_counter() - start)
-            rewards.append(float(out["reward"]))
+            result = env.step(f"<think>answer</think>\n<solution>{task['gold']} </solution>")
+            out["submit"].append(time.perf_counter() - start)
+            out["rewards"].append(float(result["reward"]))
             env.close()
-        for j, item in enumerate(spec["explore"]):
-            extras = {"db_id": item["db_id"], "reward_spec": {"ground_truth": "SELECT 1"}, "data": "spider",
-                      "max_turns": 50}
-            env = SQLEnv(config, extras)
-            env.init([{"role": "user", "content": "explore"}])
+            env = make(task["db_id"], task["gold"], task["question"])
+            start = time.perf_counter()
+            env.step(f"<think>explore</think>\n<sql>{task['gold']}</sql>")
+            out["repeat"].append(time.perf_counter() - start)
+            env.close()
+        for item in spec["explore"]:
+            env = make(item["db_id"], "SELECT 1", "explore")
             start = time.perf_counter()
             env.step(f"<think>explore</think>\n<sql>{item['query']}</sql>")
-            explore_steps[j].append(time.perf_counter() - start)
+            out["explore"].append(time.perf_counter() - start)
             env.close()
-    print(json.dumps({"step": steps, "submit": submits, "rewards": rewards, "explore": explore_steps}))
+        print(json.dumps(out), flush=True)
 
 
-def measure_skyrl(venv: Path, tasks: list[dict[str, str]], rounds: int, explore: list[dict[str, str]]
-                  ) -> dict[str, Any]:
-    from execgym.envs.sql.tasks import bundled_db_path
+class SkyrlProcess:
+    """The skyrl-gym worker, kept up between rounds so its rounds interleave with execgym's."""
 
-    python = _venv_python(venv)
-    if not python.exists():
-        raise RuntimeError(f"no benchmark venv at {venv}: run `python benchmarks/sql.py --setup` first")
-    with tempfile.TemporaryDirectory() as tmp:
+    def __init__(self, venv: Path, tasks: list[dict[str, str]], explore: list[dict[str, str]]) -> None:
+        from execgym.envs.sql.tasks import bundled_db_path
+
+        python = _venv_python(venv)
+        if not python.exists():
+            raise RuntimeError(f"no benchmark venv at {venv}: run `python benchmarks/sql.py --setup` first")
+        self._tmp = tempfile.TemporaryDirectory()
         # skyrl-gym's layout for data="spider": <db_path>/spider/database/<db_id>/<db_id>.sqlite
-        root = Path(tmp)
+        root = Path(self._tmp.name)
         for db_id in DB_IDS:
             folder = root / "spider" / "database" / db_id
             folder.mkdir(parents=True)
             (folder / f"{db_id}.sqlite").symlink_to(bundled_db_path(db_id))
         spec = root / "spec.json"
-        spec.write_text(json.dumps({"db_root": str(root), "tasks": tasks, "rounds": rounds, "explore": explore}))
-        proc = subprocess.run([str(python), str(Path(__file__).resolve()), "--skyrl-worker", str(spec)],
-                              capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"skyrl-gym worker failed:\n{proc.stderr[-3000:]}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"step": _summary(_best(data["step"])), "submit": _summary(_best(data["submit"])),
-            "explore": _summary(_best(data["explore"])), "mean_reward": statistics.fmean(data["rewards"])}
+        spec.write_text(json.dumps({"db_root": str(root), "tasks": tasks, "explore": explore}))
+        self._proc = subprocess.Popen([str(python), str(Path(__file__).resolve()), "--skyrl-worker", str(spec)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+
+    def round(self) -> dict[str, list[float]]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write("round\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait()
+            stderr = self._proc.stderr.read() if self._proc.stderr else ""
+            raise RuntimeError(f"skyrl-gym worker failed:\n{stderr[-3000:]}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=60)
+        self._tmp.cleanup()
 
 
 # ------------------------------------------------------------------------------------------------ main
+def _best_of(rounds: list[dict[str, list[float]]], key: str) -> list[float]:
+    """Each query's fastest time over the rounds: the least disturbed by whatever else the machine runs."""
+    return [min(times) for times in zip(*(r[key] for r in rounds))]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true", help="create the skyrl-gym venv and exit")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the skyrl-gym venv")
-    parser.add_argument("--rounds", type=int, default=3, help="passes over the bundled tasks")
+    parser.add_argument("--rounds", type=int, default=5, help="passes over the bundled tasks")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N bundled tasks (0: all)")
     parser.add_argument("--skyrl-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -206,44 +249,77 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from execgym.envs.sql.tasks import bundled_tasks
 
-    tasks = bundled_tasks()[: args.limit or None]
+    every_task = bundled_tasks()
+    tasks = every_task[: args.limit or None]
+    first_task = {db_id: next(t.id for t in every_task if t.data["db_id"] == db_id) for db_id in DB_IDS}
+    specs = [{"db_id": t.data["db_id"], "gold": t.data["gold"], "question": t.data["question"]} for t in tasks]
     explore = exploration_queries()
-    ours = measure_execgym([t.id for t in tasks], args.rounds, explore)
-    skyrl: dict[str, Any] | None = None
+    skyrl: SkyrlProcess | None = None
     reason = ""
     try:
-        skyrl = measure_skyrl(args.venv, [{"db_id": t.data["db_id"], "gold": t.data["gold"],
-                                           "question": t.data["question"]} for t in tasks], args.rounds, explore)
+        skyrl = SkyrlProcess(args.venv, specs, explore)
     except RuntimeError as exc:
         reason = str(exc)
+    ours_rounds: list[dict[str, Any]] = []
+    floor_rounds: list[dict[str, list[float]]] = []
+    skyrl_rounds: list[dict[str, list[float]]] = []
+    for r in range(args.rounds):
+        # Interleaved, and each side first in every other round, so both see the same machine load.
+        sides = ["ours", "floor", "skyrl"] if r % 2 == 0 else ["skyrl", "floor", "ours"]
+        for side in sides:
+            if side == "ours":
+                ours_rounds.append(execgym_round([t.id for t in tasks], explore, first_task))
+            elif side == "floor":
+                floor_rounds.append(floor_round(specs, explore))
+            elif skyrl is not None:
+                try:
+                    skyrl_rounds.append(skyrl.round())
+                except RuntimeError as exc:
+                    reason, skyrl = str(exc), None
+    if skyrl is not None:
+        skyrl.close()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
-    print(f"{len(tasks)} bundled tasks (gold queries) and {len(explore)} exploration queries, best of {args.rounds} "
-          f"rounds per query; python {sys.version.split()[0]}\n")
-    print("| measure | execgym (ms) | skyrl-gym (ms) | execgym speed-up |")
-    print("| --- | ---: | ---: | ---: |")
-    rows = [
-        ("`execute_sql` step, median", ours["step"]["median_ms"], skyrl and skyrl["step"]["median_ms"]),
-        ("`execute_sql` step, mean", ours["step"]["mean_ms"], skyrl and skyrl["step"]["mean_ms"]),
-        ("`execute_sql` step, p90", ours["step"]["p90_ms"], skyrl and skyrl["step"]["p90_ms"]),
-        ("`execute_sql` step, exploration queries, median", ours["explore"]["median_ms"],
-         skyrl and skyrl["explore"]["median_ms"]),
-        ("`execute_sql` step, exploration queries, mean", ours["explore"]["mean_ms"],
-         skyrl and skyrl["explore"]["mean_ms"]),
-        ("graded submission, median (gold not cached)", ours["submit_cold"]["median_ms"],
-         skyrl and skyrl["submit"]["median_ms"]),
-        ("graded submission, mean (gold not cached)", ours["submit_cold"]["mean_ms"],
-         skyrl and skyrl["submit"]["mean_ms"]),
-        ("graded submission, median (gold cached)", ours["submit_warm"]["median_ms"],
-         skyrl and skyrl["submit"]["median_ms"]),
-    ]
-    for name, mine, theirs in rows:
-        if theirs is None:
-            print(f"| {name} | {mine:.3f} | n/a | n/a |")
-        else:
-            print(f"| {name} | {mine:.3f} | {theirs:.3f} | {theirs / mine:.1f}x |")
-    print(f"\nmean reward of the gold submission: execgym {ours['mean_reward']:.3f}"
-          + (f", skyrl-gym {skyrl['mean_reward']:.3f}" if skyrl else ""))
-    if skyrl is None:
+    ours = {k: _summary(_best_of(ours_rounds, k)) for k in ("reset", "step", "repeat", "cold", "warm", "explore")}
+    floor = {k: _summary(_best_of(floor_rounds, k)) for k in ("step", "explore")}
+    theirs = ({k: _summary(_best_of(skyrl_rounds, k)) for k in ("reset", "step", "repeat", "submit", "explore")}
+              if skyrl_rounds else None)
+    print(f"{len(tasks)} bundled tasks (gold queries) and {len(explore)} exploration queries, best of "
+          f"{args.rounds} interleaved rounds per query; python {sys.version.split()[0]}; load average "
+          f"{load:.1f}\n")
+    print("| measure | execgym (ms) | skyrl-gym (ms) | execgym speed-up | floor (ms) | execgym / floor |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    stats = (("median", "median_ms"), ("mean", "mean_ms"), ("p90", "p90_ms"))
+    rows: list[tuple[str, float, float | None, float | None]] = []
+    for label, stat in stats:
+        rows.append((f"`execute_sql` step, {label}", ours["step"][stat], theirs and theirs["step"][stat],
+                     floor["step"][stat]))
+    for label, stat in stats:
+        rows.append((f"`execute_sql` step, same query in a later episode, {label}", ours["repeat"][stat],
+                     theirs and theirs["repeat"][stat], None))
+    for label, stat in stats[:2]:
+        rows.append((f"`execute_sql` step, exploration queries, {label}", ours["explore"][stat],
+                     theirs and theirs["explore"][stat], floor["explore"][stat]))
+    for label, stat in stats:
+        rows.append((f"graded submission, {label} (gold not cached)", ours["cold"][stat],
+                     theirs and theirs["submit"][stat], None))
+    rows.append(("graded submission, median (gold cached)", ours["warm"]["median_ms"],
+                 theirs and theirs["submit"]["median_ms"], None))
+    rows.append(("reset (a new episode), median", ours["reset"]["median_ms"],
+                 theirs and theirs["reset"]["median_ms"], None))
+    for name, mine, other, low in rows:
+        speed = f"{other / mine:.1f}x" if other is not None else "n/a"
+        other_s = f"{other:.3f}" if other is not None else "n/a"
+        low_s = f"{low:.3f} | {mine / low:.1f}x" if low is not None else "| "
+        print(f"| {name} | {mine:.3f} | {other_s} | {speed} | {low_s} |")
+    if theirs is not None:
+        print("\nskyrl-gym / floor (the most a first execution could be sped up): "
+              + ", ".join(f"{label} {theirs['step'][stat] / floor['step'][stat]:.1f}x" for label, stat in stats))
+    ours_rewards = [x for r in ours_rounds for x in r["rewards"]]
+    print(f"\nmean reward of the gold submission: execgym {statistics.fmean(ours_rewards):.3f}"
+          + (f", skyrl-gym {statistics.fmean([x for r in skyrl_rounds for x in r['rewards']]):.3f}"
+             if skyrl_rounds else ""))
+    if not skyrl_rounds:
         print(f"\nskyrl-gym not measured: {reason}")
 
 

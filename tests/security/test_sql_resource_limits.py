@@ -96,6 +96,22 @@ def test_distinct_long_submissions_keep_no_memory_alive():
     assert figures["growth_mb"] < 120, figures
 
 
+def test_distinct_exploration_queries_keep_the_step_cache_within_its_budget():
+    figures = _peak_growth_mb("""
+        # Four hundred distinct queries near the length limit, each showing 20 rows of long text.
+        for i in range(400):
+            ids = ",".join(str(i * 5000 + j) for j in range(3_000))[:19_000].rsplit(",", 1)[0]
+            explore(env, f"SELECT {i} AS k, title, title || title AS t FROM books WHERE book_id NOT IN ({ids})")
+        figures["step_cache_bytes"] = env._shown.nbytes
+        figures["step_cache_entries"] = len(env._shown)
+        figures["max_key_chars"] = max(len(str(k)) for k in env._shown.keys())
+    """)
+    assert 0 < figures["step_cache_bytes"] <= 16_000_000, figures
+    assert figures["step_cache_entries"] > 100, figures
+    assert figures["max_key_chars"] < 400, figures  # a digest, never the 19,000-character text
+    assert figures["growth_mb"] < 120, figures
+
+
 def test_gold_results_are_cached_within_their_byte_budget():
     env = TextToSQLEnv(gold_cache_bytes=20_000)
     for task in env.tasks.tasks[:60]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import sqlite3
 import time
@@ -33,6 +34,7 @@ from typing import Any
 from execgym.core.errors import InfraError
 
 __all__ = [
+    "VOLATILE_FUNCTIONS",
     "DatabaseFault",
     "DatabasePool",
     "QueryError",
@@ -54,6 +56,12 @@ WRITE_KEYWORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT", "
 SCHEMA_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
                             "foreign_key_list", "table_list"})
 DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
+# Built-ins whose value is not fixed by the database file: randomness, the clock (the date and time functions
+# read it for 'now', which may also come from a stored value) and connection state. A query that calls one
+# is not deterministic, so its result is never reused (``QueryResult.deterministic``).
+VOLATILE_FUNCTIONS = frozenset({"random", "randomblob", "changes", "total_changes", "last_insert_rowid",
+                                "current_date", "current_time", "current_timestamp", "date", "time",
+                                "datetime", "julianday", "unixepoch", "strftime", "timediff"})
 _ALLOWED_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE})
 _ACTION_NAMES = {
     sqlite3.SQLITE_INSERT: "INSERT", sqlite3.SQLITE_UPDATE: "UPDATE", sqlite3.SQLITE_DELETE: "DELETE",
@@ -120,6 +128,8 @@ class QueryResult:
             case, as SQLite's authorizer reports them (column ``""``: the table is read for its rows only,
             as by ``COUNT(*)``). Empty for ``SELECT 1`` or a query of the schema table only.
         nbytes: the estimated size of the rows kept.
+        deterministic: the query calls none of :data:`VOLATILE_FUNCTIONS`, so on an unchanged file it
+            returns this same result every time.
 
     Example:
         >>> r = QueryResult(["n"], [(1,), (2,)], total_rows=7, complete=False)
@@ -135,6 +145,7 @@ class QueryResult:
     elapsed_s: float = 0.0
     reads: frozenset[tuple[str, str]] = frozenset()
     nbytes: int = 0
+    deterministic: bool = True
 
     @property
     def reads_database(self) -> bool:
@@ -302,6 +313,7 @@ class SafeDatabase:
         self._deadline = math.inf
         self._denied: str | None = None
         self._reads: set[tuple[str, str]] = set()
+        self._volatile = False
         self._row_counts: dict[str, int | None] = {}
         uri = self.path.resolve().as_uri() + "?mode=ro"
         try:
@@ -339,8 +351,12 @@ class SafeDatabase:
             return sqlite3.SQLITE_OK
         if action in _ALLOWED_ACTIONS:
             return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() not in DENIED_FUNCTIONS:
-            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_FUNCTION:
+            function = (arg2 or "").lower()
+            if function not in DENIED_FUNCTIONS:
+                if function in VOLATILE_FUNCTIONS:
+                    self._volatile = True
+                return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in SCHEMA_PRAGMAS:
             return sqlite3.SQLITE_OK
         what = _ACTION_NAMES.get(action, "writing or changing the schema")
@@ -450,6 +466,7 @@ class SafeDatabase:
         self._deadline = time.perf_counter() + limit
         self._denied = None
         self._reads = set()
+        self._volatile = False
         try:
             cursor = self.conn.execute("EXPLAIN " + statement)
             deque(cursor, maxlen=0)
@@ -477,6 +494,7 @@ class SafeDatabase:
         self._deadline = start + limit
         self._denied = None
         self._reads = set()
+        self._volatile = False
         rows: list[tuple[Any, ...]] = []
         size = 0
         complete = True
@@ -507,7 +525,8 @@ class SafeDatabase:
         finally:
             self._deadline = math.inf
         reads = frozenset(self._reads)
-        return QueryResult(columns, rows, total, complete, lower_bound, time.perf_counter() - start, reads, size)
+        return QueryResult(columns, rows, total, complete, lower_bound, time.perf_counter() - start, reads, size,
+                           not self._volatile)
 
     def _fault(self, exc: sqlite3.Error) -> DatabaseFault | None:
         code = getattr(exc, "sqlite_errorcode", None)
@@ -531,6 +550,15 @@ class SafeDatabase:
         if isinstance(exc, sqlite3.ProgrammingError) and "one statement" in message:
             return QueryError("refused: only one SQL statement per query", "refused")
         return QueryError(message, "sql")
+
+    def file_signature(self) -> tuple[int, int, int, int] | None:
+        """The file's device, inode, size and modification time (None when it cannot be read): what a result
+        reused across queries is keyed on, so a file replaced or rewritten since is queried afresh."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     # ------------------------------------------------------------------ schema
     def tables(self) -> list[str]:

@@ -20,6 +20,11 @@ What earns each component (the cheapest action that does is a real query over a 
 * ``ngram`` (submission): 0 unless ``syntax``; then the Jaccard similarity of token bigrams of the two
   queries' normalised text.
 
+Speed: connections stay open across steps and episodes; a deterministic query sent again on an unchanged
+file (a GRPO group's next sample, the same peek in a later episode) is answered from a byte-bounded cache
+keyed by the file's identity and a digest of the text; what grading reads from the gold text alone (its
+tokens and top-level ``ORDER BY``) is computed once when the task starts.
+
 Who failed: an error of the agent's query (syntax, a refusal, a timeout, a value or result too big, text
 that is not valid Unicode) is the agent's 0; a failure of the machinery (a database file missing, replaced
 by a folder, corrupt or unreadable, a gold query that fails) raises :class:`~execgym.core.errors.InfraError`
@@ -28,7 +33,9 @@ by a folder, corrupt or unreadable, a gold query that fails) raises :class:`~exe
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 import time
 from collections.abc import Hashable, Sequence
 from functools import partial
@@ -73,6 +80,10 @@ def _result_cost(_key: Hashable, result: QueryResult) -> int:
     return result.nbytes + 64 * len(result.rows) + 256
 
 
+def _shown_cost(_key: Hashable, shown: tuple[str, bool, int]) -> int:
+    return sys.getsizeof(shown[0]) + 256
+
+
 _CHECKED_SOURCES = tuple(f"{name}:" for name in ("spider", "bird", "jsonl"))
 
 
@@ -101,6 +112,9 @@ class TextToSQLEnv(AgentEnv):
             refused and scores 0; it is never parsed).
         max_value_bytes: the longest string or blob a query may read or build (SQLite's length limit).
         gold_cache_bytes: memory the cache of gold-query results may hold.
+        step_cache_bytes: memory the cache of ``execute_sql`` results may hold (0: none). A query sent again
+            on an unchanged file (the same text, in any episode) is answered from it unless it calls one of
+            :data:`~execgym.envs.sql.db.VOLATILE_FUNCTIONS`; it is keyed by a digest, never the text.
         allow_paths_outside_dataset: every database file a loaded dataset names must resolve (symlinks
             followed) inside the dataset's own folder; ``~``, absolute paths, ``..`` and symlinks that leave
             it are errors at load time. A list of folders allows those as well; ``True`` allows any path.
@@ -146,6 +160,7 @@ class TextToSQLEnv(AgentEnv):
         max_query_chars: int = 20_000,
         max_value_bytes: int = 1_000_000,
         gold_cache_bytes: int = 64_000_000,
+        step_cache_bytes: int = 16_000_000,
         allow_paths_outside_dataset: bool | Sequence[str | os.PathLike[str]] = False,
         skip_invalid_rows: bool = False,
         **kwargs: Any,
@@ -180,6 +195,8 @@ class TextToSQLEnv(AgentEnv):
         self._gold_dbs = DatabasePool(max_open=max_open_databases, timeout_s=self.grading_timeout_s,
                                       max_value_bytes=max_value_bytes)
         self._gold_results: ByteLRU[QueryResult] = ByteLRU(gold_cache_bytes, _result_cost)
+        # What execute_sql showed for a deterministic query: (text shown, executed, rows), by file and digest.
+        self._shown: ByteLRU[tuple[str, bool, int]] = ByteLRU(step_cache_bytes, _shown_cost)
         self._tool_list: list[Tool] | None = None
         self._db: SafeDatabase | None = None
         self._submission: str | None = None
@@ -207,6 +224,9 @@ class TextToSQLEnv(AgentEnv):
             raise ValueError(f"task {task.id!r} names no database file")
         self._db = _open(self._agent_dbs, paths[0], task.source)
         self._submission = None
+        # What grading reads from the gold text alone (tokens, top-level ORDER BY) is computed as the task
+        # starts, once per gold text while it stays in the signal cache.
+        query_signals(task.data["gold"])
         statement = task.prompt
         if self.include_schema:
             statement += "\n\nSchema:\n" + self._db.schema_sql()
@@ -258,6 +278,7 @@ class TextToSQLEnv(AgentEnv):
         self._agent_dbs.close()
         self._gold_dbs.close()
         self._gold_results.clear()
+        self._shown.clear()
         generator = getattr(self.tasks, "generator", None)
         if isinstance(generator, QuestionGenerator):
             generator.close()
@@ -330,6 +351,15 @@ class TextToSQLEnv(AgentEnv):
             query: one SQLite statement (SELECT or WITH).
         """
         db = self._database()
+        key: tuple[Any, ...] | None = None
+        if self._shown.max_bytes > 0 and isinstance(query, str):
+            signature = db.file_signature()
+            if signature is not None:
+                digest = hashlib.blake2b(query.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                key = (str(db.path), signature, digest)
+                shown = self._shown.get(key)
+                if shown is not None:
+                    return self._shown_output(*shown, elapsed_s=0.0, cached=True)
         try:
             result = db.execute(query, keep_rows=self.max_rows_shown, count_rows_up_to=self.count_rows_up_to,
                                 max_bytes=4_000_000)
@@ -340,10 +370,16 @@ class TextToSQLEnv(AgentEnv):
         output = format_result(result, self.max_cell_chars)
         if not executed:
             output += "\n(this query reads none of the database's tables)"
+        if key is not None and result.deterministic:
+            self._shown.put(key, (output, executed, result.total_rows))
+        return self._shown_output(output, executed, result.total_rows, elapsed_s=result.elapsed_s, cached=False)
+
+    @staticmethod
+    def _shown_output(output: str, executed: bool, rows: int, *, elapsed_s: float, cached: bool) -> ToolOutput:
         return ToolOutput(
             output,
-            components={"executed": float(executed), "returned_rows": float(executed and result.total_rows > 0)},
-            data={"rows": result.total_rows, "elapsed_s": result.elapsed_s},
+            components={"executed": float(executed), "returned_rows": float(executed and rows > 0)},
+            data={"rows": rows, "elapsed_s": elapsed_s, "cached": cached},
         )
 
     def submit_sql(self, query: str) -> str:

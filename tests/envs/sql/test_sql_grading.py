@@ -176,6 +176,17 @@ def test_bird_compares_sets_of_rows():
         ("WITH c AS (SELECT 1 AS x) SELECT x FROM c ORDER BY x", True),
         ("SELECT a FROM t", False),
         ("SELEC broken ORDER BY x", True),  # unparseable: any ORDER BY counts
+        ("(SELECT a FROM t ORDER BY a)", True),  # wrapped whole in parentheses
+        ("SELECT a FROM t ORDER /* why */ BY a", True),
+        ("SELECT a FROM t ORDER\nBY a", True),
+        ("SELECT row_number() OVER (ORDER BY a) FROM t", False),  # a window's order
+        ("SELECT a FROM t WINDOW w AS (ORDER BY a)", False),
+        ("SELECT group_concat(a ORDER BY a) FROM t", False),  # an aggregate's argument order
+        ("WITH c AS (SELECT x FROM t ORDER BY x) SELECT * FROM c", False),
+        ("SELECT 'order by' FROM t", False),  # text, not syntax
+        ('SELECT "order", [order by] FROM t', False),
+        ("SELECT a FROM t -- order by a", False),
+        ("SELECT a FROM t WHERE b = ')' ORDER BY a", True),  # a quoted parenthesis is not nesting
     ],
 )
 def test_has_order_by(sql, expected):
@@ -220,3 +231,46 @@ def test_ngram_similarity():
     assert jaccard(set(), set()) == 1.0
     # Hostile text never raises: it falls back to plain words.
     assert sql_tokens("SELECT 'unterminated") and sql_tokens("\ud800 ((((") is not None
+
+
+def _sqlglot_tokens(sql: str) -> tuple[str, ...]:
+    import sqlglot
+
+    out = []
+    for tok in sqlglot.Dialect.get_or_raise("sqlite").tokenize(sql):
+        if tok.token_type == sqlglot.TokenType.STRING:
+            out.append(f"'{tok.text}'")
+        elif tok.token_type != sqlglot.TokenType.SEMICOLON:
+            out.append(tok.text.lower())
+    return tuple(out)
+
+
+def test_the_plain_sql_tokenizer_gives_sqlglots_tokens():
+    import random
+
+    from execgym.envs.sql.grading import _plain_tokens
+
+    golds = [t.data["gold"] for t in tasks.bundled_tasks()]
+    assert sum(_plain_tokens(q) is not None for q in golds) > 0.9 * len(golds)  # the fast path is the usual one
+    rng = random.Random(7)
+    alphabet = "aSELECTbyORDER_ 09\n(),.*=<>!+-/%|;'\"`[]"
+    corpus = [*golds, "select a from t group   by a", "SELECT 2., 1.5, 1e5 FROM t", "a!==b", "t1.c", "a..b",
+              "'a''b'", 'select "A""b", [x Y], `q` from t', "order order by", "a||b|c", "x=-1"]
+    for q in golds:
+        for _ in range(15):
+            chars = list(q)
+            i = rng.randrange(len(chars))
+            if rng.random() < 0.5:
+                chars.insert(i, rng.choice(alphabet))
+            else:
+                chars[i] = rng.choice(alphabet)
+            corpus.append("".join(chars))
+    corpus += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 25))) for _ in range(3000)]
+    checked = 0
+    for sql in corpus:
+        plain = _plain_tokens(sql)
+        if plain is not None:
+            checked += 1
+            assert plain == _sqlglot_tokens(sql), sql
+    assert checked > 1000
+    assert sql_tokens("SELECT a -- note\nFROM t") == _sqlglot_tokens("SELECT a -- note\nFROM t")  # sqlglot's path
