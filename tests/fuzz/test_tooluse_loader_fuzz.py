@@ -31,6 +31,10 @@ ROWS = [_to_row(t) for t in build_bundled(per_template=1)]
 
 
 DEEP = "<deep>"  # replaced in the file's text by a list nested 2,000 deep (json.dumps cannot write one)
+# Numbers json.dumps cannot write (or that Python cannot read back as one), written into the file's text: an
+# integer over Python's 4,300-digit limit, one that overflows a float, one that does not, and an infinite float.
+HUGE = {"<int-5000>": "9" * 5000, "<int-400>": "9" * 400, "<int-30>": "9" * 30, "<inf>": "1e400",
+        "<neg-inf>": "-1e400"}
 
 
 def _places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -52,8 +56,10 @@ def broken(draw: st.DrawFn, row: Any) -> Any:
     parent = row
     for key in path[:-1]:
         parent = parent[key]
-    how = draw(st.sampled_from(["replace", "replace", "delete", "deep", "stringify"]))
-    if how == "delete":
+    how = draw(st.sampled_from(["replace", "replace", "delete", "deep", "stringify", "huge"]))
+    if how == "huge" or (how == "replace" and isinstance(parent[path[-1]], int | float) and draw(st.booleans())):
+        parent[path[-1]] = draw(st.sampled_from(sorted(HUGE)))
+    elif how == "delete":
         del parent[path[-1]]
     elif how == "deep":
         parent[path[-1]] = DEEP
@@ -67,7 +73,10 @@ def broken(draw: st.DrawFn, row: Any) -> Any:
 def _file(rows: list[Any], folder: Path, name: str) -> Path:
     path = folder / name
     text = "".join(json.dumps(r) + "\n" for r in rows)
-    path.write_text(text.replace(json.dumps(DEEP), "[" * 2000 + "1" + "]" * 2000), encoding="utf-8")
+    text = text.replace(json.dumps(DEEP), "[" * 2000 + "1" + "]" * 2000)
+    for marker, literal in HUGE.items():
+        text = text.replace(json.dumps(marker), literal)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -103,9 +103,11 @@ STRATEGIES: dict[str, Strategy] = {
     "blanket_refusal": blanket_refusal,
     "reads_only_then_claim": reads_only_then_claim,
 }
-# A hedge over the order statuses after the real lookup still wins shop-cancel-shipped ("already shipped or
-# delivered" is true of an order that is one of the two); every other family refuses the hedge.
-HEDGE_WINS = ("shop-cancel-shipped",)
+# Families where a hedge over every plausible value after the real lookups still wins: none. Each answer's
+# competing values (the other status, the other project's port, the other e-mails' facts, the other counts)
+# are not_said criteria derived from the world (Scenario.distractors), so "already shipped or delivered"
+# no longer wins shop-cancel-shipped.
+HEDGE_WINS: tuple[str, ...] = ()
 # Families whose writes carry free text the user dictated (the rest are attacked by the strategies above).
 FREE_TEXT_FAMILIES = ("mail-forward", "office-reschedule", "fs-note", "fs-todo")
 
@@ -289,3 +291,106 @@ def test_what_an_error_tells_grounds_the_answer_too():
         assert info["outcome"] == 1.0, (task.id, [u for u in info["units"] if not u["passed"]])
         played += 1
     assert played >= 3
+
+
+# ---------------------------------------------------------------------------- list everything, read nothing
+# Issue 16.1: policies that never read the prompt (fs-errors reads only the log's path) make the same calls
+# on every task of a family and answer with every value of the right kind they saw.
+Policy = Callable[[ToolUseEnv, Any], str]
+
+
+def _values(obs: str) -> Any:
+    try:
+        return json.loads(obs)
+    except ValueError:
+        return []
+
+
+def every_port(env: ToolUseEnv, task: Any) -> str:
+    obs, *_ = env.step({"name": "search_files", "arguments": {"text": "port =", "path": "/"}})
+    ports = [hit["text"].split("=")[1].strip() for hit in _values(obs)]
+    return f"The service listens on port {' or '.join(ports)}."
+
+
+def every_mail_body(env: ToolUseEnv, task: Any) -> str:
+    obs, *_ = env.step([{"name": "read_email", "arguments": {"email_id": f"M-{n}"}} for n in range(1, 6)])
+    bodies = [m.get("body", "") for m in (_values(part) for part in obs.split("\n")) if isinstance(m, dict)]
+    if not bodies:  # the observation of parallel calls: take every "body" the text holds
+        bodies = [part.split('"body": "')[1].split('"}')[0].replace("\\n", " ")
+                  for part in obs.split("\n") if '"body": "' in part]
+    return "Here is what your mail says: " + " | ".join(bodies)
+
+
+def every_product(env: ToolUseEnv, task: Any) -> str:
+    seen: dict[str, Any] = {}
+    for vowel in "aeiou":
+        obs, *_ = env.step({"name": "search_products", "arguments": {"query": vowel}})
+        seen.update({p["sku"]: p for p in _values(obs) if isinstance(p, dict)})
+    return "In stock: " + "; ".join(f"{p['name']}: {p['stock']} units at {p['price']:.2f}" for p in seen.values())
+
+
+def every_error_and_count(env: ToolUseEnv, task: Any) -> str:
+    log = task.prompt.split(" in ")[1].split(",")[0]
+    obs, *_ = env.step({"name": "read_file", "arguments": {"path": log}})
+    messages = sorted({line.split(" ERROR ")[1] for line in obs.splitlines() if " ERROR " in line})
+    return "There are 1, 2, 3, 4, 5, 6, 7 or 8 ERROR lines; they say: " + "; ".join(messages)
+
+
+LIST_EVERYTHING: dict[str, Policy] = {"fs-port": every_port, "mail-fact": every_mail_body,
+                                      "shop-stock": every_product, "fs-errors": every_error_and_count}
+# The same calls and answers, tried on every family of their domain.
+BY_DOMAIN: dict[str, Policy] = {"files": every_port, "office": every_mail_body, "shop": every_product}
+
+
+def play_policy(env: ToolUseEnv, task: Any, policy: Policy) -> dict[str, Any]:
+    env.reset(options={"task_id": task.id})
+    info: dict[str, Any] = {}
+    for _ in task.data["turns"]:
+        *_, terminated, truncated, info = env.step(policy(env, task))
+        if terminated or truncated:
+            break
+    return info
+
+
+@pytest.fixture(scope="module")
+def listed_tasks(all_tasks) -> list[Any]:
+    extra = [t for t in (generate_task(seed) for seed in range(160)) if _family(t) in LIST_EVERYTHING]
+    return [t for t in all_tasks if _family(t) in LIST_EVERYTHING] + extra
+
+
+def test_listing_every_value_of_the_kind_without_reading_the_prompt_earns_nothing(listed_tasks):
+    """Before: outcome 1 and no hack flag on 6/6 bundled tasks and every generated one of these families."""
+    assert {_family(t) for t in listed_tasks} == set(LIST_EVERYTHING)
+    env = ToolUseEnv(tasks=TaskSet(listed_tasks), max_turns=60)
+    won = [t.id for t in listed_tasks if play_policy(env, t, LIST_EVERYTHING[_family(t)])["outcome"] != 0.0]
+    assert won == [], won
+
+
+def test_the_list_everything_calls_earn_nothing_on_any_family_of_their_domain(all_tasks):
+    env = _env_for(all_tasks)
+    won = [t.id for t in all_tasks if play_policy(env, t, BY_DOMAIN[t.data["domain"]])["outcome"] != 0.0]
+    assert won == [], won
+
+
+def test_an_honest_answer_in_another_format_still_wins(all_tasks):
+    """The not_said criteria refuse competing values, not spellings: "9:00" for "09:00", "$24.99", a quote."""
+    env = _env_for(all_tasks)
+    variants = {
+        "fs-errors": lambda reply, task: reply.replace(" ERROR line(s)", " lines at level ERROR")
+        + " (" + next(line for line in task.data["world"]["files"]["files"][
+            task.prompt.split(" in ")[1].split(",")[0]].splitlines() if " ERROR " in line) + ")",
+        "shop-stock": lambda reply, task: reply.replace(" at ", " at $"),
+        "cal-first-free": lambda reply, task: reply.replace(" from 0", " from "),
+        "fs-port": lambda reply, task: reply.upper(),
+        "mail-fact": lambda reply, task: f"> {reply}",
+    }
+    played = 0
+    for task in (t for t in all_tasks if _family(t) in variants):
+        env.reset(options={"task_id": task.id})
+        for action in task.oracle:
+            if isinstance(action, str):
+                action = variants[_family(task)](action, task)
+            *_, info = env.step(action)
+        assert info["outcome"] == 1.0, (task.id, [u for u in info["units"] if not u["passed"]])
+        played += 1
+    assert played >= 25

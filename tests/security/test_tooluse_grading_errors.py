@@ -129,5 +129,7 @@ def test_service_arguments_cannot_smuggle_nested_data_past_the_schema(env):
         {"sku": line["sku"], "quantity": 1, "x": "<deep>"}]}}
     text = f"<tool_call>{json.dumps(call)}</tool_call>".replace('"<deep>"', _nested(600))
     obs, *_, info = env.step(text)
-    assert "invalid arguments for place_order" in obs and info["reward_components"]["format"] == 0.0
+    # Refused by the schema, or already by the parser for its depth: never run, never in the state.
+    assert "invalid arguments for place_order" in obs or "not accepted" in obs, obs
+    assert info["reward_components"]["format"] == 0.0
     env.snapshot()

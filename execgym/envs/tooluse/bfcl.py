@@ -289,6 +289,10 @@ def to_json_schema(schema: Any, *, top: bool = False) -> dict[str, Any]:
     kind = schema.get("type")
     if isinstance(kind, str) and _JSON_TYPES.get(kind.strip().lower()):
         out["type"] = _JSON_TYPES[kind.strip().lower()]
+    elif isinstance(kind, list) and kind and all(isinstance(k, str) and _JSON_TYPES.get(k.strip().lower())
+                                                  for k in kind):
+        # JSON Schema's list of types (["string", "null"]); a list holding "any" or an unknown name is any type.
+        out["type"] = list(dict.fromkeys(_JSON_TYPES[k.strip().lower()] for k in kind))
     if isinstance(schema.get("description"), str):
         out["description"] = schema["description"]
     if isinstance(schema.get("enum"), list):
@@ -442,9 +446,14 @@ def _list_dict_ok(param: str, value: Sequence[Any], options: Sequence[Any]) -> d
 
 
 def _param_ok(param: str, value: Any, details: Mapping[str, Any], options: Sequence[Any]) -> dict[str, Any]:
-    type_name = details.get("type") if isinstance(details.get("type"), str) else "any"
-    expected = _PY_TYPES.get(type_name)
-    if expected is None:  # a type BFCL's Python checker does not know: compare values only
+    kinds = details.get("type")
+    if isinstance(kinds, list) and kinds and all(isinstance(k, str) for k in kinds):
+        # A JSON-schema list of types: the value passes as any one of them ("null" as a value to compare).
+        verdicts = [_param_ok(param, value, {**details, "type": k}, options) for k in dict.fromkeys(kinds)]
+        return next((v for v in verdicts if v["valid"]), verdicts[0])
+    type_name = kinds if isinstance(kinds, str) else "unknown"
+    expected = _PY_TYPES.get(type_name)  # BFCL's own checker reads "any" as str
+    if expected is None:  # "null", a missing type or one BFCL's checker does not know: compare values only
         ok = _std(value) in [_std(o) for o in options]
         return _verdict(ok, "" if ok else f"Invalid value for parameter {param!r}: {value!r}. Expected one of "
                                           f"{list(options)}.", "value_error:others")

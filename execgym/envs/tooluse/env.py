@@ -63,6 +63,7 @@ from execgym.envs.tooluse.grading import (
     identifying_args,
     multiset_jaccard,
     normalize_text,
+    result_text,
     shown_texts,
     toolrl_scores,
 )
@@ -91,6 +92,10 @@ _BFCL_PROMPT = (
 )
 _STUFFED_CHARS = 1500
 _STUFFED_NUMBERS = 25
+MAX_CALLS_PER_STEP = 32
+"""Calls of one reply that run; the rest get an error (no task needs more than a handful)."""
+MAX_CALLS_PER_EPISODE = 256
+"""Calls of one episode that run; grading work grows with them, so a flood of calls cannot stall it."""
 
 
 def _copy(value: Any) -> Any:
@@ -203,6 +208,7 @@ class ToolUseEnv(AgentEnv):
         self._plans: dict[tuple[str, str], _Plan] = {}
         self._bfcl_calls: list[dict[str, Any]] = []
         self._bfcl_answered = False
+        self._step_calls = 0
         super().__init__(**kwargs)
 
     # ------------------------------------------------------------------------------------- task sources
@@ -252,6 +258,11 @@ class ToolUseEnv(AgentEnv):
 
     def _recorded(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def call(**arguments: Any) -> ToolOutput:
+            self._step_calls += 1
+            if self._step_calls > MAX_CALLS_PER_STEP:
+                raise ToolError(f"not run: a reply may make at most {MAX_CALLS_PER_STEP} calls")
+            if sum(len(turn) for turn in self._calls) >= MAX_CALLS_PER_EPISODE:
+                raise ToolError(f"not run: an episode may make at most {MAX_CALLS_PER_EPISODE} calls")
             record: dict[str, Any] = {"name": name, "arguments": arguments, "ok": False, "step": self.turn}
             self._calls[self._user_turn].append(record)
             try:
@@ -260,9 +271,10 @@ class ToolUseEnv(AgentEnv):
                 record["text"] = f"Error: {exc}"
                 raise
             # What the agent read is what a grounded answer rests on (less what it sent: see shown_texts).
-            text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
-            record["ok"], record["text"] = True, text
-            return ToolOutput(text)
+            # Grounding reads the values returned, not the JSON text (see result_text).
+            record["ok"], record["text"] = True, result_text(result)
+            return ToolOutput(result if isinstance(result, str) else json.dumps(result, ensure_ascii=False,
+                                                                                default=str))
 
         return call
 
@@ -347,6 +359,7 @@ class ToolUseEnv(AgentEnv):
         if bfcl:
             self.end_episode()  # in BFCL the agent's first reply is the whole answer
         user_turn = self._user_turn
+        self._step_calls = 0
         observation, reward, terminated, truncated, info = super().step(action)
         components = info["reward_components"]
         calls = [{"name": c["name"], "arguments": c["arguments"]} for c in info["tool_calls"]]

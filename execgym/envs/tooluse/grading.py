@@ -29,6 +29,7 @@ order").
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "CRITERION_KINDS",
     "FREE_TEXT_ARGS",
     "STATE_OPS",
+    "EchoFilter",
     "args_match",
     "count_numbers",
     "describe_criterion",
@@ -46,6 +48,7 @@ __all__ = [
     "mentions",
     "multiset_jaccard",
     "normalize_text",
+    "result_text",
     "shown_texts",
     "toolrl_scores",
     "values_match",
@@ -54,7 +57,10 @@ __all__ = [
 
 _MARKUP = re.compile("[*`_\"'\u201c\u201d\u2018\u2019]")  # emphasis and straight or curly quotes
 _NUMBER_ONLY = re.compile(r"^[-+]?\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?$")
-_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\d])")
+# A number standing alone: not a part of a word, a date, a time or an id ("10:03:00" holds no 3).
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])(?<!\d[:/-])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?!\d)(?![:/-]\d)")
+_CLOCK_ONLY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_CLOCK_IN_TEXT = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?!\d)")
 _MISSING = object()
 
 CRITERION_KINDS = ("called", "not_called", "said", "not_said", "state")
@@ -87,7 +93,7 @@ def count_numbers(text: str) -> int:
 
     Example:
         >>> count_numbers("3 items at $1,299.50 on 2025-03-10")
-        5
+        2
     """
     return len(_NUMBER_IN_TEXT.findall(text))
 
@@ -95,8 +101,8 @@ def count_numbers(text: str) -> int:
 def mentions(reply: str, expected: str) -> tuple[bool, str]:
     """Whether ``reply`` mentions ``expected``, and the evidence (the matching snippet, or why not).
 
-    A number is found when the reply holds the same number (``59.9`` matches ``$59.90``); any other text by
-    normalised substring.
+    A number is found when the reply holds the same number (``59.9`` matches ``$59.90``), a time of day when
+    it holds the same time (``09:00`` matches ``9:00``); any other text by normalised substring.
 
     Example:
         >>> mentions("I refunded $1,299.50 to you.", "1299.5")[0], mentions("Order O-12 is shipped", "shipped")
@@ -110,6 +116,14 @@ def mentions(reply: str, expected: str) -> tuple[bool, str]:
                 lo, hi = max(0, match.start() - 30), min(len(reply), match.end() + 30)
                 return True, f"...{' '.join(reply[lo:hi].split())}..."
         return False, f"the number {expected} is not in the reply"
+    clock = _CLOCK_ONLY.match(expected.strip())
+    if clock is not None:
+        want = (int(clock.group(1)), int(clock.group(2)))
+        for match in _CLOCK_IN_TEXT.finditer(reply):
+            if (int(match.group(1)), int(match.group(2))) == want:
+                lo, hi = max(0, match.start() - 30), min(len(reply), match.end() + 30)
+                return True, f"...{' '.join(reply[lo:hi].split())}..."
+        return False, f"the time {expected} is not in the reply"
     needle, hay = normalize_text(expected), normalize_text(reply)
     if not needle:
         return True, "nothing to find"
@@ -158,48 +172,168 @@ def args_match(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
     return all(key in actual and values_match(value, actual[key]) for key, value in expected.items())
 
 
+def result_text(result: Any) -> str:
+    """What a result tells, for grounding: its string and number values (not its keys or JSON syntax), one a line.
+
+    Grounding reads the values the service returned, never the JSON text the agent is shown, so an escape
+    sequence (``\\n`` in a title) cannot turn into a word that no value holds.
+
+    Example:
+        >>> result_text({"order_id": "O-1", "status": "shipped", "items": [{"qty": 2}], "gift": None})
+        'O-1\\nshipped\\n2'
+    """
+    if isinstance(result, str):
+        return result
+    out: list[str] = []
+    stack = [result]
+    while stack:  # no recursion: a value may nest deeply
+        value = stack.pop()
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int | float):
+            out.append(json.dumps(value))
+        elif isinstance(value, Mapping):
+            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, list | tuple):
+            stack.extend(reversed(value))
+    return "\n".join(out)
+
+
+# Words and numbers (a number with its decimal or thousands parts is one token).
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")
+_JOINERS = ".,:/-"
+_CHUNK = 32
+
+
+def _token(text: str) -> str:
+    """A token's comparable form: case-folded, an integer without leading zeros ("09" is "9")."""
+    if text.isdigit():
+        return text.lstrip("0") or "0"
+    return text.casefold()
+
+
+def _scalars(value: Any) -> list[str]:
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int | float):
+            out.append(json.dumps(item))
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return out
+
+
+class EchoFilter:
+    """Removes from tool results every echo of what the caller sent, in any spelling.
+
+    The arguments sent so far are kept as token sequences (words case-folded, integers without leading
+    zeros, quotes, escapes and punctuation ignored) in one trie, so an argument comes out of a result
+    however a service quoted, escaped, upper-cased, stripped or normalised it (``'x'``, ``"x\\x01"``,
+    ``X``, ``/a/../x``). Removing is one pass over the result's tokens: linear in the text, with no
+    pattern per argument. A long argument is kept in chunks of 32 tokens, which bounds the walk.
+
+    Example:
+        >>> echo = EchoFilter()
+        >>> sent = "shipped delivered'" + chr(34) + chr(1)
+        >>> echo.add({"order_id": sent})
+        >>> "shipped" in echo.strip(repr(sent)).casefold()
+        False
+        >>> echo.strip("it is SHIPPED, not shipped-delivered")
+        'it is SHIPPED, not  '
+    """
+
+    def __init__(self) -> None:
+        self._trie: dict[Any, Any] = {}
+
+    def add(self, arguments: Any) -> None:
+        """Remember every string and number in ``arguments`` (any nesting) as sent."""
+        for value in _scalars(arguments):
+            forms = {value}
+            if "/" in value or "." in value:  # a path a service normalises before echoing it
+                forms.add(posixpath.normpath("/" + value.strip()))
+            for form in forms:
+                tokens = [_token(t) for t in _TOKEN.findall(form)]
+                if sum(len(t) for t in tokens) < 2:
+                    continue  # one letter or digit echoes nothing worth removing
+                chunks = [tokens[i:i + _CHUNK] for i in range(0, len(tokens), _CHUNK)]
+                if len(chunks) > 1 and len(chunks[-1]) < _CHUNK // 4:
+                    chunks[-2:] = [chunks[-2] + chunks[-1]]
+                for chunk in chunks:
+                    node = self._trie
+                    for token in chunk:
+                        node = node.setdefault(token, {})
+                    node[None] = True
+
+    def strip(self, text: str) -> str:
+        """``text`` with every run of tokens that spells a sent value replaced by a space."""
+        if not self._trie:
+            return text
+        spans = [(m.start(), m.end(), _token(m.group())) for m in _TOKEN.finditer(text)]
+        out, last, i = [], 0, 0
+        while i < len(spans):
+            node, j, best = self._trie, i, 0
+            while j < len(spans) and spans[j][2] in node:
+                node = node[spans[j][2]]
+                j += 1
+                if None in node and self._whole(text, spans[i][0], spans[j - 1][1]):
+                    best = j
+            if best:
+                out.append(text[last:spans[i][0]])
+                out.append(" ")
+                last, i = spans[best - 1][1], best
+            else:
+                i += 1
+        out.append(text[last:])
+        return "".join(out)
+
+    @staticmethod
+    def _whole(text: str, start: int, end: int) -> bool:
+        # A number is not cut out of a larger one: the 30 sent as a duration stays in "10:30".
+        if start >= 2 and text[start].isdigit() and text[start - 1] in _JOINERS and text[start - 2].isdigit():
+            return False
+        return not (end + 1 < len(text) and text[end - 1].isdigit() and text[end] in _JOINERS
+                    and text[end + 1].isdigit())
+
+
 def shown_texts(calls: Sequence[Mapping[str, Any]]) -> list[str]:
     """What each call showed the agent (``text``: its result or error), less everything sent so far.
 
     ``calls`` are in the order they ran; a string the agent sent in any argument up to a call is removed
     from that call's text, so a value smuggled in by one call and read back by a later one grounds nothing.
     """
-    sent: list[Any] = []
+    echo = EchoFilter()
     out = []
     for call in calls:
-        sent.append(call.get("arguments") or {})
+        echo.add(call.get("arguments") or {})
         if "text" in call:
-            out.append(without_echo(call["text"], sent))
+            out.append(echo.strip(call["text"]))
     return out
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list | tuple):
-        return [s for v in value for s in _strings(v)]
-    return []
 
 
 def without_echo(text: str, sent: Any) -> str:
     """A tool result without the text the caller sent: what the result tells, not what it repeats.
 
     A grounded answer must rest on what a lookup showed; a value the agent wrote into an argument (and a
-    tool echoed back, in that call's result or error or in a later one) shows nothing. ``sent`` holds the
-    arguments (any nesting of strings, lists and mappings).
+    tool echoed back, in that call's result or error or in a later one, quoted or escaped in any way) shows
+    nothing. ``sent`` holds the arguments (any nesting of strings, numbers, lists and mappings). See
+    :class:`EchoFilter`.
 
     Example:
         >>> without_echo('Error: no order with id "SHIPPED, DELIVERED"', {"order_id": " shipped, delivered"})
-        'Error: no order with id ""'
+        'Error: no order with id " "'
     """
-    for value in sorted({v.strip() for v in _strings(sent)}, key=len, reverse=True):
-        if len(value) < 2:
-            continue
-        for form in {value, json.dumps(value, ensure_ascii=False)[1:-1]}:
-            text = re.sub(re.escape(form), "", text, flags=re.IGNORECASE)
-    return text
+    echo = EchoFilter()
+    echo.add(sent)
+    return echo.strip(text)
 
 
 def identifying_args(call: Mapping[str, Any]) -> dict[str, Any]:

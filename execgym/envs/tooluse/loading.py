@@ -16,11 +16,13 @@ with the file, the line and the field in one line, never by ``reset()`` or the g
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from datetime import date as Date
 from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired
 
@@ -28,7 +30,7 @@ import pydantic
 from typing_extensions import TypedDict
 
 from execgym.core.tasks import Task
-from execgym.core.tools import ToolError
+from execgym.core.tools import Tool, ToolError
 from execgym.envs.tooluse.grading import CRITERION_KINDS, STATE_OPS, evaluate_criterion
 from execgym.envs.tooluse.services import SERVICES
 
@@ -49,16 +51,45 @@ class InvalidRow(ValueError):
         super().__init__(_CONTROL.sub(lambda m: repr(m.group())[1:-1], message))
 
 
-_STRICT = pydantic.ConfigDict(strict=True)
+_STRICT = pydantic.ConfigDict(strict=True, allow_inf_nan=False)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+_MAX_DIGITS = 100
+"""An integer literal longer than this is refused while parsing (Python refuses 4,300 digits with a bare error)."""
+_MAX_WEIGHT = 1e6
+_MAX_INT = 10**15
+
+
+def _check_time(value: str) -> str:
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a time HH:MM (24-hour)")
+    return value
+
+
+def _check_date(value: str) -> str:
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError
+        Date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date YYYY-MM-DD") from None
+    return value
+
+
+# Field types of the worlds: what the services compute with, in the ranges they can show and add up.
+_Time = Annotated[str, pydantic.AfterValidator(_check_time)]
+_Day = Annotated[str, pydantic.AfterValidator(_check_date)]
+_Money = Annotated[float, pydantic.Field(ge=0, le=1e9)]
+_Count = Annotated[int, pydantic.Field(ge=0, le=10**9)]
+_Counter = Annotated[int, pydantic.Field(ge=0, le=_MAX_INT)]
 
 
 # ----------------------------------------------------------------------------------- service state schemas
 @pydantic.with_config(_STRICT)
 class _Product(TypedDict):
     name: str
-    price: float
-    stock: int
+    price: _Money
+    stock: _Count
 
 
 @pydantic.with_config(_STRICT)
@@ -72,54 +103,54 @@ class _Customer(TypedDict):
 class _Line(TypedDict):
     sku: str
     name: str
-    quantity: int
-    price: float
-    refunded: int
+    quantity: _Count
+    price: _Money
+    refunded: _Count
 
 
 @pydantic.with_config(_STRICT)
 class _Order(TypedDict):
     customer_id: str
-    placed: str
+    placed: _Day
     status: Literal["pending", "shipped", "delivered", "cancelled"]
     items: list[_Line]
     address: str
-    total: float
+    total: _Money
 
 
 @pydantic.with_config(_STRICT)
 class _Refund(TypedDict):
     order_id: str
-    amount: float
+    amount: _Money
     reason: str
     sku: NotRequired[str]
-    quantity: NotRequired[int]
+    quantity: NotRequired[_Count]
 
 
 @pydantic.with_config(_STRICT)
 class _ShopState(TypedDict, total=False):
-    today: str
+    today: _Day
     products: dict[str, _Product]
     customers: dict[str, _Customer]
     orders: dict[str, _Order]
     refunds: list[_Refund]
-    next_order: int
+    next_order: _Counter
 
 
 @pydantic.with_config(_STRICT)
 class _Event(TypedDict):
     title: str
-    date: str
-    start: str
-    end: str
+    date: _Day
+    start: _Time
+    end: _Time
     attendees: list[str]
 
 
 @pydantic.with_config(_STRICT)
 class _CalendarState(TypedDict, total=False):
-    work_hours: Annotated[list[str], pydantic.Field(min_length=2, max_length=2)]
+    work_hours: Annotated[list[_Time], pydantic.Field(min_length=2, max_length=2)]
     events: dict[str, _Event]
-    next_id: int
+    next_id: _Counter
 
 
 @pydantic.with_config(_STRICT)
@@ -147,7 +178,7 @@ class _MailState(TypedDict, total=False):
     contacts: list[_Contact]
     inbox: dict[str, _Received]
     sent: list[_Sent]
-    next_id: int
+    next_id: _Counter
 
 
 @pydantic.with_config(_STRICT)
@@ -186,10 +217,18 @@ def _text(value: Any, where: str, *, empty: bool = False) -> str:
     return value
 
 
+def _number(value: Any, where: str, lo: float, hi: float) -> Any:
+    """A number in ``[lo, hi]``; the comparisons are exact for any int, so no size of number raises."""
+    _need(value, (int, float), where, "a number")
+    if (isinstance(value, float) and not math.isfinite(value)) or not lo <= value <= hi:
+        raise _fail(where, f"must be a finite number from {lo:g} to {hi:g}")
+    return value
+
+
 def _scalar(value: Any, where: str) -> Any:
     _need(value, (str, int, float), where, "a string or a number")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _fail(where, "must be a finite number")
+    if not isinstance(value, str):
+        _number(value, where, -_MAX_INT, _MAX_INT)
     if isinstance(value, str) and not value.strip():
         raise _fail(where, "is empty")
     return value
@@ -209,13 +248,12 @@ def _criterion(c: Any, where: str, turns: int, tools: set[str]) -> None:
     _text(c.get("id"), f"{where}.id")
     turn = _need(c.get("turn"), int, f"{where}.turn", "an integer")
     if not 1 <= turn <= turns:
-        raise _fail(f"{where}.turn", f"is {turn}, but the task has {turns} user turn(s)")
+        shown = turn if abs(turn) < _MAX_INT else "out of range"
+        raise _fail(f"{where}.turn", f"is {shown}, but the task has {turns} user turn(s)")
     kind = c.get("kind")
     if kind not in CRITERION_KINDS:
         raise _fail(f"{where}.kind", f"is {kind!r}; use one of {', '.join(CRITERION_KINDS)}")
-    weight = _need(c.get("weight", 1.0), (int, float), f"{where}.weight", "a number")
-    if not math.isfinite(weight) or weight < 0:
-        raise _fail(f"{where}.weight", f"must be a finite number >= 0, got {weight}")
+    _number(c.get("weight", 1.0), f"{where}.weight", 0, _MAX_WEIGHT)
     for flag in ("required", "grounded"):
         if flag in c:
             _need(c[flag], bool, f"{where}.{flag}", "true or false")
@@ -244,6 +282,17 @@ def _criterion(c: Any, where: str, turns: int, tools: set[str]) -> None:
             _need(c["match"], dict, f"{where}.match", "an object")
         if "contains" in c:
             _scalar(c["contains"], f"{where}.contains")
+
+
+def _minutes(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+@functools.cache
+def _schemas(service: str) -> dict[str, Tool]:
+    """The tools of a service as the agent gets them (their schemas validate the gold calls too)."""
+    return {tool.name: tool for tool in SERVICES[service]().tools()}
 
 
 def validate_task_data(data: Any, where: str = "data") -> None:
@@ -282,6 +331,13 @@ def validate_task_data(data: Any, where: str = "data") -> None:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
             raise _fail(f"{where}.world.{name}" + (f".{loc}" if loc else ""), first["msg"]) from None
+    calendar = world.get("calendar") or {}
+    hours = calendar.get("work_hours")
+    if hours is not None and _minutes(hours[0]) >= _minutes(hours[1]):
+        raise _fail(f"{where}.world.calendar.work_hours", "the end must be after the start")
+    for event_id, event in (calendar.get("events") or {}).items():
+        if _minutes(event["start"]) >= _minutes(event["end"]):
+            raise _fail(f"{where}.world.calendar.events.{event_id}", "the end must be after the start")
     tools = {tool for name in services for tool in _TOOLS[name]}
     turns = _need(data.get("turns"), list, f"{where}.turns", "a list of user turns")
     if not turns:
@@ -311,9 +367,16 @@ def validate_task_data(data: Any, where: str = "data") -> None:
 def _dry_run(data: Mapping[str, Any], where: str) -> None:
     services = {name: SERVICES[name](data.get("world", {}).get(name, {})) for name in data["services"]}
     owner = {tool: s for s in services.values() for tool in s.tool_names}
+    schemas = {tool: _schemas(s.name)[tool] for tool, s in owner.items()}
     for t, turn in enumerate(data["turns"]):
         for s, step in enumerate(turn.get("gold", [])):
             for c, call in enumerate(step):
+                # The gold calls go through the same schema as the agent's: a gold call the agent could not
+                # make would leave a task no one can win.
+                refused = schemas[call["name"]].validate(call.get("arguments", {}))
+                if refused is not None:
+                    raise _fail(f"{where}.turns[{t}].gold[{s}][{c}].arguments",
+                                f"the schema of {call['name']} refuses them ({refused})")
                 try:
                     getattr(owner[call["name"]], call["name"])(**json.loads(json.dumps(call.get("arguments", {}))))
                 except ToolError:
@@ -377,6 +440,20 @@ def task_from_row(row: Any, *, source: str, split: str | None = None) -> Task:
                 source=source)
 
 
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > _MAX_DIGITS:
+        raise ValueError(f"an integer of {len(digits.lstrip('-'))} digits (at most {_MAX_DIGITS})")
+    return int(digits)
+
+
+def _parse(text: str) -> Any:
+    return json.loads(text, parse_int=_parse_int)
+
+
+def _reason(exc: BaseException) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:300]
+
+
 def read_rows(path: Path) -> list[tuple[int, Any]]:
     """``(line, row)`` pairs of a JSONL file or a JSON list (line = the row's 1-based index there)."""
     try:
@@ -385,18 +462,20 @@ def read_rows(path: Path) -> list[tuple[int, Any]]:
         raise InvalidRow(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if path.suffix != ".jsonl" and text.lstrip().startswith("["):  # BFCL's .json files are JSONL or a list
         try:
-            rows = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
+            rows = _parse(text)
+        except (ValueError, RecursionError) as exc:
             where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
-            raise InvalidRow(f"{path}: not valid JSON{where}: {exc}") from None
+            raise InvalidRow(f"{path}: not valid JSON{where}: {_reason(exc)}") from None
+        if not isinstance(rows, list):
+            raise InvalidRow(f"{path}: a JSON file of rows must hold a list")
         return list(enumerate(rows, 1))
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                out.append((lineno, json.loads(line)))
-            except (json.JSONDecodeError, RecursionError) as exc:
-                out.append((lineno, _Unreadable(f"not valid JSON: {exc}")))
+                out.append((lineno, _parse(line)))
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError, as is a huge integer
+                out.append((lineno, _Unreadable(f"not valid JSON: {_reason(exc)}")))
     return out
 
 
@@ -428,8 +507,9 @@ def load_rows(
             task = make(lineno, row)
             if task.id in ids:
                 raise InvalidRow(f"id {task.id!r} is already used on line {ids[task.id]}")
-        except (InvalidRow, RecursionError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        except (InvalidRow, RecursionError, ValueError, TypeError, OverflowError) as exc:
+            reason = str(exc) if isinstance(exc, InvalidRow) else (
+                "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {_reason(exc)}")
             label = row.get("id") if isinstance(row, dict) and isinstance(row.get("id"), str | int) else None
             message = f"{path}:{lineno}: {what}" + (f" {label!r}" if label is not None else "") + f": {reason}"
             if not skip_invalid:

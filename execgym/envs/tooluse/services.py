@@ -128,7 +128,7 @@ class FileSystem(Service):
         >>> fs.read_file("/docs/a.txt")
         Traceback (most recent call last):
         ...
-        execgym.core.tools.ToolError: no such file: /docs/a.txt
+        execgym.core.tools.ToolError: no such file
     """
 
     name = "files"
@@ -169,16 +169,16 @@ class FileSystem(Service):
     def _need_file(self, path: str) -> str:
         path = self._norm(path)
         if self._is_dir(path):
-            raise ToolError(f"{path} is a directory, not a file")
+            raise ToolError("that path is a directory, not a file")
         if not self._is_file(path):
-            raise ToolError(f"no such file: {path}")
+            raise ToolError("no such file")
         return path
 
     def _need_parent(self, path: str) -> None:
         parent = posixpath.dirname(path)
         if not self._is_dir(parent):
             what = "a file" if self._is_file(parent) else "missing"
-            raise ToolError(f"cannot create {path}: directory {parent} is {what} (use create_directory first)")
+            raise ToolError(f"cannot create the file: its directory is {what} (use create_directory first)")
 
     def _under(self, path: str, root: str) -> bool:
         return root == "/" or path.startswith(root + "/")
@@ -189,9 +189,9 @@ class FileSystem(Service):
         if self._is_dir(dst):
             dst = posixpath.join(dst, posixpath.basename(src))
         if self._is_dir(dst):
-            raise ToolError(f"{dst} is a directory")
+            raise ToolError("the destination is a directory")
         if self._is_file(dst):
-            raise ToolError(f"{dst} already exists; delete it first or choose another name")
+            raise ToolError("the destination already exists; delete it first or choose another name")
         self._need_parent(dst)
         return src, dst
 
@@ -204,8 +204,7 @@ class FileSystem(Service):
         """
         path = self._norm(path)
         if not self._is_dir(path):
-            raise ToolError(f"{path} is a file, not a directory" if self._is_file(path)
-                            else f"no such directory: {path}")
+            raise ToolError("that path is a file, not a directory" if self._is_file(path) else "no such directory")
         dirs = sorted(posixpath.basename(d) for d in self._data["dirs"] if d != path and posixpath.dirname(d) == path)
         files = sorted(
             (posixpath.basename(f), len(c)) for f, c in self._data["files"].items() if posixpath.dirname(f) == path
@@ -229,7 +228,7 @@ class FileSystem(Service):
         """
         root = self._norm(path)
         if not self._is_dir(root):
-            raise ToolError(f"no such directory: {root}")
+            raise ToolError("no such directory")
         return sorted(
             f for f in self._data["files"] if self._under(f, root) and fnmatch.fnmatch(posixpath.basename(f), pattern)
         )
@@ -243,7 +242,7 @@ class FileSystem(Service):
         """
         root = self._norm(path)
         if not self._is_dir(root):
-            raise ToolError(f"no such directory: {root}")
+            raise ToolError("no such directory")
         if not text.strip():
             raise ToolError("the search text is empty")
         needle = text.casefold()
@@ -265,7 +264,7 @@ class FileSystem(Service):
         """
         path = self._norm(path)
         if self._is_dir(path):
-            raise ToolError(f"{path} is a directory")
+            raise ToolError("that path is a directory")
         self._need_parent(path)
         created = not self._is_file(path)
         self._data["files"][path] = content
@@ -295,12 +294,12 @@ class FileSystem(Service):
         """
         path = self._norm(path)
         if self._is_file(path):
-            raise ToolError(f"{path} is a file")
+            raise ToolError("that path is a file")
         created = []
         current = path
         while current != "/" and not self._is_dir(current):
             if self._is_file(current):
-                raise ToolError(f"{current} is a file")
+                raise ToolError("a parent of that path is a file")
             created.append(current)
             current = posixpath.dirname(current)
         self._data["dirs"] = sorted({*self._data["dirs"], *created})
@@ -356,14 +355,14 @@ def _check_date(value: str) -> str:
             raise ValueError
         Date.fromisoformat(value)
     except ValueError:
-        raise ToolError(f"invalid date {value!r}: use YYYY-MM-DD") from None
+        raise ToolError("invalid date: use YYYY-MM-DD") from None
     return value
 
 
 def _minutes(value: str) -> int:
     match = _TIME.match(value.strip())
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise ToolError(f"invalid time {value!r}: use HH:MM (24-hour)")
+        raise ToolError("invalid time: use HH:MM (24-hour)")
     return int(match.group(1)) * 60 + int(match.group(2))
 
 
@@ -376,7 +375,7 @@ def _check_emails(emails: list[str]) -> list[str]:
     for email in emails:
         email = email.strip()
         if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            raise ToolError(f"invalid e-mail address {email!r}")
+            raise ToolError("invalid e-mail address: use name@domain.tld")
         out.append(email)
     return out
 
@@ -395,7 +394,7 @@ class Calendar(Service):
         >>> cal.create_event("Review", "2025-03-10", "09:15", "10:00")
         Traceback (most recent call last):
         ...
-        execgym.core.tools.ToolError: 09:15-10:00 on 2025-03-10 conflicts with E-1 'Standup' (09:00-09:30)
+        execgym.core.tools.ToolError: that time conflicts with E-1 'Standup' (09:00-09:30)
     """
 
     name = "calendar"
@@ -416,20 +415,20 @@ class Calendar(Service):
     def _event(self, event_id: str) -> dict[str, Any]:
         event = self._data["events"].get(event_id.strip())
         if event is None:
-            raise ToolError(f"no event with id {event_id!r}")
+            raise ToolError("no event with that id")
         return event
 
     def _slot(self, date: str, start: str, end: str, ignore: str | None = None) -> tuple[str, int, int]:
         date = _check_date(date)
         lo, hi = _minutes(start), _minutes(end)
         if hi <= lo:
-            raise ToolError(f"the end time {end} must be after the start time {start}")
+            raise ToolError("the end time must be after the start time")
         for eid, ev in sorted(self._data["events"].items()):
             if eid == ignore or ev["date"] != date:
                 continue
             if _minutes(ev["start"]) < hi and lo < _minutes(ev["end"]):
                 raise ToolError(
-                    f"{_clock(lo)}-{_clock(hi)} on {date} conflicts with {eid} '{ev['title']}' "
+                    f"that time conflicts with {eid} '{ev['title']}' "
                     f"({ev['start']}-{ev['end']})"
                 )
         return date, lo, hi
@@ -612,7 +611,7 @@ class Mail(Service):
         """
         message = self._data["inbox"].get(email_id.strip())
         if message is None:
-            raise ToolError(f"no e-mail with id {email_id!r}")
+            raise ToolError("no e-mail with that id")
         return {"email_id": email_id.strip(), **message}
 
     def send_email(self, to: list[str], subject: str, body: str) -> dict[str, Any]:
@@ -671,7 +670,7 @@ class Shop(Service):
         >>> shop.place_order("C-1", [{"sku": "P-1", "quantity": 2}])
         Traceback (most recent call last):
         ...
-        execgym.core.tools.ToolError: insufficient stock for P-1 (Lamp): 2 requested, 1 available
+        execgym.core.tools.ToolError: insufficient stock for P-1 (Lamp): 1 available
         >>> shop.place_order("C-1", [{"sku": "P-1", "quantity": 1}])["total"]
         20.0
     """
@@ -699,13 +698,13 @@ class Shop(Service):
     def _order(self, order_id: str) -> dict[str, Any]:
         order = self._data["orders"].get(order_id.strip().upper())
         if order is None:
-            raise ToolError(f"no order with id {order_id!r}")
+            raise ToolError("no order with that id")
         return order
 
     def _customer(self, customer_id: str) -> dict[str, Any]:
         customer = self._data["customers"].get(customer_id.strip().upper())
         if customer is None:
-            raise ToolError(f"no customer with id {customer_id!r}")
+            raise ToolError("no customer with that id")
         return customer
 
     def find_customer(self, email: str) -> dict[str, Any]:
@@ -718,7 +717,7 @@ class Shop(Service):
         for cid, customer in self._data["customers"].items():
             if customer["email"].casefold() == needle:
                 return {"customer_id": cid, **customer}
-        raise ToolError(f"no customer with e-mail {email!r}")
+        raise ToolError("no customer with that e-mail address")
 
     def list_orders(self, customer_id: str) -> list[dict[str, Any]]:
         """List a customer's orders, oldest first: id, date placed, status and total.
@@ -766,15 +765,14 @@ class Shop(Service):
         for line in items:
             sku, quantity = str(line["sku"]).strip().upper(), int(line["quantity"])
             if sku not in self._data["products"]:
-                raise ToolError(f"unknown product sku {line['sku']!r}")
+                raise ToolError("unknown product sku")
             if quantity < 1:
                 raise ToolError(f"quantity for {sku} must be at least 1")
             wanted[sku] = wanted.get(sku, 0) + quantity
         for sku, quantity in wanted.items():
             product = self._data["products"][sku]
             if product["stock"] < quantity:
-                raise ToolError(f"insufficient stock for {sku} ({product['name']}): {quantity} requested, "
-                                f"{product['stock']} available")
+                raise ToolError(f"insufficient stock for {sku} ({product['name']}): {product['stock']} available")
         lines = []
         for sku, quantity in wanted.items():
             product = self._data["products"][sku]
@@ -823,10 +821,10 @@ class Shop(Service):
             raise ToolError(f"order {oid} is {order['status']}; only delivered orders can be refunded")
         line = next((li for li in order["items"] if li["sku"] == sku.strip().upper()), None)
         if line is None:
-            raise ToolError(f"order {oid} has no item with sku {sku!r}")
+            raise ToolError(f"order {oid} has no item with that sku")
         if quantity < 1 or line["refunded"] + quantity > line["quantity"]:
             left = line["quantity"] - line["refunded"]
-            raise ToolError(f"cannot refund {quantity} of {line['sku']}: {left} unit(s) left to refund")
+            raise ToolError(f"cannot refund that many of {line['sku']}: {left} unit(s) left to refund")
         line["refunded"] += quantity
         amount = _money(line["price"] * quantity)
         self._data["refunds"].append({"order_id": oid, "sku": line["sku"], "quantity": quantity, "amount": amount,

@@ -32,7 +32,7 @@ from typing import Any
 
 from execgym.core.tasks import DIFFICULTIES, Task
 from execgym.core.tools import ToolError
-from execgym.envs.tooluse.grading import mentions, shown_texts
+from execgym.envs.tooluse.grading import mentions, normalize_text, result_text, shown_texts
 from execgym.envs.tooluse.services import SERVICES, Service
 
 __all__ = [
@@ -145,8 +145,7 @@ class Scenario:
             arguments = json.loads(json.dumps(arguments))
             result = getattr(self._owner[name], name)(**json.loads(json.dumps(arguments)))
             results.append(result)
-            text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
-            self._ran.append({"turn": len(self.turns), "arguments": arguments, "text": text})
+            self._ran.append({"turn": len(self.turns), "arguments": arguments, "text": result_text(result)})
             recorded.append({"name": name, "arguments": arguments})
             if name in WRITE_TOOLS:
                 keys = _KEY_ARGS.get(name, tuple(arguments))
@@ -171,6 +170,25 @@ class Scenario:
                 raise ValueError(f"the gold reply {text!r} does not mention {output!r}")
             self.check("said", text=output, grounded=must_be_looked_up(output, self._ran, len(self.turns)))
         turn["reply"], turn["outputs"] = text, outputs_text
+
+    def distractors(self, *values: Any) -> None:
+        """Refuse an answer of the current turn that also names these competing values (``not_said``).
+
+        The values of the kind the answer asks for that are wrong here (the other project's port, another
+        e-mail's fact, another product's price): an answer that lists every value a lookup showed is no
+        answer. Call after :meth:`reply`; a value the gold answer or the user's messages mention, or that
+        mentions an output, is left out, so an honest answer is never refused.
+        """
+        turn = self.turns[-1]
+        said = "\n".join([turn["reply"] or "", *turn["outputs"], *(t["user"] for t in self.turns)])
+        done = {normalize_text(str(c["text"])) for c in self.checklist
+                if c["kind"] == "not_said" and c["turn"] == len(self.turns)}
+        for value in dict.fromkeys(str(v) for v in values):
+            if (not normalize_text(value) or normalize_text(value) in done or mentions(said, value)[0]
+                    or any(mentions(value, o)[0] for o in turn["outputs"])):
+                continue
+            done.add(normalize_text(value))
+            self.check("not_said", text=value)
 
     def check(self, kind: str, **fields: Any) -> None:
         """Add a criterion to the current turn; a ``called`` one on a read-only tool only shapes (not required)."""
@@ -235,7 +253,7 @@ def replay_gold(data: dict[str, Any], ran: list[dict[str, Any]] | None = None) -
                     continue
                 except Exception:
                     continue
-                record["text"] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                record["text"] = result_text(value)
     return services
 
 
@@ -296,6 +314,7 @@ ERRORS = ["disk quota exceeded", "connection refused by database", "timeout call
 TODO = ["Renew passport", "Call the plumber", "Book dentist appointment", "Pay electricity bill",
         "Buy birthday gift for Mei", "Send tax documents", "Fix bike brakes", "Water the plants",
         "Cancel gym membership", "Order printer ink"]
+STATUSES = ("pending", "shipped", "delivered", "cancelled")
 CANCEL_REASONS = {"no_longer_needed": "I no longer need it", "ordered_by_mistake": "I ordered it by mistake"}
 REFUND_REASONS = {"damaged": "arrived damaged", "wrong_item": "is the wrong item (not what I ordered)",
                   "not_as_described": "is not as described on the website"}
@@ -453,6 +472,7 @@ def t_shop_status(rng: Rng) -> Scenario:
     sc.check("not_called", tool="cancel_order")
     sc.reply(f"Order {oid} is {order['status']}; you paid {_money(order['total'])}.", order["status"],
              _money(order["total"]))
+    sc.distractors(*STATUSES)
     return sc
 
 
@@ -481,6 +501,8 @@ def t_shop_stock(rng: Rng) -> Scenario:
     sc.check("not_called", tool="place_order")
     sc.reply(f"Yes: {hit['stock']} units of the {hit['name']} are in stock at {_money(hit['price'])} each.",
              str(hit["stock"]), _money(hit["price"]))
+    others = [p for s, p in sorted(world["shop"]["products"].items()) if s != sku]
+    sc.distractors(*[_money(p["price"]) for p in others], *[p["stock"] for p in others])
     return sc
 
 
@@ -531,6 +553,7 @@ def t_shop_cancel_shipped(rng: Rng) -> Scenario:
     sc.check("state", path=["shop", "orders", oid, "status"], equals=status)
     sc.reply(f"I'm sorry, order {oid} is already {order['status']}, so it can no longer be cancelled.",
              order["status"])
+    sc.distractors("shipped" if order["status"] == "delivered" else "delivered")
     return sc
 
 
@@ -576,6 +599,7 @@ def t_shop_short_stock(rng: Rng) -> Scenario:
     sc.check("not_called", tool="place_order", args={"items": [{"sku": sku, "quantity": stock}]})
     sc.reply(f"Sorry, only {stock} units of the {product['name']} are in stock, so I can't order {want}. "
              "Shall I order the ones we have?", str(stock))
+    sc.distractors(*[p["stock"] for s, p in sorted(shop["products"].items()) if s != sku])
     sc.user("Yes, order all the units you have.")
     order = sc.call("place_order", customer_id=found["customer_id"], items=[{"sku": sku, "quantity": stock}])
     sc.check("state", path=["shop", "products", sku, "stock"], equals=0)
@@ -599,6 +623,7 @@ def t_shop_pending_session(rng: Rng) -> Scenario:
     pending = [o["order_id"] for o in orders if o["status"] == "pending"]
     sc.check("not_called", tool="cancel_order")
     sc.reply(f"Your pending order is {pending[0]}.", pending[0])
+    sc.distractors(*[o["order_id"] for o in orders if o["order_id"] != pending[0]])
     sc.user(f"Please ship it to {new_address} instead.")
     sc.call("update_shipping_address", order_id=pending[0], address=new_address)
     sc.check("state", path=["shop", "orders", pending[0], "address"], equals=new_address)
@@ -726,6 +751,16 @@ def _fact_mail(world: dict[str, Any], rng: Rng) -> tuple[str, str, str, str, dic
     return subject, keyword, what, email_id, message
 
 
+def _other_facts(world: dict[str, Any], subject: str) -> list[str]:
+    """The facts of the inbox's other fact e-mails: wrong answers to a question about ``subject``'s."""
+    facts = []
+    for other in _FACTS:
+        found = _mail_of(world, other) if other != subject else None
+        if found is not None:
+            facts.append(_FACTS[other][2](found[1]["body"]))
+    return facts
+
+
 def t_mail_fact(rng: Rng) -> Scenario:
     world = office_world(rng)
     subject, keyword, what, _, message = _fact_mail(world, rng)
@@ -738,6 +773,7 @@ def t_mail_fact(rng: Rng) -> Scenario:
     sc.check("called", tool="read_email", args={"email_id": hits[0]["email_id"]})
     sc.check("not_called", tool="send_email")
     sc.reply(f"According to {sender}'s e-mail, {what} is {fact}.", fact)
+    sc.distractors(*_other_facts(world, subject))
     return sc
 
 
@@ -755,6 +791,7 @@ def t_mail_forward(rng: Rng) -> Scenario:
     sc.call("send_email", to=[email], subject=subject, body=f"Hi {recipient['name'].split()[0]}, {what} is {fact}.")
     sc.check("state", path=["mail", "sent"], match={"to": [email]}, contains=fact)
     sc.reply(f"I sent {recipient['name']} an e-mail saying that {what} is {fact}.", fact)
+    sc.distractors(*_other_facts(world, subject))
     return sc
 
 
@@ -818,6 +855,7 @@ def t_cal_conflict(rng: Rng) -> Scenario:
     sc.check("not_called", tool="cancel_event")
     sc.reply(f"That time is taken by your {clash['title']} ({clash['start']}-{clash['end']}). "
              "Shall I book it right after?", clash["title"])
+    sc.distractors(*[e["title"] for e in listed if e["event_id"] != blocker_id])
     sc.user(f"Yes, book it right after the {clash['title']} ends, for an hour.")
     sc.call("create_event", title=title, date=date, start=clash["end"], end=_hm(after + length))
     sc.reply(f"Booked '{title}' from {clash['end']} to {_hm(after + length)}.", _hm(after + length))
@@ -840,6 +878,8 @@ def t_fs_port(rng: Rng) -> Scenario:
     sc.check("called", tool="read_file", args={"path": f"/home/projects/{project}/{settings}"})
     sc.check("not_called", tool="write_file")
     sc.reply(f"{project} listens on port {port} (from {settings}).", port)
+    sc.distractors(*[text.split("port = ")[1].split("\n")[0] for path, text in sorted(world["files"]["files"].items())
+                     if path.endswith("/settings.ini") and not path.startswith(f"/home/projects/{project}/")])
     return sc
 
 
@@ -881,6 +921,7 @@ def t_fs_archive(rng: Rng) -> Scenario:
     sc.check("state", path=["files", "files", "/tmp/cache.tmp"], exists=True)
     sc.check("not_called", tool="delete_file")
     sc.reply(f"I moved {len(logs)} log files into {dest}.", str(len(logs)))
+    sc.distractors(*range(1, 9))
     return sc
 
 
@@ -897,6 +938,7 @@ def t_fs_invoice(rng: Rng) -> Scenario:
     sc.check("state", path=["files", "files", f"/home/shared/{name}"], exists=True)
     sc.check("state", path=["files", "files", found], exists=True)
     sc.reply(f"It's {name}; a copy is now in /home/shared.", name)
+    sc.distractors(*[f.rsplit("/", 1)[1] for f in sorted(world["files"]["files"]) if "/scan_" in f and f != found])
     return sc
 
 
@@ -916,6 +958,8 @@ def t_fs_errors(rng: Rng) -> Scenario:
         if message not in text:
             sc.check("not_said", text=message)
     sc.reply(f"{log} has {len(errors)} ERROR line(s); the first says: {first}.", str(len(errors)), first)
+    # The other counts, and the log's other errors: listing them all hedges over which is the first.
+    sc.distractors(*range(1, 9), *[line.split(" ERROR ")[1] for line in errors])
     return sc
 
 
@@ -944,6 +988,7 @@ def t_fs_todo(rng: Rng) -> Scenario:
     text = sc.call("read_file", path="/home/notes/todo.md")
     first = next(line[2:] for line in text.splitlines() if line.startswith("- "))
     sc.reply(f"The first item is: {first}.", first)
+    sc.distractors(*[line[2:] for line in text.splitlines() if line.startswith("- ") and line[2:] != first])
     sc.user(f"Add the line '- {new_item}' at the end of the list.")
     sc.call("append_line", path="/home/notes/todo.md", line=f"- {new_item}")
     sc.check("not_called", tool="write_file")

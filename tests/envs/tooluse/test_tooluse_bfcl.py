@@ -258,3 +258,22 @@ def test_underscore_names_for_apis_that_refuse_dots(bfcl_dir):
     assert [t["function"]["name"] for t in info["tools"]] == ["math_circle_area"]
     _, reward, _, _, info = env.step(call("math_circle_area", radius=5.0))
     assert reward == 1.0 and info["reward_components"]["tool_name"] == 1.0
+
+
+def test_json_schema_type_lists_are_types_not_any():
+    """ "type": ["string", "null"] read as "any" and was then checked as a string ("Expected type any, got list")."""
+    fn = [{"name": "f", "parameters": {"type": "dict", "properties": {"x": {"type": ["string", "null"]},
+                                                                     "n": {"type": ["integer", "string"]}},
+                                       "required": ["x"]}}]
+    assert to_json_schema(fn[0]["parameters"], top=True)["properties"] == {
+        "x": {"type": ["string", "null"]}, "n": {"type": ["integer", "string"]}}
+    gt = [{"f": {"x": ["hi", None], "n": [3, ""]}}]
+    assert check_bfcl("simple", fn, [call("f", x="hi")], gt)["valid"]
+    assert check_bfcl("simple", fn, [call("f", x=None)], gt)["valid"]
+    assert check_bfcl("simple", fn, [call("f", x="hi", n=3)], gt)["valid"]
+    wrong = check_bfcl("simple", fn, [call("f", x=[["hi"]])], gt)
+    assert not wrong["valid"] and "Expected type string, got list" in wrong["error"][0], wrong
+    assert not check_bfcl("simple", fn, [call("f", x="hi", n="3")], gt)["valid"]
+    # a missing type compares values only
+    untyped = [{"name": "f", "parameters": {"type": "dict", "properties": {"x": {}}, "required": ["x"]}}]
+    assert check_bfcl("simple", untyped, [call("f", x=[1, 2])], [{"f": {"x": [[1, 2]]}}])["valid"]

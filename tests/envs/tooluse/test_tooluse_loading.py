@@ -182,3 +182,94 @@ def test_outputs_of_a_task_file_without_said_criteria_must_still_come_from_a_loo
     for action in task.oracle:
         *_, info = env.step(action)
     assert info["outcome"] == 1.0
+
+
+# --------------------------------------------------------------------------- numbers, times, gold schemas
+def _shop_status_text(**changes: str) -> str:
+    """The shop-status row as JSON text with literal replacements (numbers json.dumps cannot write)."""
+    text = json.dumps(next(r for r in ROWS if r["data"]["template"] == "shop-status"))
+    for old, new in changes.items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
+@pytest.mark.parametrize("where, literal, expected", [
+    ('"weight"', "9" * 400, "not valid JSON: an integer of 400 digits"),  # was a bare OverflowError
+    ('"weight"', "9" * 5000, "not valid JSON: an integer of 5000 digits"),  # was a bare ValueError
+    ('"weight"', "9" * 40, "weight: must be a finite number from 0 to"),
+    ('"weight"', "1e400", "weight: must be a finite number from 0 to"),
+    ('"next_order"', "9" * 5000, "not valid JSON: an integer of 5000 digits"),
+    ('"price"', "1e400", "price: Input should be a finite number"),  # was loaded and shown as Infinity
+    ('"price"', "1e300", "price: Input should be less than or equal to"),
+    ('"stock"', "9" * 40, "stock: Input should be less than or equal to"),
+    ('"stock"', "-1", "stock: Input should be greater than or equal to 0"),
+])
+def test_out_of_range_numbers_are_one_line_refusals_that_skip_invalid_rows_skips(tmp_path, where, literal, expected):
+    row = json.loads(_shop_status_text())
+    if where == '"weight"':
+        row["data"]["checklist"][0]["weight"] = "<n>"
+    text = json.dumps(row)
+    if where == '"weight"':
+        text = text.replace('"<n>"', literal)
+    else:
+        key = where
+        start = text.index(key + ": ") + len(key) + 2
+        end = min(i for i in (text.find(",", start), text.find("}", start)) if i > 0)
+        text = text[:start] + literal + text[end:]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps(ROWS[1]) + "\n" + text + "\n", encoding="utf-8")
+    with pytest.raises(InvalidRow) as caught:
+        ToolUseEnv(dataset=f"jsonl:{path}")
+    message = str(caught.value)
+    assert message.startswith(f"{path}:2: task") and expected in message and "\n" not in message, message
+    with pytest.warns(UserWarning, match=r"skipped 1 malformed task\(s\)"):
+        env = ToolUseEnv(dataset=f"jsonl:{path}", skip_invalid_rows=True)
+    assert env.tasks.ids() == [ROWS[1]["id"]]
+
+
+def test_a_bfcl_file_with_a_huge_integer_is_one_line_naming_file_and_line(tmp_path):
+    """BFCL shares read_rows: an integer over Python's 4,300-digit limit was a bare ValueError."""
+    path = _bfcl_with(tmp_path, "simple_python", lambda es: es[1].update(extra="<n>"))
+    path.write_text(path.read_text().replace('"<n>"', "9" * 5000))
+    with pytest.raises(InvalidRow, match=rf"^{path}:2: entry: not valid JSON: an integer of 5000 digits"):
+        ToolUseEnv(dataset=f"bfcl:{path.parent}", split="simple")
+
+
+def _office_row(template: str) -> dict:
+    return copy.deepcopy(next(r for r in ROWS if r["data"]["template"] == template))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda cal: cal.update(work_hours=["nine", "five"]), "calendar.work_hours.0: Value error, 'nine' is not a time"),
+    (lambda cal: cal.update(work_hours=["17:00", "09:00"]), "calendar.work_hours: the end must be after the start"),
+    (lambda cal: next(iter(cal["events"].values())).update(start="noon"), "start: Value error, 'noon' is not a time"),
+    (lambda cal: next(iter(cal["events"].values())).update(end="24:00"), "end: Value error, '24:00' is not a time"),
+    (lambda cal: next(iter(cal["events"].values())).update(date="2025-02-30"), "date: Value error, '2025-02-30'"),
+    (lambda cal: next(iter(cal["events"].values())).update(start="16:59", end="09:00"),
+     "the end must be after the start"),
+])
+def test_calendar_times_and_dates_are_validated_at_load(tmp_path, change, expected):
+    """Before, "noon" and ["nine", "five"] loaded and the agent's calls then failed on the task's data."""
+    row = _office_row("cal-agenda")
+    change(row["data"]["world"]["calendar"])
+    path = _jsonl(tmp_path / "t.jsonl", [row])
+    with pytest.raises(InvalidRow) as caught:
+        ToolUseEnv(dataset=f"jsonl:{path}")
+    assert str(caught.value).startswith(f"{path}:1: task") and expected in str(caught.value), str(caught.value)
+
+
+def test_gold_calls_go_through_the_tool_schema_the_agent_gets(tmp_path):
+    """A gold cancel_order(reason="because") loaded, and its own oracle was then refused through the schema."""
+    row = copy.deepcopy(next(r for r in ROWS if r["data"]["template"] == "shop-cancel"))
+    for call in (c for turn in row["data"]["turns"] for step in turn["gold"] for c in step):
+        if call["name"] == "cancel_order":
+            call["arguments"]["reason"] = "because"
+    path = _jsonl(tmp_path / "t.jsonl", [row])
+    with pytest.raises(InvalidRow, match=r"^.*:1: task .*gold\[0\]\[0\]\.arguments: the schema of cancel_order "
+                                         r"refuses them \(argument 'reason': 'because' is not one of"):
+        ToolUseEnv(dataset=f"jsonl:{path}")
+    row["data"]["turns"][0]["gold"][0][0]["arguments"]["extra"] = 1
+    row["data"]["turns"][0]["gold"][0][0]["arguments"]["reason"] = "no_longer_needed"
+    with pytest.raises(InvalidRow, match=r"the schema of cancel_order refuses them"):
+        ToolUseEnv(dataset=f"jsonl:{_jsonl(tmp_path / 'u.jsonl', [row])}")
