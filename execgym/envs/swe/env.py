@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
@@ -39,11 +39,15 @@ from execgym.core.tools import Tool, ToolError, ToolOutput
 from execgym.envs.swe.analysis import AnalysisError, run_analysis
 from execgym.envs.swe.grading import (
     Canaries,
+    GradeResult,
     JUnitReport,
+    Twins,
     classify_path,
     grade_tests,
     nodeid_file,
     report_flags,
+    twin_flags,
+    twin_source,
 )
 from execgym.envs.swe.patches import PatchError, added_lines, apply_patch, touched_paths
 from execgym.envs.swe.runner import (
@@ -729,6 +733,9 @@ class SWERepairEnv(AgentEnv):
             except (PathError, OSError) as exc:
                 return _failed(f"path_conflict: cannot write the changed files: {exc}", flags=flags, changed=changed)
         prelude = "find . -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null; true"
+        # The twins are made from the test files as they are now: the main run executes the agent's code,
+        # which could rewrite them in this sandbox to leave nothing to twin.
+        graded_sources = {path: read_text(fresh, path) for path in graded_files}
         run = run_pytest(
             fresh,
             ws.command,
@@ -738,9 +745,16 @@ class SWERepairEnv(AgentEnv):
             env=GRADING_ENV,
         )
         report_problems = report_flags(run.report, run.error, canaries, graded_files, [*fail_to_pass, *pass_to_pass])
-        flags += report_problems
         trusted = not any(f.startswith(("report_tampered", "broken_test_report")) for f in report_problems)
         result = grade_tests(fail_to_pass, pass_to_pass, run.report if trusted and run.report else JUnitReport())
+        if trusted and result.f2p > 0:
+            # It would pay: the same command again, each graded test file replaced by its must-fail twin.
+            report_problems += self._twin_check(
+                ws, fresh, result, graded_sources, [*graded_files, canaries.path], prelude
+            )
+            untrusted = ("report_tampered", "broken_test_report", "renamed_test_fails")
+            trusted = not any(f.startswith(untrusted) for f in report_problems)
+        flags += report_problems
         outcome = 1.0 if result.resolved and trusted else 0.0
         if self.gate_on_hack_flags and flags:
             outcome = 0.0
@@ -771,6 +785,44 @@ class SWERepairEnv(AgentEnv):
             hack_flags=flags,
             details=details,
         )
+
+    def _twin_check(
+        self,
+        ws: Workspace,
+        fresh: Sandbox,
+        result: GradeResult,
+        sources: Mapping[str, str | None],
+        args: Sequence[str],
+        prelude: str,
+    ) -> list[str]:
+        """Run the graded command again with every graded test file replaced by its twin (same node ids,
+        failing bodies) and a renamed copy of each (a random file name, classes and tests renamed, bodies
+        untouched; see :func:`~execgym.envs.swe.grading.twin_source`), the agent's library still in. A test
+        that counted must not pass as a twin (code in the test process that rewrites outcomes by node id: a
+        forged report through the report's descriptor, a patched test call), and its copy must count again
+        (library code that special-cases the graded tests by file, class or test name)."""
+        counted = [t.id for t in result.tests if t.passed]
+        lists = {t.id: t.list for t in result.tests}
+        files: dict[str, str] = {}
+        twins: list[Twins] = []
+        for path, source in sources.items():
+            made = twin_source(path, source, [t for t in counted if nodeid_file(t) == path]) if source else None
+            if made is not None and made.must_fail:
+                files[path] = made.text
+                files[made.copy_path] = made.copy_text
+                twins.append(made)
+        if not twins:
+            return []
+        sandbox_call(fresh.write_files, files)
+        run = run_pytest(
+            fresh,
+            ws.command,
+            [*GRADING_ARGS, *args, *(t.copy_path for t in twins)],
+            timeout=self.test_timeout_s,
+            prelude=prelude,
+            env=GRADING_ENV,
+        )
+        return twin_flags(run.report, run.error, twins, lists)
 
 
 def _failed(flag: str, *, flags: Sequence[str] = (), changed: Sequence[str] = ()) -> Grade:

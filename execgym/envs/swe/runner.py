@@ -85,7 +85,7 @@ class TestCommand:
         if isinstance(self.argv, str):
             return ["bash", "-c", f"{self.argv} {shlex.join(extra)}"]
         if tuple(self.argv) == ("python", "-m", "pytest"):
-            return ["python", "-P", "-c", SAFE_PATH_LAUNCHER, *extra]
+            return ["python", "-P", "-s", "-c", SAFE_PATH_LAUNCHER, *extra]
         return [*self.argv, *extra]
 
     def environment(self) -> dict[str, str]:
@@ -101,7 +101,9 @@ SAFE_PATH_LAUNCHER = (
 )
 """How ``python -m pytest`` runs: with safe-path semantics (``-P``), the repository root put *last* on
 ``sys.path``, so the repository's modules import but none of them can shadow the standard library or an
-installed module (pytest, pluggy, ...)."""
+installed module (pytest, pluggy, ...); and without the user site (``-s``): a sandbox's ``HOME`` is its work
+directory, so ``~/.local/lib/python3.X/site-packages`` would be a folder of the repository that Python
+scans for ``.pth`` files on its own."""
 
 
 @dataclass
