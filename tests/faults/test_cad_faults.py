@@ -39,9 +39,11 @@ def env(request) -> Iterator:
 
 
 def kill_worker(process: Any) -> None:
-    """SIGKILL a kernel worker from inside its own sandbox (its pid there is what its ping reports)."""
-    pid = process.request({"op": "ping"}, timeout=120)["pid"]
-    result = process.sandbox.run(["python", "-c", f"import os; os.kill({pid}, 9)"], timeout=30)
+    """SIGKILL a kernel worker from inside its own sandbox (an env worker forked by the shared fork server:
+    from inside the server's sandbox, by the pid that sandbox sees)."""
+    pid = process.sandbox_pid()
+    sandbox = process.server.process.sandbox if hasattr(process, "server") else process.sandbox
+    result = sandbox.run(["python", "-c", f"import os; os.kill({pid}, 9)"], timeout=30)
     assert result.exit_code == 0, result
 
 

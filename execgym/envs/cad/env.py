@@ -5,9 +5,10 @@ dimensions). Field conventions: CADPrompt (two descriptions per part), Text2CAD,
 (chamfer distance on 8,192 points in a unit-normalised frame, IoU).
 
 Tools: ``run_cadquery(code)`` runs a program in a persistent sandboxed worker (CadQuery imported once per
-worker and reused across episodes; every run in a fresh fork) and reports the part's measurements or the
-error; ``submit(code)`` runs and grades the final program and ends the episode. A fenced ```python block
-in a raw reply is a ``run_cadquery`` call.
+process: the env's worker is forked from a fork server the process's envs share, into namespaces of its own;
+every run in a fresh fork of that worker) and reports the part's measurements or the error;
+``submit(code)`` runs and grades the final program and ends the episode. A fenced ```python block in a raw
+reply is a ``run_cadquery`` call.
 
 Grading happens in a separate trusted worker that never sees the agent's code, only the BREP bytes of its
 part: ``Grade.components`` = ``executable``, ``valid_solid``, ``iou`` (exact, from boolean volumes; voxel
@@ -28,6 +29,7 @@ import hashlib
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,7 +41,16 @@ from execgym.core.errors import InfraError
 from execgym.core.tasks import Generator, Task, TaskSet
 from execgym.core.tools import Tool, ToolOutput
 from execgym.envs.cad.families import fmt
-from execgym.envs.cad.grading import CADGrader, KernelProcess, Thresholds, require_cadquery, score
+from execgym.envs.cad.grading import (
+    CADGrader,
+    ForkedAgent,
+    KernelProcess,
+    NamespacesUnavailable,
+    SharedGrader,
+    Thresholds,
+    require_cadquery,
+    score,
+)
 from execgym.envs.cad.kernel import MAX_PART_BYTES, box_iou
 from execgym.envs.cad.render import (
     PART_COLOR,
@@ -99,10 +110,18 @@ class CADModelEnv(AgentEnv):
             called at the end with the rendered part and target; its score is ``reward_components["external"]``.
         run_timeout_s: wall-clock limit of one program run (CPU is limited to the same plus 1 s).
         memory_mb: memory a program may allocate beyond the worker's own.
-        grader: a shared :class:`~execgym.envs.cad.grading.CADGrader` (default: one per env).
+        grader: a :class:`~execgym.envs.cad.grading.CADGrader` of your own (default: the one this process's
+            envs share on ``grader_executor``, or one per env with ``share_workers=False``).
         grader_executor: the executor of the env's own grader, which runs the tasks' reference programs
             (default: ``executor``, so that with ``"docker"`` no dataset code runs on this machine).
         image: the sandbox image kind for agent programs (Docker: ``cad``).
+        share_workers: envs of this process share one trusted grader (default True; it never runs agent
+            code). False: a grader of the env's own.
+        fork_agent_workers: with ``share_workers`` and the local executor, fork every env's agent worker, each
+            in namespaces of its own, from one agent fork server that imported CadQuery once (default False:
+            one sandbox per env's agent worker). Opt-in because the forked workers share the fork server's
+            sandbox-wide memory and process limits (each program still has its own per-process limits): one
+            env's program exhausting them restarts the server for every env.
         render_tile: pixel size of one view in ``rgb_array`` pictures.
         grade_on_truncation: when the episode is truncated without ``submit``, grade the last part the agent
             built (True) or give outcome 0 (False).
@@ -140,6 +159,8 @@ class CADModelEnv(AgentEnv):
         grader: CADGrader | None = None,
         grader_executor: Any = None,
         image: str = "cad",
+        share_workers: bool = True,
+        fork_agent_workers: bool = False,
         render_tile: int = 240,
         grade_on_truncation: bool = True,
         dataset: str | None = None,
@@ -182,9 +203,20 @@ class CADModelEnv(AgentEnv):
         self.memory_bytes = int(memory_mb) * 1024 * 1024
         self.render_tile = int(render_tile)
         self.grade_on_truncation = bool(grade_on_truncation)
-        self.session = KernelProcess(executor, "agent", image=image, memory_bytes=self.memory_bytes)
+        self.share_workers = bool(share_workers)
+        self.fork_agent_workers = bool(fork_agent_workers) and self.share_workers
+        self.session: KernelProcess | ForkedAgent
+        if self.fork_agent_workers and _is_local(executor):
+            self.session = ForkedAgent(executor, image=image)
+        else:
+            self.session = KernelProcess(executor, "agent", image=image, memory_bytes=self.memory_bytes)
         self._owns_grader = grader is None
-        self.grader = grader if grader is not None else CADGrader(grader_executor, memory_bytes=self.memory_bytes)
+        if grader is not None:
+            self.grader = grader
+        elif self.share_workers:
+            self.grader = SharedGrader.acquire(grader_executor, memory_bytes=self.memory_bytes)
+        else:
+            self.grader = CADGrader(grader_executor, memory_bytes=self.memory_bytes)
         self._ref_key: str | None = None
         self._key_dims: list[dict[str, Any]] = []
         self._last_part: dict[str, Any] | None = None
@@ -269,12 +301,23 @@ class CADModelEnv(AgentEnv):
         self._meshes.clear()
 
     def _start_workers(self) -> None:
-        """Start the agent worker and the grader together: both import CadQuery (~2 s) at the same time."""
-        workers = (self.session, self.grader.process)
+        """Start the agent worker and the grader together: both import CadQuery (~2 s) at the same time
+        (shared ones only for the process's first env)."""
+        workers = (self.session, self.grader)
         for worker in workers:
             worker.launch()
-        for worker in workers:
-            worker.wait_ready()
+        try:
+            self.session.wait_ready()
+        except NamespacesUnavailable as exc:
+            # This sandbox cannot isolate forked env workers from each other: a worker of the env's own.
+            warnings.warn(f"CAD envs fall back to one agent worker each: {exc}", RuntimeWarning, stacklevel=2)
+            self.session.close()
+            self.session = KernelProcess(
+                self.session.executor_spec, "agent", image=self.session.image, memory_bytes=self.memory_bytes
+            )
+            self.session.launch()
+            self.session.wait_ready()
+        self.grader.wait_ready()
 
     def _tools(self, task: Task) -> list[Tool]:
         return [
@@ -544,11 +587,21 @@ class CADModelEnv(AgentEnv):
         super().close()
         self.session.close()
         if self._owns_grader:
+            self._owns_grader = False  # a shared grader is released once per env
             self.grader.close()
         self._meshes.clear()
 
 
 _FENCED = re.compile(r"^\s*```[ \t]*[\w+-]*[^\n]*\n(.*?)```\s*$", re.DOTALL)
+
+
+def _is_local(executor: Any) -> bool:
+    """Whether an executor spec is the local sandbox (the agent fork server needs its FIFOs on this machine)."""
+    if executor is None:
+        executor = os.environ.get("EXECGYM_EXECUTOR", "").strip() or "local"
+    if isinstance(executor, str):
+        return executor.strip().lower() == "local"
+    return getattr(executor, "name", "") == "local" and hasattr(executor, "sandbox")
 
 
 def _runs_here(executor: Any) -> bool:

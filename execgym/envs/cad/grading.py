@@ -9,6 +9,11 @@ JSON-lines :class:`~execgym.executor.base.Session` in a sandbox:
   parts, built from the tasks' reference programs or read from meshes, and grades BREP bytes. It never
   receives the agent's code.
 
+By default the envs of one process share them (:class:`SharedGrader`; with the local executor the agent
+side is a :class:`ForkedAgent` per env, forked by one :class:`ForkServer` into namespaces of its own), so
+CadQuery is imported once per side, not per env. Shared workers are reference-counted: the first env starts
+them, the last env's ``close`` stops them.
+
 The pass rule (``outcome``) is applied here, on the metrics the grader returns, so it is data:
 
 >>> t = Thresholds()
@@ -25,11 +30,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import importlib.util
 import json
 import math
-from collections.abc import Mapping
+import os
+import secrets
+import select
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -37,10 +49,15 @@ from typing import Any
 import numpy as np
 
 from execgym.core.errors import InfraError as CoreInfraError
+from execgym.envs.cad.kernel import NO_NAMESPACES
 
 __all__ = [
     "CADGrader",
+    "ForkServer",
+    "ForkedAgent",
     "KernelProcess",
+    "NamespacesUnavailable",
+    "SharedGrader",
     "Thresholds",
     "chamfer_score",
     "kernel_source",
@@ -68,6 +85,10 @@ _METRIC_RANGES = {
     "volume_error": (0.0, math.inf),
     "dims": (0.0, 1.0),
 }
+
+
+class NamespacesUnavailable(CoreInfraError):
+    """The sandbox cannot give forked env workers namespaces of their own (nested user namespaces are off)."""
 
 
 class WorkerFailure(CoreInfraError):
@@ -321,8 +342,8 @@ class KernelProcess:
         start_timeout: float = 300.0,
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        if mode not in ("agent", "grader"):
-            raise ValueError(f"mode must be 'agent' or 'grader', got {mode!r}")
+        if mode not in ("agent", "grader", "forkserver"):
+            raise ValueError(f"mode must be 'agent', 'grader' or 'forkserver', got {mode!r}")
         self.executor_spec = executor
         self.mode = mode
         self.image = image
@@ -335,6 +356,7 @@ class KernelProcess:
         self.session: Any = None
         self.info: dict[str, Any] = {}
         self.starts = 0
+        self.max_processes = 64
         self._ready = False
 
     @property
@@ -361,13 +383,14 @@ class KernelProcess:
                 wall_time_s=120.0,
                 cpu_time_s=None,
                 memory_bytes=self.sandbox_memory_bytes,
-                max_processes=64,
+                max_processes=self.max_processes,
                 output_bytes=128 * 1024 * 1024,
                 disk_bytes=256 * 1024 * 1024,
                 network=False,
             )
             self.sandbox = self.executor.sandbox(SandboxSpec(image=self.image, limits=limits))
-            config = {"memory_bytes": self.memory_bytes, "scratch_roots": self._scratch_roots(), **self.config}
+            roots = self._scratch_roots() if self.mode != "forkserver" else []  # env workers have their own
+            config = {"memory_bytes": self.memory_bytes, "scratch_roots": roots, **self.config}
             # -I: no user site, no PYTHON* variables, no script directory: nothing a program wrote in the
             # sandbox is imported by a restarted worker.
             argv = ["python", "-I", "-c", kernel_source(), self.mode, json.dumps(config)]
@@ -415,6 +438,10 @@ class KernelProcess:
         self.info = reply.value
         self._ready = True
         self.starts += 1
+
+    def sandbox_pid(self) -> int:
+        """The worker's pid as its sandbox's other processes see it (what a fault test kills)."""
+        return int(self.request({"op": "ping"}, timeout=self.start_timeout)["pid"])
 
     def request(self, message: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         """Send one request and return the worker's reply (a dict).
@@ -496,6 +523,13 @@ class CADGrader:
 
     def start(self) -> None:
         self.process.start()
+
+    def launch(self) -> None:
+        """Spawn the worker without waiting for its CadQuery import (see :meth:`KernelProcess.launch`)."""
+        self.process.launch()
+
+    def wait_ready(self) -> None:
+        self.process.wait_ready()
 
     @staticmethod
     def reference_key(task_id: str, code: str | None, mesh_path: str | None) -> str:
@@ -636,3 +670,357 @@ class CADGrader:
     def close(self) -> None:
         self.process.close()
         self._loaded.clear()
+
+
+# ================================================================================== shared in this process
+
+
+class _Owner:
+    """A thread that owns a shared worker's sandbox and makes every call to it, one at a time.
+
+    A local sandbox dies with the thread that spawned it (bubblewrap's ``--die-with-parent``): a worker shared
+    by envs stepped on different threads (AsyncRollout's slots) is spawned, restarted and spoken to here.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._pool.submit(fn, *args, **kwargs).result()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: dict[tuple[Any, ...], list[Any]] = {}  # key -> [object, number of envs holding it]
+
+
+def _executor_key(executor: Any) -> Any:
+    if executor is None:
+        executor = os.environ.get("EXECGYM_EXECUTOR", "").strip() or "local"
+    return executor.strip().lower() if isinstance(executor, str) else ("object", id(executor))
+
+
+def _acquire(key: tuple[Any, ...], factory: Callable[[], Any]) -> Any:
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is None:
+            entry = _SHARED[key] = [factory(), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release(key: tuple[Any, ...], obj: Any) -> None:
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is None or entry[0] is not obj:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _SHARED[key]
+    obj.shutdown()
+
+
+def shared_servers() -> dict[str, int]:
+    """The shared CAD workers alive in this process and how many envs hold each (for tests and benchmarks)."""
+    with _SHARED_LOCK:
+        return {f"{key[0]}:{key[1]}": entry[1] for key, entry in _SHARED.items()}
+
+
+class SharedGrader(CADGrader):
+    """One trusted grader for every env of this process on the same executor (it never runs agent code).
+
+    References are keyed by task and reference program, so envs on the same task share one. Calls are
+    serialised on the grader's own thread (the worker answers one request at a time anyway). Get one with
+    :meth:`acquire`; :meth:`close` drops this env's hold, and the last one stops the worker.
+    """
+
+    def __init__(self, executor: Any, *, memory_bytes: int, key: tuple[Any, ...]) -> None:
+        super().__init__(executor, memory_bytes=memory_bytes)
+        self.key = key
+        self.owner = _Owner("execgym-cad-grader")
+
+    @classmethod
+    def acquire(cls, executor: Any = "local", *, memory_bytes: int = 2 * 1024**3) -> SharedGrader:
+        key = ("grader", _executor_key(executor), int(memory_bytes))
+        grader = _acquire(key, lambda: cls(executor, memory_bytes=memory_bytes, key=key))
+        if isinstance(key[1], tuple):
+            grader._executor_ref = executor  # keep the object (and so its id) alive while shared
+        return grader
+
+    def start(self) -> None:
+        self.owner.call(super().start)
+
+    def launch(self) -> None:
+        self.owner.call(super().launch)
+
+    def wait_ready(self) -> None:
+        self.owner.call(super().wait_ready)
+
+    def register(self, task_id: str, **kwargs: Any) -> str:
+        return self.owner.call(super().register, task_id, **kwargs)
+
+    def grade(self, key: str, brep: bytes, **kwargs: Any) -> dict[str, Any]:
+        return self.owner.call(super().grade, key, brep, **kwargs)
+
+    def inspect(self, key: str, brep: bytes, *, thresholds: Thresholds) -> dict[str, Any]:
+        return self.owner.call(super().inspect, key, brep, thresholds=thresholds)
+
+    def tessellate(self, *, key: str | None = None, brep: bytes | None = None) -> tuple[np.ndarray, ...] | None:
+        return self.owner.call(super().tessellate, key=key, brep=brep)
+
+    def close(self) -> None:
+        """This env no longer needs the grader (the worker stops when no env holds it)."""
+        _release(self.key, self)
+
+    def shutdown(self) -> None:
+        self.owner.call(super().close)
+        self.owner.shutdown()
+
+
+class ForkServer:
+    """The process's agent zygote: one sandbox whose worker imported CadQuery once and forks env workers.
+
+    Each env worker is isolated from the others in namespaces of its own (see the kernel's ``ForkServer``);
+    the env talks to it on two FIFOs, not through this server. Calls run on the server's own thread. A failed
+    server is replaced once per call; a second failure is an :class:`~execgym.core.errors.InfraError`.
+    """
+
+    def __init__(self, executor: Any, *, image: str, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self.process = KernelProcess(executor, "forkserver", image=image, sandbox_memory_bytes=64 * 1024**3)
+        self.process.max_processes = 4096  # each env worker is held to its own budget (RLIMIT_NPROC) inside
+        self.owner = _Owner("execgym-cad-forkserver")
+
+    @classmethod
+    def acquire(cls, executor: Any = "local", *, image: str = "cad") -> ForkServer:
+        key = ("forkserver", _executor_key(executor), image)
+        server = _acquire(key, lambda: cls(executor, image=image, key=key))
+        if isinstance(key[1], tuple):
+            server._executor_ref = executor
+        return server
+
+    def release(self) -> None:
+        _release(self.key, self)
+
+    def launch(self) -> None:
+        self.owner.call(self.process.launch)
+
+    def wait_ready(self) -> None:
+        self.owner.call(self.process.wait_ready)
+
+    def call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return self.owner.call(self._call, message, timeout)
+
+    def _call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        for attempt in range(2):
+            try:
+                return self.process.request(message, timeout=timeout)
+            except WorkerFailure as exc:
+                if attempt:
+                    raise CoreInfraError(f"the CAD agent fork server failed twice: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def sandbox_paths(self) -> tuple[str, str]:
+        """The server's work directory inside its sandbox and the same directory on this machine."""
+        sandbox = self.process.sandbox
+        inside = str(sandbox.workdir)
+        return inside, str(getattr(sandbox, "host_workdir", inside))
+
+    def ping(self) -> dict[str, Any]:
+        return self.call({"op": "ping"}, timeout=self.process.start_timeout)
+
+    def shutdown(self) -> None:
+        self.owner.call(self.process.close)
+        self.owner.shutdown()
+
+
+_REPLY_CAP = 160 * 1024 * 1024
+
+
+class ForkedAgent:
+    """An env's agent worker forked from the shared :class:`ForkServer`, with :class:`KernelProcess`'s interface.
+
+    ``request`` returns the worker's reply or raises :class:`WorkerFailure` (the worker died or hung: it is
+    stopped with everything it started, and the next request gets a fresh one). Failing to start is an
+    :class:`~execgym.core.errors.InfraError`.
+    """
+
+    mode = "agent"
+
+    def __init__(self, executor: Any = "local", *, image: str = "cad", start_timeout: float = 300.0) -> None:
+        self.executor_spec = executor
+        self.image = image
+        self.start_timeout = float(start_timeout)
+        self.server: ForkServer | None = None
+        self.token: str | None = None
+        self.pid: int | None = None
+        self.info: dict[str, Any] = {}
+        self.starts = 0
+        self._fds: tuple[int, int] | None = None
+        self._buf = b""
+
+    @property
+    def running(self) -> bool:
+        return self._fds is not None
+
+    def launch(self) -> None:
+        """Hold the shared server (started, importing CadQuery, by the first env) without waiting for it."""
+        if self.server is None:
+            self.server = ForkServer.acquire(self.executor_spec, image=self.image)
+        try:
+            self.server.launch()
+        except CoreInfraError:
+            raise
+        except Exception as exc:
+            raise CoreInfraError(f"could not start the CAD agent fork server: {type(exc).__name__}: {exc}") from exc
+
+    def wait_ready(self) -> None:
+        """Fork this env's worker (once the server is ready) and wait for its first reply."""
+        if self._fds is not None:
+            return
+        self.launch()
+        assert self.server is not None
+        self.server.wait_ready()
+        token = secrets.token_hex(8)
+        timeout = min(self.start_timeout, 60.0)
+        reply = self.server.call({"op": "spawn", "token": token, "timeout": timeout}, timeout=self.start_timeout)
+        if not reply.get("ok"):
+            raise CoreInfraError(f"the CAD agent fork server could not fork a worker: {reply.get('error')}")
+        self.token = token
+        self._open_channel(token, reply, timeout)
+
+    def _open_channel(self, token: str, reply: dict[str, Any], timeout: float) -> None:
+        assert self.server is not None
+        fds: list[int] = []
+        try:
+            inside, host = self.server.sandbox_paths()
+            directory = os.path.join(host, os.path.relpath(str(reply["path"]), inside))
+            deadline = time.monotonic() + timeout
+            fds.append(_open_writer(os.path.join(directory, "request"), deadline))
+            fds.append(os.open(os.path.join(directory, "reply"), os.O_RDONLY | os.O_NONBLOCK))
+            started = self.server.call({"op": "started", "token": token, "timeout": timeout}, timeout=timeout + 30)
+            if not started.get("ok"):
+                error = str(started.get("error"))
+                kind = NamespacesUnavailable if NO_NAMESPACES in error else CoreInfraError
+                raise kind(f"the CAD agent worker did not start: {error}")
+            self._fds = (fds[0], fds[1])
+            self._buf = b""
+            self.pid = int(started["pid"])
+            info = self._exchange({"op": "ping"}, time.monotonic() + self.start_timeout)
+        except (OSError, WorkerFailure, KeyError, ValueError) as exc:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds = None
+            self._stop_worker()
+            raise CoreInfraError(f"the CAD agent worker failed to start: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds = None
+            self._stop_worker()
+            raise
+        if not info.get("ok"):
+            self._drop()
+            raise CoreInfraError(f"the CAD agent worker failed to start: {info.get('error')}")
+        self.info = info
+        self.starts += 1
+
+    def start(self) -> None:
+        self.wait_ready()
+
+    def sandbox_pid(self) -> int:
+        """The worker's pid as the server's sandbox sees it (what a fault test kills)."""
+        self.start()
+        assert self.pid is not None
+        return self.pid
+
+    def request(self, message: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        self.start()
+        try:
+            return self._exchange(dict(message), time.monotonic() + timeout)
+        except WorkerFailure:
+            self._drop()
+            raise
+
+    def _exchange(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+        assert self._fds is not None
+        request_fd, reply_fd = self._fds
+        data = memoryview((json.dumps(message) + "\n").encode())
+        os.set_blocking(request_fd, False)
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [request_fd], [], left)[1]:
+                raise WorkerFailure("the CAD agent worker timed out (not reading its requests)")
+            try:
+                data = data[os.write(request_fd, data) :]
+            except BlockingIOError:
+                continue
+            except OSError as exc:  # EPIPE: it died
+                raise WorkerFailure(f"the CAD agent worker died ({exc})") from exc
+        while True:
+            newline = self._buf.find(b"\n")
+            if newline >= 0:
+                line, self._buf = self._buf[:newline], self._buf[newline + 1 :]
+                try:
+                    value = json.loads(line)
+                except ValueError as exc:
+                    raise WorkerFailure("the CAD agent worker answered something that is not JSON") from exc
+                if not isinstance(value, dict):
+                    raise WorkerFailure("the CAD agent worker answered something that is not a JSON object")
+                return value
+            if len(self._buf) > _REPLY_CAP:
+                raise WorkerFailure("the CAD agent worker's reply exceeds the output limit")
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([reply_fd], [], [], left)[0]:
+                raise WorkerFailure("the CAD agent worker timed out")
+            try:
+                chunk = os.read(reply_fd, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise WorkerFailure("the CAD agent worker died without replying")
+            self._buf += chunk
+
+    def _drop(self) -> None:
+        """Close this env's FIFOs and stop its worker (and everything in its namespaces)."""
+        if self._fds is not None:
+            for fd in self._fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds = None
+        self._buf = b""
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        token, self.token, self.pid = self.token, None, None
+        if token is not None and self.server is not None:
+            with contextlib.suppress(Exception):
+                self.server.call({"op": "kill", "token": token}, timeout=30.0)
+
+    def restart(self) -> None:
+        """A fresh worker (InfraError when the server cannot fork one, after replacing the server once)."""
+        self._drop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop this env's worker and drop its hold on the server (the last env's close stops it)."""
+        self._drop()
+        if self.server is not None:
+            server, self.server = self.server, None
+            server.release()
+
+
+def _open_writer(path: str, deadline: float) -> int:
+    """Open a FIFO for writing once its reader (the env worker's keeper) has it open."""
+    while True:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno not in (errno.ENXIO, errno.ENOENT) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)

@@ -1,0 +1,139 @@
+"""Memory and cold start of N CAD envs in one process, measured in one run and printed as a markdown table.
+
+    python benchmarks/cad_memory.py [--sizes 1,4,16] [--unshared 1,4] [--steps 20]
+
+For each N: N ``CADModelEnv`` (local executor) are built one after the other in this process; each one's cold
+start is its construction + first ``reset`` + first ``run_cadquery`` step. Then the processes below this one
+(sandboxes, workers, forks) are counted and their PSS summed from ``/proc/<pid>/smaps_rollup`` (this Python
+process itself is left out: it is the trainer's); ``anon`` counts anonymous pages only (file pages of the
+shared libraries move in and out of the page cache with the machine's memory pressure). ``shared`` is
+``fork_agent_workers=True`` (one agent fork server and one grader for all envs); ``unshared`` is
+``share_workers=False`` (two CadQuery workers of each env's own, as before). The warm step is the p50 of ``--steps`` runs of a typical
+bundled part on the last env.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
+    sys.path.insert(0, str(ROOT))
+
+from execgym.envs.cad.env import CADModelEnv  # noqa: E402
+
+TASK = "plate_holes-medium-1001"
+BOX = "import cadquery as cq\nresult = cq.Workplane().box(1, 1, 1)\n"
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def pss_bytes(pid: int, field: str = "Pss:") -> int:
+    """One field of ``/proc/<pid>/smaps_rollup`` in bytes (``Pss:`` all pages, ``Pss_Anon:`` anonymous ones)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure(n: int, shared: bool, steps: int) -> dict[str, float]:
+    envs: list[CADModelEnv] = []
+    cold: list[float] = []
+    try:
+        for _ in range(n):
+            start = time.monotonic()
+            env = CADModelEnv(dataset="bundled", executor="local", share_workers=shared, fork_agent_workers=shared,
+                              max_turns=steps + 5)
+            envs.append(env)
+            env.reset(options={"task_id": TASK})
+            obs, *_ = env.step({"name": "run_cadquery", "arguments": {"code": BOX}})
+            assert obs.startswith("OK"), obs
+            cold.append(time.monotonic() - start)
+        time.sleep(1.0)  # the workers fork their next spare children after a reply: count those too
+        pids = descendants(os.getpid())
+        pss = sum(pss_bytes(p) for p in pids)
+        anon = sum(pss_bytes(p, "Pss_Anon:") for p in pids)
+        code = envs[-1].task.data["code"]
+        warm = []
+        for _ in range(steps):
+            time.sleep(0.05)  # an agent's turn: the worker forks its next child meanwhile
+            start = time.monotonic()
+            obs, *_ = envs[-1].step({"name": "run_cadquery", "arguments": {"code": code}})
+            warm.append(time.monotonic() - start)
+            assert obs.startswith("OK"), obs
+        return {
+            "processes": len(pids),
+            "pss": pss,
+            "anon": anon,
+            "first": cold[0],
+            "later": statistics.median(cold[1:]) if n > 1 else float("nan"),
+            "later_max": max(cold[1:]) if n > 1 else float("nan"),
+            "warm": statistics.median(warm),
+        }
+    finally:
+        for env in envs:
+            env.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,4,16", help="numbers of envs, shared workers")
+    parser.add_argument("--unshared", default="1,4", help="numbers of envs with share_workers=False ('' for none)")
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    runs = [(int(n), True) for n in args.sizes.split(",") if n]
+    runs += [(int(n), False) for n in args.unshared.split(",") if n]
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {os.cpu_count()} cores\n")
+    print(
+        "| workers | envs | processes | PSS total | PSS per env | anon PSS total | anon PSS per env "
+        "| cold start, first env | later envs p50 (max) | warm step p50 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base: dict[bool, dict[str, float]] = {}
+    for n, shared in runs:
+        r = measure(n, shared, args.steps)
+        if n == 1:
+            base[shared] = r
+        def per_env(key: str, r: dict[str, float] = r, n: int = n, shared: bool = shared) -> str:
+            if n == 1 or shared not in base:
+                return f"{r[key] / 2**20:,.0f} MiB (first)"
+            return f"{(r[key] - base[shared][key]) / (n - 1) / 2**20:,.0f} MiB"
+
+        later = f"{r['later']:.2f} s ({r['later_max']:.2f} s)" if n > 1 else "-"
+        print(
+            f"| {'shared' if shared else 'unshared'} | {n} | {r['processes']} | {r['pss'] / 2**20:,.0f} MiB "
+            f"| {per_env('pss')} | {r['anon'] / 2**20:,.0f} MiB | {per_env('anon')} | {r['first']:.2f} s | {later} "
+            f"| {r['warm'] * 1000:.0f} ms |",
+            flush=True,
+        )
+    load = os.getloadavg()
+    print(f"\nload average at end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
