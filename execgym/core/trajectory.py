@@ -12,6 +12,7 @@ the entry point a file names only when told to (``trust_entry_points=True``, ``-
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import importlib
 import json
@@ -143,8 +144,9 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         >>> obs, info = env.reset(seed=0)                                     # doctest: +SKIP
     """
 
-    def __init__(self, env: gym.Env[str, Any], path: str | os.PathLike[str]) -> None:
+    def __init__(self, env: gym.Env[str, Any], path: str | os.PathLike[str], *, renders: bool = True) -> None:
         super().__init__(env)
+        self.renders = bool(renders)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.episodes_written = 0
@@ -229,6 +231,20 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         self._write({}, agent_error=str(agent_error))
         return True
 
+    def _renders(self) -> list[str]:
+        """The env's picture of the episode's end (an env with ``picture_png()``, e.g. CAD), as PNG data URIs.
+
+        A picture that cannot be drawn is left out: a record is never lost to its picture.
+        """
+        draw = getattr(self.env.unwrapped, "picture_png", None)
+        if not callable(draw):
+            return []
+        try:
+            uri = _png_data_uri(draw())
+        except Exception:
+            return []
+        return [uri] if uri else []
+
     def _write(self, info: dict[str, Any], *, agent_error: str | None = None) -> None:
         record = self._record
         assert record is not None
@@ -248,8 +264,16 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
                 "messages": getattr(self.env.unwrapped, "messages", None),
             }
         )
+        if self.renders:
+            record["renders"] = self._renders()
         append_jsonl(self.path, record)
         self.episodes_written += 1
+
+
+def _png_data_uri(data: Any) -> str | None:
+    if not isinstance(data, bytes | bytearray) or bytes(data[:8]) != b"\x89PNG\r\n\x1a\n":
+        return None
+    return "data:image/png;base64," + base64.b64encode(bytes(data)).decode("ascii")
 
 
 def abandon_record(env: gym.Env[Any, Any], agent_error: str) -> bool:

@@ -234,9 +234,9 @@ def test_ten_thousand_episodes_open_lazily(browser: Any, tmp_path: Path) -> None
     assert _errors(browser) == []
 
 
-def test_cad_episode_marks_lower_is_better_and_says_no_render(browser: Any, tmp_path: Path) -> None:
+def test_cad_episode_marks_lower_is_better_and_shows_its_render(browser: Any, tmp_path: Path) -> None:
     """A recorded CAD oracle episode: the error components carry ↓, units and checklist show their evidence, and
-    the page says plainly that the trajectory holds no render."""
+    the picture the recorder kept (part beside target) is shown inline; without one the page says so."""
     pytest.importorskip("cadquery")
     from execgym.agents import make_agent
     from execgym.rollout.episode import run_episode
@@ -254,6 +254,16 @@ def test_cad_episode_marks_lower_is_better_and_says_no_render(browser: Any, tmp_
     pane = _open_episode(browser, 0)
     labels = [e.text for e in pane.find_elements("css selector", ".comp-row > span:first-child")]
     assert "bbox_error ↓" in labels and "iou" in labels
-    assert "No render recorded" in pane.text
+    assert record["renders"] and record["renders"][0].startswith("data:image/png;base64,")
+    images = pane.find_elements("css selector", "img[alt=render]")
+    assert len(images) == 1 and browser.execute_script("return arguments[0].naturalWidth", images[0]) > 100
+    assert "No render recorded" not in pane.text
     assert record["checklist"][0]["evidence"] in pane.text and record["units"][0]["id"] in pane.text
     assert _errors(browser) == []
+    # the same episode recorded without pictures: the page says plainly there is none
+    bare = tmp_path / "bare" / "execgym_CADModel-v0__oracle.jsonl"
+    bare.parent.mkdir()
+    bare.write_text(json.dumps({**record, "renders": []}) + "\n")
+    assert view([str(bare), "--out", str(tmp_path / "bare.html")]) == 0
+    _open(browser, tmp_path / "bare.html")
+    assert "No render recorded" in _open_episode(browser, 0).text

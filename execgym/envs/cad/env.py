@@ -57,6 +57,7 @@ from execgym.envs.cad.render import (
     TARGET_COLOR,
     Mesh,
     _framing,
+    png_bytes,
     render_comparison,
     render_views,
     save_png,
@@ -551,6 +552,10 @@ class CADModelEnv(AgentEnv):
         if self.task is None:
             return text_image("NO EPISODE: CALL RESET()", width=3 * self.render_tile)
         return render_comparison(self._part_mesh(self._shown_part()), self._target_mesh(), tile=self.render_tile)
+
+    def picture_png(self) -> bytes:
+        """:meth:`picture` as PNG bytes (what ``RecordTrajectory`` keeps, and ``execgym view`` shows, per episode)."""
+        return png_bytes(self.picture())
 
     def judge_images(self, part: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
         """What an external judge sees: ``part`` and ``target`` view strips and the ``comparison`` picture."""

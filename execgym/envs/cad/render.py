@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["VIEWS", "Mesh", "rasterize", "render_comparison", "render_views", "save_png", "text_image"]
+__all__ = ["VIEWS", "Mesh", "png_bytes", "rasterize", "render_comparison", "render_views", "save_png", "text_image"]
 
 Mesh = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Vertices (N, 3), triangles (M, 3) and a CAD face id per triangle (M,)."""
@@ -173,13 +173,11 @@ def render_comparison(
     return np.concatenate([top, bottom], axis=0)
 
 
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write an HxWx3 (or HxW) uint8 image as a PNG file (no imaging library needed); returns the path.
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode an HxWx3 (or HxW, or HxWx4) uint8 image as PNG bytes (no imaging library needed).
 
     Example:
-        >>> import tempfile, os
-        >>> p = save_png(np.zeros((4, 5, 3), np.uint8), os.path.join(tempfile.mkdtemp(), "x.png"))
-        >>> p.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+        >>> png_bytes(np.zeros((4, 5, 3), np.uint8))[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
         True
     """
     array = np.asarray(image)
@@ -195,11 +193,21 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2 if channels == 3 else 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write an HxWx3 (or HxW) uint8 image as a PNG file; returns the path.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = save_png(np.zeros((4, 5, 3), np.uint8), os.path.join(tempfile.mkdtemp(), "x.png"))
+        >>> p.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+        True
+    """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-    )
+    out.write_bytes(png_bytes(image))
     return out
 
 
