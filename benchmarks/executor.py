@@ -15,10 +15,17 @@ import sys
 import time
 from collections.abc import Callable
 
-from execgym.executor import LocalExecutor, SandboxSpec
+from execgym.executor import LocalExecutor, Sandbox, SandboxSpec, Session
 from execgym.executor.docker import docker_available, image_available
 
-WORKER = "import json,sys\nfor line in sys.stdin:\n    print(json.dumps(json.loads(line)), flush=True)\n"
+WORKER = (
+    "import json, sys, time\n"
+    "for line in sys.stdin:\n"
+    "    msg = json.loads(line)\n"
+    "    if isinstance(msg, dict) and msg.get('sleep'):\n"
+    "        time.sleep(1000)\n"
+    "    print(json.dumps(msg), flush=True)\n"
+)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -41,6 +48,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = ap.parse_args()
     n_run, n_sess, n_cold = (200, 300, 3) if args.quick else (1000, 2000, 7)
+    n_kill = 3 if args.quick else 10
     rows: list[tuple[str, str, str, str]] = []  # metric, measured, target, verdict
 
     def row(metric: str, value: str, target: str = "", ok: bool | None = None) -> None:
@@ -70,6 +78,7 @@ def main() -> int:
         rtt = [timed(lambda i=i: session.request({"i": i})) for i in range(n_sess)]
         row("local session round trip p50", ms(pct(rtt, 0.5)), "<= 1 ms", pct(rtt, 0.5) <= 0.001)
         row("local session round trip p99", ms(pct(rtt, 0.99)))
+        _timeout_rows(row, sb, session, n_kill)
     create = [timed(lambda: ex.sandbox().close()) for _ in range(20)]
     row(
         "local sandbox create + first run + close p50",
@@ -92,6 +101,38 @@ def main() -> int:
     for r in rows:
         print("| " + " | ".join(r) + " |")
     return 0
+
+
+TIMEOUT_S = 0.5
+
+
+def _timeout_rows(row: Callable[..., None], sb: Sandbox, session: Session, n: int) -> None:
+    """How long past its timeout a command (busy, sleeping, leaving a detached child) or a session request
+    returns: the tests check only that it is killed and reported, these are the figures."""
+    cmds = {
+        "busy loop": ["python", "-c", "while True: pass"],
+        "sleep": ["sleep", "1000"],
+        "setsid child": ["python", "-c", "import os, time\nif os.fork() == 0: os.setsid()\ntime.sleep(1000)"],
+    }
+    for name, cmd in cmds.items():
+        over = []
+        for _ in range(n):
+            t = time.perf_counter()
+            r = sb.run(cmd, timeout=TIMEOUT_S)
+            over.append(time.perf_counter() - t - TIMEOUT_S)
+            assert r.timed_out, r
+        worst = max(over)
+        row(f"local run past its timeout ({name}): p50 / max overshoot", f"{ms(pct(over, 0.5))} / {ms(worst)}",
+            "max <= 1 s", worst <= 1.0)  # fmt: skip
+    over = []
+    for _ in range(n):
+        t = time.perf_counter()
+        reply = session.request({"sleep": True}, timeout=TIMEOUT_S)
+        over.append(time.perf_counter() - t - TIMEOUT_S)
+        assert reply.timed_out, reply
+    worst = max(over)
+    row("local session request past its timeout: p50 / max overshoot (worker restarted)",
+        f"{ms(pct(over, 0.5))} / {ms(worst)}", "max <= 3 s", worst <= 3.0)  # fmt: skip
 
 
 def _create_run_close(ex: LocalExecutor) -> None:

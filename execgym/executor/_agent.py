@@ -18,6 +18,11 @@ interpreter works without installing anything. Modes:
 
 The supervisor is a child subreaper (or PID 1), so every orphan of a command comes back to it; after a
 command ends (or times out) its process group and every untracked child are killed until none is left.
+
+Nothing of the control channel reaches a command: every descriptor of the supervisor is close-on-exec
+(and the local control socket is closed again in each ``posix_spawn``), received descriptors arrive
+close-on-exec, and the supervisor is not dumpable, so a command of the same uid can neither ptrace it
+nor open its descriptors through ``/proc/<pid>/fd``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import time
 
 STATUS_MARK = b"\x00\x00execgym-status:"
 MAX_FDS = 3
+_PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
 _CHUNK = 1 << 16
 
@@ -51,6 +57,33 @@ def set_subreaper() -> bool:
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except Exception:
         return False
+
+
+def make_undumpable() -> bool:
+    """``PR_SET_DUMPABLE = 0``: commands, though of the same uid, cannot ptrace this process nor open its
+    ``/proc/<pid>/fd``, ``mem``, ``environ``; those entries become root's. Kept until this process execs
+    (it never does) or changes credentials (call it after ``drop_privileges``).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
+def close_on_exec_all(keep: tuple[int, ...] = (0, 1, 2)) -> None:
+    """Mark every open descriptor but ``keep`` close-on-exec, so that no command inherits any of them."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        names = [str(fd) for fd in range(3, 1024)]
+    for name in names:
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
 
 
 def drop_privileges(uid: int, gid: int) -> None:
@@ -192,11 +225,15 @@ def resolve(argv0: str, env: dict, cwd: str) -> str:
     raise FileNotFoundError(errno.ENOENT, "command not found", argv0)
 
 
-def spawn(argv: list, env: dict, cwd: str, fds: tuple[int, int, int]) -> int:
-    """posix_spawn ``argv`` in a new session with ``fds`` as its stdin/stdout/stderr."""
+def spawn(argv: list, env: dict, cwd: str, fds: tuple[int, int, int], close: tuple[int, ...] = ()) -> int:
+    """posix_spawn ``argv`` in a new session with ``fds`` as its stdin/stdout/stderr.
+
+    ``close``: descriptors the child must not have even if they were inheritable (the control channel).
+    """
     path = resolve(argv[0], env, cwd)
     os.chdir(cwd)
     actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(fds)]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in close if fd > 2 and fd not in fds]
     return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
 
 
@@ -239,6 +276,7 @@ class Server:
 
     def __init__(self, sock: socket.socket, config: dict) -> None:
         self.sock = sock
+        self.control: tuple[int, ...] = (sock.fileno(),)  # never reachable from a command
         self.cpu_s = config.get("cpu_s")
         self.jobs: dict[int, dict] = {}  # pid -> {"id", "kind", "killed"}
         self.by_id: dict[int, int] = {}
@@ -285,7 +323,7 @@ class Server:
                     raise ValueError(f"expected 3 fds, got {len(fds)}")
                 for fd in fds:
                     os.set_inheritable(fd, False)
-                pid = spawn(msg["argv"], msg["env"], msg["cwd"], (fds[0], fds[1], fds[2]))
+                pid = spawn(msg["argv"], msg["env"], msg["cwd"], (fds[0], fds[1], fds[2]), self.control)
             except Exception as e:  # reported to the host, never fatal for the server
                 self.send({"op": "error", "id": msg.get("id"), "error": f"{type(e).__name__}: {e}"})
             else:
@@ -316,7 +354,9 @@ class Server:
         fds: list[int] = []
         while True:
             try:
-                data, anc, _flags, _addr = self.sock.recvmsg(1 << 17, socket.CMSG_SPACE(MAX_FDS * 4))
+                data, anc, _flags, _addr = self.sock.recvmsg(
+                    1 << 17, socket.CMSG_SPACE(MAX_FDS * 4), getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+                )
             except InterruptedError:
                 continue
             for level, kind, payload in anc:
@@ -331,9 +371,10 @@ class Server:
                 return json.loads(text), fds
 
     def loop(self) -> None:
-        rd, wr = os.pipe()
+        rd, wr = os.pipe()  # close-on-exec, as every descriptor of this process
         os.set_blocking(wr, False)
         os.set_blocking(rd, False)
+        self.control += (rd, wr)
         signal.set_wakeup_fd(wr)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.send({"op": "ready", "pid": os.getpid()})
@@ -353,15 +394,23 @@ class Server:
 
 
 def serve(config: dict) -> None:
+    # The control socket and everything else this process holds stay out of every command: inherited
+    # by none (close-on-exec, and closed again in each spawn), unreadable through /proc/1/fd and not
+    # ptrace-able (not dumpable, though commands run as the same uid).
+    fd = int(config["fd"])
+    close_on_exec_all()
     if config.get("drop"):
         uid, gid = config["drop"]
         drop_privileges(int(uid), int(gid))
+    if not make_undumpable():
+        raise OSError("cannot make the supervisor undumpable (PR_SET_DUMPABLE)")
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
     if os.getpid() != 1:
         set_subreaper()
     apply_rlimits(config.get("rlimits", {}))
-    sock = socket.socket(fileno=int(config["fd"]))
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
     Server(sock, config).loop()
 
 
@@ -370,6 +419,7 @@ def serve(config: dict) -> None:
 
 def run(config: dict) -> int:
     """Spawn one command, relay its output capped, enforce the timeout, write the status trailer."""
+    make_undumpable()  # the command (same uid) cannot write to our stdout/stderr through /proc/<pid>/fd
     set_subreaper()
     apply_rlimits(config.get("rlimits", {}))
     cap = int(config["output_bytes"])
@@ -492,6 +542,7 @@ def _oom_kills() -> int | None:
 
 def session(config: dict) -> int:
     """Run a JSON-lines worker on this exec's stdio; its process group goes into ``config['pidfile']``."""
+    make_undumpable()
     set_subreaper()
     apply_rlimits(config.get("rlimits", {}))
     env = dict(os.environ)
@@ -532,10 +583,13 @@ def probe(config: dict) -> int:
     """Check the sandbox can be entered as configured (dropping privileges when asked); exit 0 if so."""
     if config.get("drop"):
         drop_privileges(*map(int, config["drop"]))
+    if not make_undumpable():
+        raise OSError("cannot make the supervisor undumpable (PR_SET_DUMPABLE)")
     return 0
 
 
 def idle(config: dict) -> int:
+    make_undumpable()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])

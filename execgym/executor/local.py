@@ -21,17 +21,24 @@ What is enforced, and how:
   an allowlist of ``/etc`` (loader cache, alternatives, name resolution, TLS roots, time zone; ``passwd``
   and ``group`` generated per sandbox), the interpreter's prefixes and ``sys.path`` minus execgym's checkout
   (an editable install's source, its ``.git`` and ``execgym/assets`` stay out; a package installed inside
-  a bound directory is masked). Read-write: the work dir, a private ``/tmp`` and ``/dev/shm``. Also a
-  minimal ``/dev``, its own ``/proc`` (``/proc/sys`` read-only) and PID namespace (the supervisor is PID 1,
-  so ``close()`` or a crash of the host takes every process down with it), no network unless
-  ``Limits.network`` (``--unshare-net``: only a private loopback; with the network on, the host's network
-  namespace is shared, abstract Unix sockets included). No ``/root``, ``/home``, ``/run``, ``/var``,
+  a bound directory is masked), minus the calling script's folder and any entry that is or holds ``/tmp``,
+  ``/dev``, ``/proc``, ``/etc`` or the work dir. Read-write: the work dir, a private ``/tmp`` and
+  ``/dev/shm``. Also a minimal ``/dev``, its own ``/proc`` (``/proc/sys`` read-only) and PID namespace
+  (the supervisor is PID 1, so ``close()`` or a crash of the host takes every process down with it), no
+  network unless ``Limits.network`` (``--unshare-net``: only a private loopback; with the network on, the
+  host's network namespace is shared, abstract Unix sockets included). No ``/root``, ``/home``, ``/run``, ``/var``,
   ``/sys`` nor any host socket exists inside.
 * **Identity**: as root, bubblewrap builds the sandbox (it can then bind an interpreter under a private
   home) and the supervisor drops to :data:`SANDBOX_UID`/:data:`SANDBOX_GID` before anything else runs: no
   supplementary groups, empty capability bounding set, ``no_new_privs`` (see ``_agent.drop_privileges``).
   The work dir and the commands' stdio pipes are given to that uid. As a normal user bwrap creates a user
   namespace and commands run as that user, in which RLIMIT_NPROC counts only the sandbox's own processes.
+* **Control channel**: the socket to the supervisor is reachable from no command: the supervisor marks
+  every descriptor it holds close-on-exec, receives the stdio pipes close-on-exec, closes the socket again
+  in each ``posix_spawn`` and is not dumpable (commands of the same uid cannot ptrace it or open
+  ``/proc/1/fd``); as PID 1 of the sandbox it gets only the signals it handles (SIGCHLD). The host checks
+  every message (JSON object, known op, a job it is waiting for, field types); a malformed or unexpected
+  one kills the supervisor (and every command with it) and raises :class:`InfraError`.
 * **Process limit**: RLIMIT_NPROC, which the kernel ignores for root; as root the supervisor is placed in its
   own ``pids`` cgroup (v1, or v2 where the cgroup tree is writable) with ``pids.max`` = ``max_processes``.
 * **Memory**: as root, a ``memory`` cgroup per sandbox (v1 ``memory.limit_in_bytes`` and ``memsw``, or v2
@@ -145,15 +152,39 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
+def _script_folders() -> set[Path]:
+    """What this process's ``sys.path[0]`` slot may hold: the running script's folder, or the working
+    directory (``-m``); nothing when isolated (``-I``, ``-P``). They are the caller's, not libraries."""
+    if sys.flags.isolated or getattr(sys.flags, "safe_path", False):
+        return set()
+    out: set[Path] = set()
+    if sys.path and sys.path[0] and os.path.isabs(sys.path[0]):
+        out.add(Path(sys.path[0]).resolve())
+    script = sys.argv[0] if sys.argv else ""
+    if script not in ("", "-c", "-m") and os.path.isfile(script):
+        out.add(Path(script).resolve().parent)
+    return out
+
+
+#: Places a sandbox has its own, private version of: a ``sys.path`` entry that is (or contains) one of
+#: them is never bound over it.
+_PRIVATE_DIRS = (Path("/tmp"), Path("/dev/shm"), Path("/dev"), Path("/proc"), Path("/etc"))
+
+
 @cache
 def _interpreter_dirs(python: str) -> tuple[str, ...]:
     """Directories ``python`` needs: its prefixes and its ``sys.path``, minus execgym's checkout.
 
     A prefix is bound even inside the checkout (a ``.venv`` there); other ``sys.path`` entries inside
-    the checkout (an editable install's source, added by a ``.pth`` file) are not.
+    the checkout (an editable install's source, added by a ``.pth`` file) are not. Nor are: ``''`` and
+    relative entries, the folder of the running script (or the working directory, for ``-m`` / ``-c``)
+    unless it lies inside a prefix (e.g. a console script's ``bin``), and any entry that is or contains
+    ``/tmp``, ``/dev/shm``, ``/dev``, ``/proc`` or ``/etc``, which the sandbox has its own of. (A script in
+    ``/tmp`` once bound the host's ``/tmp`` over the sandbox's, hiding its work dir.)
     """
     if python == sys.executable:
         info = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]
+        callers = _script_folders()
     else:
         code = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]))"
         try:
@@ -161,6 +192,7 @@ def _interpreter_dirs(python: str) -> tuple[str, ...]:
             info = json.loads(out)
         except (OSError, subprocess.SubprocessError, ValueError) as e:
             raise InfraError(f"cannot inspect the sandbox interpreter {python!r}: {e}") from e
+        callers = set()  # -I: no script folder on that path
     exe = Path(python).resolve()
     prefixes = [Path(p).resolve() for p in info[:3] if p] + [Path(python).parent.resolve(), exe.parent]
     checkout = _package_checkout()
@@ -171,10 +203,10 @@ def _interpreter_dirs(python: str) -> tuple[str, ...]:
         p = Path(entry).resolve()
         if p.is_file():  # a zip on sys.path
             p = p.parent
-        if p == Path("/") or p == checkout:
+        if p == Path("/") or p == checkout or any(d.is_relative_to(p) for d in _PRIVATE_DIRS):
             continue
         in_prefix = any(p.is_relative_to(q) for q in prefixes if q != checkout)
-        if i >= len(prefixes) and p.is_relative_to(checkout) and not in_prefix:
+        if i >= len(prefixes) and not in_prefix and (p.is_relative_to(checkout) or p in callers):
             continue
         if p.is_relative_to("/usr") or any(p.is_relative_to(q) for q in dirs):
             continue
@@ -217,7 +249,11 @@ def _bwrap_args(
     ]  # fmt: skip
     made = {"/", "/usr", "/etc", "/tmp", "/dev", "/proc"}
     bound = [Path("/usr")]
-    for d in [*_interpreter_dirs(python), workdir]:
+    work = Path(workdir)
+    # Never over (or inside) the work dir: a folder holding it would hide it behind the host's copy,
+    # whose sandbox root is mode 0700.
+    lib_dirs = [d for d in _interpreter_dirs(python) if not _overlaps(Path(d), work)]
+    for d in [*lib_dirs, workdir]:
         for parent in reversed(Path(d).parents):
             if str(parent) not in made and not any(parent.is_relative_to(b) for b in bound):
                 made.add(str(parent))
@@ -476,7 +512,10 @@ class _Supervisor:
     def __init__(self, sandbox: LocalSandbox) -> None:
         self.sandbox = sandbox
         self.exits: dict[int, _Exit | str] = {}  # job id -> exit, or a spawn error message
+        self.pending: set[int] = set()  # job ids spawned and not yet reported
         self.dead = False
+        #: Why the supervisor was killed for breaking the protocol (a malformed or unexpected message).
+        self.fault: str | None = None
         limits = sandbox.spec.limits
         bwrap = sandbox.executor.use_bwrap
         rlimits: dict[str, int | None] = {"core": 0, "as": limits.memory_bytes, "fsize": limits.disk_bytes}
@@ -518,7 +557,10 @@ class _Supervisor:
             )
         finally:
             child.close()
-        msg = self.recv(timeout=30)
+        try:
+            msg = self.recv(timeout=30, expect="ready")
+        except InfraError as e:
+            msg = {"error": str(e)}
         if msg is None or msg.get("op") != "ready":
             err = self._stderr()
             self.kill()
@@ -527,11 +569,15 @@ class _Supervisor:
     def _stderr(self) -> str:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=2)  # it closed the socket: its exit (and bwrap's message) is moments away
-        if self.proc.poll() is None or self.proc.stderr is None:
+        if self.proc.poll() is None or self.proc.stderr is None or self.proc.stderr.closed:
             return ""
         return self.proc.stderr.read().decode(errors="replace")[-2000:]
 
     def send(self, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
+        if self.dead:
+            raise InfraError(f"local sandbox supervisor is gone{f' ({self.fault})' if self.fault else ''}")
+        if msg.get("op") == "spawn":
+            self.pending.add(msg["id"])
         data = json.dumps(msg).encode()
         chunks = [data[i : i + 60000] for i in range(0, len(data), 60000)] or [b""]
         try:
@@ -543,8 +589,13 @@ class _Supervisor:
             self.dead = True
             raise InfraError(f"local sandbox supervisor is gone: {e}") from e
 
-    def recv(self, timeout: float | None = 0.0) -> dict[str, Any] | None:
-        """One control message, or None when none arrived in time (or the supervisor died)."""
+    def recv(self, timeout: float | None = 0.0, *, expect: str | None = None) -> dict[str, Any] | None:
+        """One control message, or None when none arrived in time (or the supervisor died).
+
+        Every message is checked (JSON, its op, field types, a job id that is awaited); anything else
+        means the channel can no longer be trusted: the supervisor is killed (and every command with it)
+        and :class:`InfraError` raised, never another exception.
+        """
         if self.dead:
             return None
         if timeout != 0.0:
@@ -560,7 +611,39 @@ class _Supervisor:
         if not data:
             self.dead = True
             return None
-        return json.loads(data)
+        try:
+            msg = json.loads(data)
+            why = self._invalid(msg, expect)
+        except (ValueError, RecursionError) as e:
+            msg, why = None, f"not JSON ({type(e).__name__})"
+        if why is not None:
+            self.fault = f"protocol violation: {why}: {bytes(data[:80])!r}"
+            self.kill()
+            raise InfraError(f"local sandbox supervisor sent an invalid control message ({why}); sandbox stopped")
+        return msg
+
+    def _invalid(self, msg: Any, expect: str | None) -> str | None:
+        """Why ``msg`` is not a message the supervisor may send now, or None if it is."""
+        if not isinstance(msg, dict):
+            return "not an object"
+        op = msg.get("op")
+        if expect is not None and op != expect:
+            return f"expected {expect!r}, got op {op!r}"
+        if op == "ready":
+            return None if expect == "ready" and _is_int(msg.get("pid")) else "unexpected 'ready'"
+        if op not in ("exit", "error"):
+            return f"unexpected op {op!r}"
+        job = msg.get("id")
+        if not _is_int(job) or job not in self.pending:
+            return f"{op!r} for job {job!r}, which is not running"
+        if op == "error":
+            return None if isinstance(msg.get("error"), str) else "'error' without a message"
+        if not _is_int(msg.get("code")) or not isinstance(msg.get("killed"), bool):
+            return "'exit' without an integer code and a boolean killed"
+        cpu = msg.get("cpu_s")
+        if not isinstance(cpu, (int, float)) or isinstance(cpu, bool) or not 0 <= cpu < 1e12:
+            return "'exit' with a bad cpu_s"
+        return None
 
     def pump(self) -> None:
         """File every pending control message under its job id."""
@@ -570,8 +653,10 @@ class _Supervisor:
     def file(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "exit":
-            self.exits[msg["id"]] = _Exit(msg["code"], msg["killed"], msg["cpu_s"])
+            self.pending.discard(msg["id"])
+            self.exits[msg["id"]] = _Exit(msg["code"], msg["killed"], float(msg["cpu_s"]))
         elif op == "error":
+            self.pending.discard(msg["id"])
             self.exits[msg["id"]] = msg["error"]
 
     def wait_exit(self, job: int, timeout: float) -> _Exit | str | None:
@@ -605,6 +690,10 @@ class _Supervisor:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         self.sock.close()
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _agent_program(hidden: bool) -> list[str]:
@@ -1104,9 +1193,9 @@ class LocalSession(Session):
     def _kill_worker(self) -> None:
         sup = self.sb._sup
         if sup is not None and not sup.dead and self._generation == self.sb._generation:
-            sup.pump()
-            if sup.exits.pop(self._job, None) is None and not self._exited:
-                with contextlib.suppress(InfraError):
+            with contextlib.suppress(InfraError):  # a supervisor breaking the protocol is killed: so is the worker
+                sup.pump()
+                if sup.exits.pop(self._job, None) is None and not self._exited:
                     sup.send({"op": "kill", "id": self._job})
                     sup.wait_exit(self._job, 5.0)
         self._exited = True
