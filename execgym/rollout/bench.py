@@ -1,4 +1,5 @@
-"""Benchmarks of every env: reset and step latency, oracle throughput (1 and 2 processes), memory, overhead.
+"""Benchmarks of every env: reset and step latency, oracle throughput (1 and 2 processes), memory, overhead;
+and a scaling table (1, 2, 4, 8 worker processes: episodes/s and memory).
 
 One row per env:
 
@@ -13,6 +14,24 @@ One row per env:
 - ``overhead p50/p99``: a step calling a no-op tool: everything the framework does around a tool (parsing,
   dispatch, bookkeeping, ``info``, Gymnasium's wrappers) (ms).
 
+The scaling table (``execgym bench --scaling [--workers 1,2,4,8] [--seconds S] [--env ...]``), to size a
+machine: for each env and each worker count N, N fresh worker processes, each with its own env instance,
+warm up (oracle episodes for up to 2 s, at least one), then play oracle episodes for the same window
+(``--seconds``; heavy envs: x4). One row per N:
+
+- ``eps/s``: the N workers' oracle episodes per second together;
+- ``speedup``: eps/s over the 1-worker row's (ideal N; only as good as the cores that are free);
+- ``MB total``: memory of the N workers' whole process trees (each worker and every process under it:
+  sandbox supervisors, the commands they run, CAD fork servers and workers), the sum of each process's PSS
+  from ``/proc/<pid>/smaps_rollup`` (RSS from ``statm`` where that cannot be read; the machine line says how
+  many), the largest of three readings spread over the window and one after it (envs still open);
+- ``MB/worker``: ``MB total`` / N; ``MB marginal``: what each worker beyond the previous row's count added
+  (``(MB total - previous MB total) / (N - previous N)``); ``processes``: how many processes were read;
+- ``load 1m``: the 1-minute load average when the row started.
+
+Under the table, the machine line: CPU, usable and total cores, the load average at start and at end. Docker
+containers are not processes of the workers, so ``--executor docker`` counts only the workers' own side.
+
 Example:
     >>> row = bench_env("execgym/TextToSQL-v0", samples=3, workers=False, seconds=0.2)
     >>> sorted(row)[:4]
@@ -21,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -28,14 +48,30 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["bench_env", "format_bench_table", "machine_description", "run_bench"]
+__all__ = [
+    "TreeMemory",
+    "WorkerRun",
+    "bench_env",
+    "format_bench_table",
+    "format_scaling_table",
+    "machine_description",
+    "process_memory",
+    "process_tree",
+    "run_bench",
+    "run_scaling",
+    "run_workers",
+    "scaling",
+    "tree_memory",
+]
 
 HEAVY = {"execgym/CADModel-v0", "execgym/SWERepair-v0"}
+WARMUP_S = 2.0  # each worker's warm-up before a throughput window: at least one episode, at most this long
 
 
 def _percentiles(times_s: Sequence[float]) -> tuple[float, float]:
@@ -108,36 +144,248 @@ def _oracle_episodes(env: gym.Env[Any, Any], episodes: int, seed: int) -> None:
             raise RuntimeError(f"the oracle failed {env.spec.id if env.spec else env} seed {seed + i}: {result}")
 
 
-def _throughput_worker(env_id: str, env_kwargs: dict[str, Any], seconds: float, seed: int, barrier: Any,
-                       conn: Any) -> None:
-    env = _make(env_id, env_kwargs)
-    _oracle_episodes(env, 1, seed)  # warm: imports, workers, caches
-    barrier.wait()
-    t0 = time.perf_counter()
-    done = 0
-    while time.perf_counter() - t0 < seconds:
-        _oracle_episodes(env, 1, seed + done)
-        done += 1
-    conn.send(done / (time.perf_counter() - t0))
-    env.close()
+def _throughput_worker(env_id: str, env_kwargs: dict[str, Any], seconds: float, seed: int, conn: Any) -> None:
+    """Warm up (at least one episode, up to ``min(seconds, WARMUP_S)``), say ready, wait for "go", play for
+    ``seconds``, report episodes/s, hold the env open until "close".
+
+    Holding the env open after the window keeps its processes (sandbox supervisors, CAD workers) alive while
+    the parent reads their memory. A failure is sent as ``("error", text)``; a worker that dies is an
+    ``EOFError`` on the parent's end, so the parent never waits for a worker that is gone.
+    """
+    import traceback
+
+    env = None
+    try:
+        env = _make(env_id, env_kwargs)
+        # Warm (imports, workers, each task's first-visit caches) on the seeds the window starts with: the
+        # window measures the steady state a long rollout runs in, not a fresh process's first episodes.
+        t0 = time.perf_counter()
+        warmed = 0
+        while warmed == 0 or time.perf_counter() - t0 < min(seconds, WARMUP_S):
+            _oracle_episodes(env, 1, seed + warmed)
+            warmed += 1
+        conn.send(("ready", None))
+        if conn.recv() != "go":
+            return
+        t0 = time.perf_counter()
+        done = 0
+        while time.perf_counter() - t0 < seconds:
+            _oracle_episodes(env, 1, seed + done)
+            done += 1
+        conn.send(("ok", done / (time.perf_counter() - t0)))
+        conn.recv()  # the parent has read the memory of our process tree
+    except EOFError:
+        pass  # the parent is gone
+    except BaseException as exc:
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        if env is not None:
+            env.close()
+
+
+def _collect(env_id: str, pipes: Sequence[Any], expected: str, timeout: float) -> list[Any]:
+    """One ``(expected, value)`` message from each worker, in order; RuntimeError on any failure or timeout."""
+    from multiprocessing.connection import wait
+
+    replies: dict[int, Any] = {}
+    errors: list[str] = []
+    deadline = time.monotonic() + timeout
+    pending = list(range(len(pipes)))
+    while pending and not errors:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"{env_id}: {len(pending)} of {len(pipes)} workers sent no {expected!r} "
+                               f"within {timeout:.0f} s")
+        for pipe in wait([pipes[i] for i in pending], timeout=left):
+            i = next(i for i in pending if pipes[i] is pipe)
+            pending.remove(i)
+            try:
+                status, value = pipe.recv()
+            except EOFError:
+                status, value = "error", "the worker process died"
+            if status == expected:
+                replies[i] = value
+            else:
+                errors.append(f"worker {i}: {value}")
+    if errors:
+        raise RuntimeError(f"{env_id}: a worker failed:\n" + "\n".join(errors))
+    return [replies[i] for i in range(len(pipes))]
+
+
+@dataclass(frozen=True)
+class TreeMemory:
+    """Memory of a set of process trees at one moment.
+
+    ``bytes`` is the sum of each process's proportional set size (PSS: private pages plus its share of the
+    pages it shares with others), or of its resident set size where ``/proc/<pid>/smaps_rollup`` cannot be read
+    (``rss_fallbacks`` counts those); ``processes`` counts every process read.
+    """
+
+    bytes: int
+    processes: int
+    rss_fallbacks: int
+
+    @property
+    def mb(self) -> float:
+        return self.bytes / 2**20
+
+
+def _proc_children() -> dict[int, list[int]]:
+    """Every live process's children, from the parent pid in ``/proc/<pid>/stat``."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(name))
+    return children
+
+
+def process_tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """``root`` and all its live descendants (children, their children, ...), ``root`` first.
+
+    >>> process_tree(os.getpid())[0] == os.getpid()
+    True
+    """
+    children = _proc_children() if children is None else children
+    tree, todo, seen = [], [root], set()
+    while todo:
+        pid = todo.pop(0)
+        if pid in seen:
+            continue
+        seen.add(pid)
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def process_memory(pid: int) -> tuple[int, bool] | None:
+    """``(bytes, is_pss)`` of one process: PSS from ``smaps_rollup``, else RSS from ``statm``; None when gone.
+
+    >>> size, is_pss = process_memory(os.getpid())
+    >>> size > 0
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024, True
+        return 0, True  # a zombie or a kernel thread: no memory of its own
+    except FileNotFoundError:
+        if not os.path.exists(f"/proc/{pid}"):
+            return None
+    except (PermissionError, ProcessLookupError, OSError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"), False
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def tree_memory(roots: Sequence[int]) -> TreeMemory:
+    """The memory of the process trees under ``roots`` (each process counted once; see :class:`TreeMemory`).
+
+    >>> mem = tree_memory([os.getpid()])
+    >>> mem.processes >= 1 and mem.bytes > 0
+    True
+    """
+    children = _proc_children()
+    pids = dict.fromkeys(pid for root in roots for pid in process_tree(root, children))
+    total = processes = fallbacks = 0
+    for pid in pids:
+        measured = process_memory(pid)
+        if measured is None:
+            continue
+        total += measured[0]
+        processes += 1
+        fallbacks += not measured[1]
+    return TreeMemory(total, processes, fallbacks)
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    """What :func:`run_workers` measured: the workers' episodes/s together and their trees' memory.
+
+    ``memory`` is the largest of the samples taken during the window and once after it (None when not measured).
+    """
+
+    workers: int
+    eps_per_s: float
+    memory: TreeMemory | None
+
+
+def run_workers(
+    env_id: str,
+    workers: int,
+    seconds: float = 3.0,
+    env_kwargs: dict[str, Any] | None = None,
+    *,
+    memory_samples: int = 0,
+    start_timeout: float = 900.0,
+) -> WorkerRun:
+    """Start ``workers`` processes, each with its own env, that play oracle episodes for ``seconds`` at once.
+
+    Each worker warms up (oracle episodes, at least one, for up to ``min(seconds, WARMUP_S)``) before the
+    common window starts. With ``memory_samples`` > 0 the
+    memory of all the workers' process trees is read that many times, evenly spread over the window, and
+    once more after it while the envs are still open; the largest total is kept. A failing worker raises
+    ``RuntimeError`` with its traceback.
+
+    >>> run = run_workers("execgym/ToolUse-v0", 1, seconds=0.2, memory_samples=1)
+    >>> run.eps_per_s > 0 and run.memory.bytes > 0 and run.memory.processes >= 1
+    True
+    """
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    try:
+        for w in range(workers):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_throughput_worker,
+                               args=(env_id, env_kwargs or {}, seconds, 1000 * w, child), daemon=True)
+            proc.start()
+            child.close()  # so that a dead worker is an EOFError here, not a hang
+            pipes.append(parent)
+            procs.append(proc)
+        _collect(env_id, pipes, "ready", start_timeout)
+        for pipe in pipes:
+            pipe.send("go")
+        t0 = time.perf_counter()
+        samples: list[TreeMemory] = []
+        pids = [p.pid for p in procs if p.pid is not None]
+        for k in range(1, memory_samples + 1):
+            time.sleep(max(0.0, t0 + seconds * k / (memory_samples + 1) - time.perf_counter()))
+            samples.append(tree_memory(pids))
+        rates = _collect(env_id, pipes, "ok", seconds + start_timeout)
+        if memory_samples:
+            samples.append(tree_memory(pids))
+        peak = max(samples, key=lambda m: m.bytes) if samples else None
+        return WorkerRun(workers, float(sum(rates)), peak)
+    finally:
+        for pipe in pipes:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.send("close")
+        for proc in procs:
+            proc.join(timeout=seconds + 120)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=10)
+        for pipe in pipes:
+            pipe.close()
 
 
 def throughput(env_id: str, workers: int, seconds: float = 3.0, env_kwargs: dict[str, Any] | None = None) -> float:
     """Oracle episodes per second of ``workers`` processes together, each playing for about ``seconds``."""
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(workers)
-    pipes, procs = [], []
-    for w in range(workers):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_throughput_worker,
-                           args=(env_id, env_kwargs or {}, seconds, 1000 * w, barrier, child))
-        proc.start()
-        pipes.append(parent)
-        procs.append(proc)
-    rates = [p.recv() for p in pipes]
-    for proc in procs:
-        proc.join()
-    return float(sum(rates))
+    return run_workers(env_id, workers, seconds, env_kwargs).eps_per_s
 
 
 def bench_env(
@@ -270,6 +518,121 @@ def run_bench(
                                         workers=workers, seconds=seconds))
     report["machine"]["load_average_after"] = list(os.getloadavg())
     report["median_overhead_p50_ms"] = statistics.median(r["overhead_p50_ms"] for r in report["rows"]) if ids else None
+    if out:
+        with open(out, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return report
+
+
+SCALING_WORKERS = (1, 2, 4, 8)
+
+
+def scaling(
+    env_id: str,
+    workers: Sequence[int] = SCALING_WORKERS,
+    *,
+    seconds: float = 3.0,
+    env_kwargs: dict[str, Any] | None = None,
+    memory_samples: int = 3,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per worker count: episodes/s, speedup over 1 worker, memory (see the module's docstring).
+
+    Each count is a fresh set of worker processes (:func:`run_workers`), played for ``seconds`` (heavy envs:
+    four times as long).
+
+    >>> rows = scaling("execgym/ToolUse-v0", (1, 2), seconds=0.2, memory_samples=1)
+    >>> [r["workers"] for r in rows], rows[0]["speedup"], rows[0]["marginal_mb"], rows[1]["mb_per_worker"] > 0
+    ([1, 2], 1.0, None, True)
+    """
+    counts = sorted(set(workers))
+    if not counts or counts[0] < 1:
+        raise ValueError(f"worker counts must be positive, got {list(workers)}")
+    window = 4 * seconds if env_id in HEAVY else seconds
+    rows: list[dict[str, Any]] = []
+    for n in counts:
+        if log:
+            log(f"  {env_id}: {n} worker{'s' if n > 1 else ''} ...")
+        load = os.getloadavg()[0]
+        run = run_workers(env_id, n, window, env_kwargs, memory_samples=max(1, memory_samples))
+        assert run.memory is not None
+        rows.append({
+            "env_id": env_id, "workers": n, "eps_per_s": run.eps_per_s, "memory_mb": run.memory.mb,
+            "mb_per_worker": run.memory.mb / n, "processes": run.memory.processes,
+            "rss_fallbacks": run.memory.rss_fallbacks, "window_s": window, "load_1m_start": load,
+        })
+    one = rows[0]["eps_per_s"] if counts[0] == 1 else None
+    for i, row in enumerate(rows):
+        row["speedup"] = row["eps_per_s"] / one if one else None
+        prev = rows[i - 1] if i else None
+        row["marginal_mb"] = ((row["memory_mb"] - prev["memory_mb"]) / (row["workers"] - prev["workers"])
+                              if prev else None)
+    return rows
+
+
+def format_scaling_table(report: dict[str, Any]) -> str:
+    """A :func:`run_scaling` report as one plain-text table and the machine line under it.
+
+    >>> row = {"env_id": "execgym/ToolUse-v0", "workers": 1, "eps_per_s": 1500.0, "speedup": 1.0,
+    ...        "memory_mb": 60.0, "mb_per_worker": 60.0, "marginal_mb": None, "processes": 1, "load_1m_start": 0.5}
+    >>> machine = {"cpu": "cpu", "cores": 2, "usable_cores": 2, "load_average": [0.5, 0.4, 0.3],
+    ...            "load_average_after": [0.6, 0.4, 0.3]}
+    >>> print(format_scaling_table({"rows": [row], "machine": machine, "executor": "local"}))  # doctest: +ELLIPSIS
+    env              workers    eps/s  speedup  MB total  MB/worker  MB marginal  processes  load 1m
+    ...
+    ToolUse-v0             1   1500.0     1.00      60.0       60.0            -          1     0.50
+    <BLANKLINE>
+    cpu · 2 usable of 2 cores · load average 0.50 0.40 0.30 at start, 0.60 0.40 0.30 at end · executor local
+    """
+    head = (f"{'env':<16} {'workers':>7} {'eps/s':>8} {'speedup':>8} {'MB total':>9} {'MB/worker':>10} "
+            f"{'MB marginal':>12} {'processes':>10} {'load 1m':>8}")
+    lines = [head, "-" * len(head)]
+
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    for r in report["rows"]:
+        lines.append(
+            f"{r['env_id'].removeprefix('execgym/'):<16} {r['workers']:>7} {num(r['eps_per_s'], '.1f'):>8} "
+            f"{num(r['speedup'], '.2f'):>8} {num(r['memory_mb'], '.1f'):>9} {num(r['mb_per_worker'], '.1f'):>10} "
+            f"{num(r['marginal_mb'], '.1f'):>12} {r['processes']:>10} {num(r['load_1m_start'], '.2f'):>8}"
+        )
+    m = report["machine"]
+    fallbacks = sum(r.get("rss_fallbacks", 0) for r in report["rows"])
+
+    def loads(key: str) -> str:
+        return " ".join(f"{x:.2f}" for x in m.get(key) or ())
+
+    lines += ["", f"{m['cpu']} · {m['usable_cores']} usable of {m['cores']} cores · load average "
+                  f"{loads('load_average')} at start, {loads('load_average_after')} at end · executor "
+                  f"{report['executor']}" + (f" · {fallbacks} process readings were RSS, not PSS" if fallbacks else "")]
+    return "\n".join(lines)
+
+
+def run_scaling(
+    env_ids: Sequence[str] | None = None,
+    *,
+    workers: Sequence[int] = SCALING_WORKERS,
+    seconds: float = 3.0,
+    executor: str | None = None,
+    memory_samples: int = 3,
+    out: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The scaling table of ``env_ids`` (default: every registered env); write JSON to ``out`` when given."""
+    import execgym
+
+    ids = list(env_ids) if env_ids else execgym.registered_envs()
+    report: dict[str, Any] = {"machine": machine_description(), "executor": executor or "local",
+                              "workers": sorted(set(workers)), "seconds": seconds,
+                              "memory_samples": memory_samples, "rows": []}
+    for env_id in ids:
+        kwargs = {"executor": executor} if executor and env_id in HEAVY else {}
+        if log:
+            log(f"scaling {env_id} ...")
+        report["rows"].extend(scaling(env_id, workers, seconds=seconds, env_kwargs=kwargs,
+                                      memory_samples=memory_samples, log=log))
+    report["machine"]["load_average_after"] = list(os.getloadavg())
     if out:
         with open(out, "w") as fh:
             json.dump(report, fh, indent=2)
