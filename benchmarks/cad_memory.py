@@ -8,8 +8,8 @@ start is its construction + first ``reset`` + first ``run_cadquery`` step. Then 
 process itself is left out: it is the trainer's); ``anon`` counts anonymous pages only (file pages of the
 shared libraries move in and out of the page cache with the machine's memory pressure). ``shared`` is
 ``fork_agent_workers=True`` (one agent fork server and one grader for all envs); ``unshared`` is
-``share_workers=False`` (two CadQuery workers of each env's own, as before). The warm step is the p50 of ``--steps`` runs of a typical
-bundled part on the last env.
+``share_workers=False`` (two CadQuery workers of each env's own, as before). The warm step is the p50 of
+``--steps`` runs of a typical bundled part on the last env.
 """
 
 from __future__ import annotations

@@ -21,8 +21,14 @@ Sessions are ``docker exec -i`` attach sockets carrying JSON lines (``exec_creat
 timeout can kill it from a second exec.
 
 A warm pool keeps ``pool_size`` started containers per (image, limits) ready, refilled by a background
-thread, so acquiring a sandbox costs an API round trip instead of a container start. Containers and
-volumes carry the labels ``execgym.sandbox=1``, ``execgym.owner_pid`` and ``execgym.owner_host``;
+thread, so acquiring a sandbox costs no container start. Each waiting container already runs a loader
+(a ``docker exec -i`` that extracts a tar from stdin into ``/work``), so the first contents (cached as a
+tar per repository state) go in with one socket write instead of a ``put_archive``. A container serves
+one sandbox only: closing the sandbox queues it for removal on a background thread, so neither a reset
+nor a close waits for the daemon; :meth:`DockerExecutor.close` (also run at exit) waits for the queue.
+A pooled container found dead is replaced; a background creation that failed is raised as
+:class:`InfraError` by the next acquire that finds the pool empty. Containers and volumes carry the
+labels ``execgym.sandbox=1``, ``execgym.owner_pid``, ``execgym.owner_host`` and ``execgym.executor``;
 :func:`gc_sandboxes` removes those whose owner process is dead (or all of them).
 
 >>> ok, why = docker_available()
@@ -46,6 +52,7 @@ import struct
 import tarfile
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -57,6 +64,7 @@ from execgym.executor.base import (
     Executor,
     InfraError,
     Limits,
+    MiB,
     PathError,
     Sandbox,
     SandboxSpec,
@@ -86,12 +94,27 @@ __all__ = [
 LABEL = "execgym.sandbox"
 OWNER_PID = "execgym.owner_pid"
 OWNER_HOST = "execgym.owner_host"
+EXECUTOR_ID = "execgym.executor"
 IMAGE_VERSION = "0.1"
 DEFAULT_IMAGES = {"python": f"execgym/python:{IMAGE_VERSION}", "cad": f"execgym/cad:{IMAGE_VERSION}"}
 USER = "1000:1000"
 WORKDIR = "/work"
 _AGENT_SOURCE = Path(_agent.__file__).read_text()
 _AGENT = ["python3", "-I", "-S", "-c", _AGENT_SOURCE]
+# The loader (see _Slot): extracts a tar from stdin into the work dir, then says whether it worked. The
+# tar is built on the host by execgym itself (``_initial_tar``), so it is extracted as put_archive would.
+_LOADER = (
+    "import sys, tarfile\n"
+    "try:\n"
+    "    with tarfile.open(fileobj=sys.stdin.buffer, mode='r|') as t:\n"
+    "        kw = {'filter': 'fully_trusted'} if hasattr(tarfile, 'fully_trusted_filter') else {}\n"
+    "        t.extractall('/work', **kw)\n"
+    "except BaseException as e:\n"
+    "    sys.stdout.write('execgym-load-failed: %s: %s\\n' % (type(e).__name__, e))\n"
+    "else:\n"
+    "    sys.stdout.write('execgym-load-ok\\n')\n"
+    "sys.stdout.flush()\n"
+)
 _EXTRA_PIDS = 16  # the supervisor, exec wrappers and session wrappers count against pids_limit
 _ids = itertools.count(1)
 
@@ -207,13 +230,17 @@ def gc_sandboxes(all: bool = False, client: docker_sdk.DockerClient | None = Non
             return True
 
     removed = 0
-    for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
-        if orphaned(c.labels):
+    # The low-level listing: one call, no inspect per container (one being removed meanwhile is fine).
+    for c in client.api.containers(all=True, filters={"label": f"{LABEL}=1"}):
+        if orphaned(c.get("Labels") or {}):
             try:
-                c.remove(force=True, v=True)
+                client.api.remove_container(c["Id"], force=True, v=True)
                 removed += 1
             except docker.errors.NotFound:
                 pass
+            except docker.errors.APIError as e:  # already being removed (by its owner's background removal)
+                if "in progress" not in str(e):
+                    raise
     for v in client.volumes.list(filters={"label": f"{LABEL}=1"}):
         if orphaned(v.attrs.get("Labels") or {}):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
@@ -225,21 +252,37 @@ def gc_sandboxes(all: bool = False, client: docker_sdk.DockerClient | None = Non
 
 
 class _Slot:
-    """A started container plus its work volume."""
+    """A started container plus its work volume, and (for pooled ones) its pre-started loader.
+
+    The loader is a ``docker exec -i`` started while the container waits in the pool: it extracts a tar
+    read from stdin into ``/work``, so filling a new sandbox costs a socket write instead of a
+    ``put_archive`` (which makes the daemon start a helper process every time). A slot is handed out
+    at most once (``used``); it is never put back in a pool.
+    """
 
     def __init__(self, container: Container, volume: Volume) -> None:
         self.container = container
         self.volume = volume
+        self.loader: _ExecStream | None = None
+        self.used = False
+
+    def drop_loader(self) -> None:
+        if self.loader is not None:
+            with contextlib.suppress(Exception):
+                self.loader.close()  # the loader reads EOF and exits
+            self.loader = None
 
     def destroy(self) -> None:
         import docker
 
+        self.drop_loader()
         try:
             self.container.remove(force=True)
         except docker.errors.NotFound:
             pass
-        except docker.errors.APIError:
-            pass  # already being removed
+        except docker.errors.APIError as e:
+            if "already in progress" not in str(e) and "is being removed" not in str(e):
+                raise
         for _ in range(20):
             try:
                 self.volume.remove(force=True)
@@ -250,8 +293,96 @@ class _Slot:
                 time.sleep(0.05)
 
 
+class _Reaper:
+    """Removes used containers on a background thread, so closing a sandbox costs no daemon round trip.
+
+    ``retire`` never blocks on the daemon (only when ``max_pending`` removals are already queued, so a
+    fast producer cannot pile up running containers); ``drain`` waits until every retired container
+    is gone. A removal that fails is retried, then recorded in ``errors`` (the container keeps its
+    labels, so ``execgym sandbox gc`` finds it); it never raises into the code that closed the sandbox.
+    """
+
+    def __init__(self, max_pending: int = 32, attempts: int = 3) -> None:
+        self.max_pending = max_pending
+        self.attempts = attempts
+        self.queue: collections.deque[_Slot] = collections.deque()
+        self.busy = 0
+        self.cond = threading.Condition()
+        self.errors: collections.deque[str] = collections.deque(maxlen=100)
+        self.removed = 0
+        self.thread: threading.Thread | None = None
+
+    def retire(self, slot: _Slot) -> None:
+        slot.drop_loader()
+        with self.cond:
+            while len(self.queue) + self.busy >= self.max_pending:
+                self.cond.wait(1.0)
+            self.queue.append(slot)
+            self.cond.notify_all()
+            if self.thread is not None and self.thread.is_alive():
+                return
+            try:
+                self.thread = threading.Thread(target=self._loop, name="execgym-docker-reaper", daemon=True)
+                self.thread.start()
+                return
+            except RuntimeError:  # no new threads (interpreter shutdown): remove it here
+                self.thread = None
+                self.queue.remove(slot)
+        with contextlib.suppress(Exception):
+            slot.destroy()
+
+    def pending(self) -> int:
+        with self.cond:
+            return len(self.queue) + self.busy
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue:
+                    if not self.cond.wait(30.0) and not self.queue:
+                        self.thread = None  # idle: a later retire starts a new thread
+                        return
+                slot = self.queue.popleft()
+                self.busy += 1
+            try:
+                self._remove(slot)
+            finally:
+                with self.cond:
+                    self.busy -= 1
+                    self.cond.notify_all()
+
+    def _remove(self, slot: _Slot) -> None:
+        for attempt in range(self.attempts):
+            try:
+                slot.destroy()
+                with self.cond:
+                    self.removed += 1
+                return
+            except Exception as e:  # the daemon hiccuped: retry, then leave it to gc
+                if attempt == self.attempts - 1:
+                    with self.cond:
+                        self.errors.append(f"{slot.container.short_id}: {type(e).__name__}: {e}")
+                    return
+                time.sleep(0.2 * (attempt + 1))
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.queue or self.busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 1.0))
+        return True
+
+
 class _Pool:
-    """Keeps ``size`` started containers for one (image, limits) ready; refilled in the background."""
+    """Keeps ``size`` fresh started containers for one (image, limits) ready; refilled in the background.
+
+    Only containers made by the refill thread enter ``ready``; each is handed out once. A creation that
+    failed in the background is kept in ``error`` and raised (as :class:`InfraError`) by the next
+    ``acquire`` that finds no ready container, never handed out.
+    """
 
     def __init__(self, executor: DockerExecutor, image: str, limits: Limits, size: int) -> None:
         self.executor = executor
@@ -274,26 +405,40 @@ class _Pool:
                 if self.stopped:
                     return
                 self.creating += 1
+            slot = None
             try:
                 slot = self.executor._create_slot(self.image, self.limits)
+                slot.loader = self.executor._start_loader(slot)
             except Exception as e:  # kept for the next acquire to report; retried after a pause
+                if slot is not None:
+                    self.executor._retire(slot)
                 with self.cond:
                     self.creating -= 1
                     self.error = e
+                    self.cond.notify_all()
                 time.sleep(1.0)
                 continue
             with self.cond:
                 self.creating -= 1
                 self.error = None
-                if self.stopped:
-                    slot.destroy()
-                    return
-                self.ready.append(slot)
-                self.cond.notify_all()
+                if not self.stopped:
+                    self.ready.append(slot)
+                    self.cond.notify_all()
+                    continue
+            self.executor._retire(slot)
+            return
 
     def acquire(self) -> _Slot | None:
         with self.cond:
-            slot = self.ready.popleft() if self.ready else None
+            if self.ready:
+                slot = self.ready.popleft()
+                slot.used = True
+            elif self.error is not None:
+                error, self.error = self.error, None
+                self.cond.notify_all()
+                raise InfraError(f"the warm pool could not start a {self.image} container: {error}") from error
+            else:
+                slot = None
             self.cond.notify_all()
         return slot
 
@@ -314,7 +459,7 @@ class _Pool:
             self.ready.clear()
             self.cond.notify_all()
         for slot in slots:
-            slot.destroy()
+            self.executor._retire(slot)
 
 
 _live_executors: weakref.WeakSet[DockerExecutor] = weakref.WeakSet()
@@ -322,7 +467,11 @@ _live_executors: weakref.WeakSet[DockerExecutor] = weakref.WeakSet()
 
 @atexit.register
 def _close_all_executors() -> None:
+    # At exit, sandboxes still open go too: their containers are queued for removal and close() waits.
     for ex in list(_live_executors):
+        for sb in list(ex._sandboxes):
+            with contextlib.suppress(Exception):
+                sb.close()
         ex.close()
 
 
@@ -334,6 +483,11 @@ class DockerExecutor(Executor):
 
     ``pool_size`` started containers are kept ready for every (image, limits) seen so far (0 disables
     the pool); ``cpus`` is each container's CPU quota; ``images`` maps extra kinds to image tags.
+
+    A container is used by one sandbox only: closing the sandbox queues the container for removal on a
+    background thread (:meth:`wait_removed` waits for the queue; :meth:`close`, also run at exit, does),
+    and the pool refills itself with new ones. Every container carries the label ``execgym.executor`` =
+    :attr:`id` as well as the owner labels. Safe to share between threads (vector envs, async rollouts).
 
     >>> ok, _ = docker_available()
     >>> if ok and image_available("python")[0]:
@@ -362,14 +516,37 @@ class DockerExecutor(Executor):
         self._pools: dict[tuple[str, Limits], _Pool] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._drained = False  # closed and drained: later removals happen at once, in the caller
+        self._reaper = _Reaper(max_pending=max(32, 4 * pool_size))
+        self._sandboxes: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
+        self.id = uuid.uuid4().hex[:16]
         _live_executors.add(self)
+
+    @property
+    def removal_errors(self) -> list[str]:
+        """Background removals that failed (the containers stay labelled for ``execgym sandbox gc``)."""
+        return list(self._reaper.errors)
+
+    def wait_removed(self, timeout: float = 60.0) -> bool:
+        """Wait until every container handed back so far is removed; False if some are still pending."""
+        return self._reaper.drain(timeout)
+
+    def _retire(self, slot: _Slot) -> None:
+        """Remove a container that must never be used again: in the background while the executor lives."""
+        slot.used = True
+        if self._drained:
+            slot.drop_loader()
+            with contextlib.suppress(Exception):
+                slot.destroy()
+            return
+        self._reaper.retire(slot)
 
     # -- containers -----------------------------------------------------------------------------------
 
     def _create_slot(self, image: str, limits: Limits) -> _Slot:
         import docker
 
-        labels = _labels()
+        labels = {**_labels(), EXECUTOR_ID: self.id}
         opts = f"uid=1000,gid=1000,mode=0755{f',size={limits.disk_bytes}' if limits.disk_bytes else ''}"
         try:
             volume = self.client.volumes.create(
@@ -400,17 +577,41 @@ class DockerExecutor(Executor):
             kwargs["memswap_limit"] = limits.memory_bytes
         if limits.max_processes is not None:
             kwargs["pids_limit"] = limits.max_processes + _EXTRA_PIDS
+        kwargs.pop("detach")
+        container = None
         try:
-            container = self.client.containers.run(image, **kwargs)
+            container = self.client.containers.create(image, **kwargs)
+            container.start()
         except docker.errors.ImageNotFound as e:
-            _safe_remove_volume(volume)
+            _Slot(container, volume).destroy() if container is not None else _safe_remove_volume(volume)
             name = next((k for k, v in DEFAULT_IMAGES.items() if v == image), None)
             hint = f"; build it with `execgym images build {name}`" if name else ""
             raise InfraError(f"image {image} not found{hint}") from e
         except docker.errors.DockerException as e:
-            _safe_remove_volume(volume)
+            with contextlib.suppress(Exception):  # created but not started: it must not stay behind
+                _Slot(container, volume).destroy() if container is not None else _safe_remove_volume(volume)
             raise InfraError(f"cannot start a sandbox container from {image}: {e}") from e
         return _Slot(container, volume)
+
+    def _start_loader(self, slot: _Slot) -> _ExecStream:
+        """Start the exec that will extract the first sandbox contents (a tar on its stdin) into /work."""
+        import docker
+
+        try:
+            exec_id = self.api.exec_create(
+                slot.container.id,
+                ["python3", "-I", "-S", "-c", _LOADER],
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                user=USER,
+                workdir=WORKDIR,
+                environment={"HOME": WORKDIR, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+            )["Id"]
+            return _ExecStream(self.api, exec_id)
+        except docker.errors.DockerException as e:
+            raise InfraError(f"cannot start the loader in {slot.container.short_id}: {e}") from e
 
     def _pool(self, image: str, limits: Limits) -> _Pool | None:
         if self.pool_size <= 0:
@@ -434,22 +635,45 @@ class DockerExecutor(Executor):
         spec = spec or SandboxSpec()
         image = resolve_image(spec.image, self.images)
         pool = self._pool(image, spec.limits)
-        slot = None
-        while pool is not None:
+        has_contents = spec.workdir_from is not None or bool(spec.files)
+        sb = None
+        while pool is not None and sb is None:
             slot = pool.acquire()
-            if slot is None or _running(slot):
+            if slot is None:
                 break
-            slot.destroy()  # died while waiting: take the next one
-        if slot is None:
+            # A container that died while waiting (killed, daemon restart) is retired, and the pool makes
+            # a new one. Loading the first contents proves the container alive; without any, ask the daemon.
+            if not has_contents and not _running(slot):
+                self._retire(slot)
+                continue
+            with contextlib.suppress(_DeadContainer):  # DockerSandbox retired it
+                sb = DockerSandbox(self, spec, slot)
+        if sb is None:
             slot = self._create_slot(image, spec.limits)
-        return DockerSandbox(self, spec, slot)
+            slot.used = True
+            sb = DockerSandbox(self, spec, slot)
+        self._sandboxes.add(sb)
+        return sb
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the pools and wait until every container they or closed sandboxes held is removed.
+
+        Sandboxes still open stay usable; closing one later removes its container at once.
+        """
         with self._lock:
             self._closed = True
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.stop()
+        deadline = time.monotonic() + timeout
+        for pool in pools:  # a container still being created is retired by its thread when it is ready
+            pool.thread.join(max(0.0, deadline - time.monotonic()))
+        self._reaper.drain(max(0.0, deadline - time.monotonic()))
+        self._drained = True
+
+
+class _DeadContainer(InfraError):
+    """A pooled container found dead when handed out: the caller takes another one."""
 
 
 def _running(slot: _Slot) -> bool:
@@ -457,7 +681,13 @@ def _running(slot: _Slot) -> bool:
         slot.container.reload()
     except Exception:
         return False
-    return slot.container.status == "running"
+    if slot.container.status != "running":
+        return False
+    if slot.loader is not None:
+        slot.loader.poll()  # its stream ends when the container's processes were killed
+        if slot.loader.eof:
+            return False
+    return True
 
 
 def _safe_remove_volume(volume: Volume) -> None:
@@ -591,10 +821,38 @@ class DockerSandbox(Sandbox):
             if spec.workdir_from is not None or spec.files:
                 # One archive for the initial contents: the volume is known to be empty, so no
                 # round trips are needed to check parents (symlinks are judged on the host copy).
-                self._put_tar(_initial_tar(spec))
+                data = _initial_tar_cached(spec)
+                loaded = self._load(data)
+                if loaded is False and not _running(slot):
+                    raise _DeadContainer(f"docker sandbox {self.container.short_id}: died in the pool")
+                if not loaded:
+                    self._put_tar(data)
+            slot.drop_loader()
         except BaseException:
             self.close()
             raise
+
+    def _load(self, data: bytes) -> bool | None:
+        """Hand the first contents to the slot's pre-started loader: None if it has none, else whether it
+        extracted them (the container was running then)."""
+        loader, self.slot.loader = self.slot.loader, None
+        if loader is None:
+            return None
+        deadline = time.monotonic() + 60.0 + len(data) / (8 * MiB)
+        out = b""
+        try:
+            loader.send(data, deadline)
+            loader.close_stdin()
+            for kind, chunk in loader.frames(deadline):
+                if kind == 1:
+                    out += chunk
+                    if out.endswith(b"\n"):
+                        break
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            loader.close()
+        return out == b"execgym-load-ok\n"
 
     # -- docker plumbing --------------------------------------------------------------------------
 
@@ -828,7 +1086,7 @@ class DockerSandbox(Sandbox):
             self._closed = True
             for s in self._sessions:
                 s._drop_stream()
-            self.slot.destroy()
+            self.executor._retire(self.slot)  # removed in the background; never handed out again
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -875,6 +1133,51 @@ def _tar_files(entries: Mapping[str, bytes], mkdirs: Sequence[str]) -> bytes:
         for rel, data in entries.items():
             tar.addfile(_tarinfo(rel, len(data)), io.BytesIO(data))
     return buf.getvalue()
+
+
+_tar_cache: collections.OrderedDict[tuple[Any, ...], bytes] = collections.OrderedDict()
+_tar_cache_lock = threading.Lock()
+_TAR_CACHE_BYTES = 256 * MiB
+
+
+def _tree_state(root: Path) -> tuple[tuple[str, int, int, int, int], ...]:
+    """What the tar of ``root`` depends on: every entry's path, inode, mode, size and mtime (lstat)."""
+    state = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in [*dirnames, *sorted(filenames)]:
+            st = os.lstat(os.path.join(dirpath, name))
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            state.append((rel, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns))
+    return tuple(state)
+
+
+def _initial_tar_cached(spec: SandboxSpec) -> bytes:
+    """:func:`_initial_tar`, cached per (repository state, files): a reset does not re-read the tree.
+
+    The key holds every entry's lstat (so an edited, added or removed file makes a new archive) and a
+    digest of ``spec.files``; the cache keeps at most 256 MiB of archives, least recently used first out.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path, content in sorted(spec.files.items()):
+        data = content.encode() if isinstance(content, str) else bytes(content)
+        digest.update(b"%d:%s\0%d:" % (len(path.encode()), path.encode(), len(data)))
+        digest.update(data)
+    root = Path(spec.workdir_from) if spec.workdir_from is not None else None
+    key = (os.path.realpath(root) if root is not None else None, _tree_state(root) if root else (), digest.digest())
+    with _tar_cache_lock:
+        data = _tar_cache.get(key)
+        if data is not None:
+            _tar_cache.move_to_end(key)
+            return data
+    data = _initial_tar(spec)
+    with _tar_cache_lock:
+        _tar_cache[key] = data
+        while sum(len(v) for v in _tar_cache.values()) > _TAR_CACHE_BYTES and len(_tar_cache) > 1:
+            _tar_cache.popitem(last=False)
+    return data
 
 
 def _initial_tar(spec: SandboxSpec) -> bytes:

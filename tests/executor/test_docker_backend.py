@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from execgym.executor import Executor, Limits, MiB, SandboxSpec
@@ -33,28 +31,27 @@ def test_container_is_locked_down(docker_executor: Executor) -> None:
         assert sb.run("touch /opt/x").exit_code != 0
 
 
-def test_warm_pool_makes_acquire_cheap() -> None:
+def test_warm_pool_hands_out_waiting_containers() -> None:
+    # What makes an acquire cheap is that it takes a container already started; the time it saves is
+    # measured by benchmarks/executor.py, not asserted here.
     require_docker()
     ex = DockerExecutor(pool_size=1)
     try:
         spec = SandboxSpec(limits=Limits(memory_bytes=200 * MiB))
-        t0 = time.monotonic()
-        ex.sandbox(spec).close()  # cold: creates the pool, which refills in the background
-        cold = time.monotonic() - t0
-        assert ex.warm(spec, timeout=60)
-        t0 = time.monotonic()
-        sb = ex.sandbox(spec)
-        warm = time.monotonic() - t0
-        assert sb.run("echo warm").stdout == "warm\n"
-        sb.close()
-        assert warm < cold, (warm, cold)
         assert ex.warm(spec, timeout=60)
         waiting = {slot.container.id for pool in ex._pools.values() for slot in pool.ready}
-        assert waiting
+        assert len(waiting) == 1
+        sb = ex.sandbox(spec)
+        assert sb.container.id in waiting  # taken from the pool, not started on demand
+        assert sb.run("echo warm").stdout == "warm\n"
+        sb.close()
+        assert ex.warm(spec, timeout=60)
+        refilled = {slot.container.id for pool in ex._pools.values() for slot in pool.ready}
+        assert refilled and not refilled & waiting  # the pool refilled with a new container
     finally:
         ex.close()
     left = {c.id for c in ex.client.containers.list(all=True, filters={"label": f"{LABEL}=1"})}
-    assert not waiting & left  # closing the executor removes its warm containers
+    assert not (waiting | refilled) & left  # closing the executor removes its warm containers
 
 
 def test_gc_removes_orphans_only(docker_executor: Executor) -> None:

@@ -143,7 +143,7 @@ def test_swe_docker_container_killed_is_an_infra_error() -> None:
     executor = DockerExecutor(pool_size=1)
     client = executor.client
     mine = {"label": [f"{LABEL}=1", f"{OWNER_PID}={os.getpid()}"]}
-    others = {c.id for c in client.containers.list(all=True, filters=mine)}  # other tests' warm pools
+    others = {c["Id"] for c in client.api.containers(all=True, filters=mine)}  # other tests' warm pools
     try:
         env = gym.make("execgym/SWERepair-v0", executor=executor, max_turns=6, bash_timeout_s=10).unwrapped
         try:
@@ -170,14 +170,15 @@ def test_swe_docker_container_killed_is_an_infra_error() -> None:
             used.append(env.sandbox.container.id)
         finally:
             env.close()
-        # The killed, the stopped and the healthy episode containers are all removed at close().
+        # The killed, the stopped and the healthy episode containers are all removed (in the background).
+        assert executor.wait_removed(timeout=60)
         for cid in used:
             assert client.containers.list(all=True, filters={"id": cid}) == [], cid
     finally:
         executor.close()
     # A warm container still being created at close() is destroyed by the pool thread when it is ready.
     deadline = time.monotonic() + 30
-    while (left := {c.id for c in client.containers.list(all=True, filters=mine)} - others) and (
+    while (left := {c["Id"] for c in client.api.containers(all=True, filters=mine)} - others) and (
         time.monotonic() < deadline
     ):
         time.sleep(0.2)

