@@ -39,7 +39,7 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
             raise SystemExit(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (or a 5,000-digit number): the text itself
             out[key] = raw
     return out
 
@@ -59,6 +59,8 @@ def _wrappers(items: Sequence[str] | None) -> list[tuple[str, dict[str, Any]]]:
             kwargs = json.loads(raw) if raw else {}
         except json.JSONDecodeError as exc:
             raise SystemExit(f"--wrapper {item!r}: the kwargs after ':' are not JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:
+            raise SystemExit(f"--wrapper {item!r}: the kwargs after ':' are not usable JSON ({exc})") from None
         if not isinstance(kwargs, dict):
             raise SystemExit(f"--wrapper {item!r}: the kwargs after ':' must be a JSON object")
         out.append((name, kwargs))
@@ -264,10 +266,10 @@ def _parse_reply(reply: str) -> Any:
     stripped = reply.strip()
     if not stripped.startswith(("{", "[")):
         return reply
-    try:
-        return json.loads(stripped)
-    except json.JSONDecodeError:
-        return f"<tool_call>{stripped}</tool_call>"
+    from execgym.core.actions import decode_json
+
+    value, problem = decode_json(stripped)
+    return f"<tool_call>{stripped}</tool_call>" if problem else value
 
 
 def cmd_play(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:

@@ -75,7 +75,7 @@ _TOOL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 def _call_text(name: str, arguments: Any) -> str:
     if isinstance(arguments, str):
-        with contextlib.suppress(json.JSONDecodeError):
+        with contextlib.suppress(ValueError, RecursionError):
             arguments = json.loads(arguments) if arguments.strip() else {}
     return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + "\n</tool_call>"
 
@@ -122,7 +122,7 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
     def take(match: re.Match[str]) -> str:
         try:
             obj = json.loads(match.group(1).strip())
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # invalid JSON, a huge integer, nesting too deep: not a call
             return match.group(0)
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             return match.group(0)
@@ -223,7 +223,7 @@ def _template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
             for call in m["tool_calls"]:
                 fn = dict(call.get("function", call))
                 if isinstance(fn.get("arguments"), str):
-                    with contextlib.suppress(json.JSONDecodeError):
+                    with contextlib.suppress(ValueError, RecursionError):
                         fn["arguments"] = json.loads(fn["arguments"] or "{}")
                 calls.append({**call, "function": fn})
             m["tool_calls"] = calls

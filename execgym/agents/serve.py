@@ -3,10 +3,12 @@
 Endpoints: ``POST /v1/chat/completions`` (tools, ``<tool_call>`` blocks parsed into ``tool_calls``, usage
 counts, ``n``, ``stop``, ``stream`` token by token), ``GET /v1/models`` and ``GET /health``. Requests that
 arrive together are generated in one batch. It is the stdlib's ``ThreadingHTTPServer``, hardened: every
-request is bounded before the expensive work (body size, prompt size from the tokenizer's longest token,
-connections, queued generations, an idle / read timeout and a generation deadline), and every malformed
-request gets a 4xx with an OpenAI-style error body. Meant for loopback and a lab network, not the open
-internet (no auth, no TLS).
+request is bounded before the expensive work (body size, JSON numbers and nesting, message count, prompt size
+from the tokenizer's longest token and the chat template's per-message tokens, connections, queued
+generations, an idle / read timeout, one deadline for a request's line and headers and one for its body, and a
+generation deadline), and every malformed request gets a 4xx with an OpenAI-style JSON error body (lone
+surrogates in its strings become U+FFFD). A 500 means a bug in the server. Meant for loopback and a lab
+network, not the open internet (no auth, no TLS).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -28,6 +31,7 @@ from typing import Any
 
 from execgym.agents.chat import parse_tool_calls, render_chat, stop_token_ids
 from execgym.agents.hf_policy import generate, load_policy
+from execgym.core.actions import decode_json
 
 __all__ = ["PolicyServer", "RequestError", "make_http_server", "serve"]
 
@@ -35,7 +39,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """The largest request body read (larger ones get 413 before a byte of the body is read)."""
+MAX_BODY_DEPTH = 128
+"""The deepest nesting of a request body's JSON (deeper bodies get 400; tool schemas are the deepest part)."""
 _END = -1  # marks the end of a streamed job's tokens
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 class RequestError(Exception):
@@ -92,6 +100,10 @@ class PolicyServer:
         max_prompt_bytes: the longest prompt text accepted before it is tokenized (default: the context
             length times the tokenizer's longest token in bytes, so only prompts that cannot fit are refused,
             and a huge one costs no tokenizer or template memory).
+        max_messages: the most messages in one request (default: the context length). Before the chat
+            template runs, a request is also refused when its messages cannot fit in the context: each costs
+            at least the tokens the template adds around an empty message (measured at start-up,
+            ``message_overhead_tokens``), and its text at least its bytes over the longest token's.
 
     Example:
         >>> server = PolicyServer(*load_policy("models/tiny"), model_name="tiny")        # doctest: +SKIP
@@ -101,7 +113,8 @@ class PolicyServer:
 
     def __init__(self, model: Any, tokenizer: Any, *, model_name: str = "execgym-policy", max_batch: int = 32,
                  batch_wait_s: float = 0.01, default_max_tokens: int = 512, max_queued: int = 1024,
-                 generation_timeout_s: float = 600.0, max_prompt_bytes: int | None = None) -> None:
+                 generation_timeout_s: float = 600.0, max_prompt_bytes: int | None = None,
+                 max_messages: int | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -113,8 +126,11 @@ class PolicyServer:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0])
         self.max_queued = int(max_queued)
         self.generation_timeout_s = float(generation_timeout_s)
-        longest = max((len(str(t).encode("utf-8")) for t in tokenizer.get_vocab()), default=1)
-        self.max_prompt_bytes = int(max_prompt_bytes or self.context_limit * max(longest, 1))
+        longest = max((len(str(t).encode("utf-8", "replace")) for t in tokenizer.get_vocab()), default=1)
+        self.longest_token_bytes = max(longest, 1)
+        self.max_prompt_bytes = int(max_prompt_bytes or self.context_limit * self.longest_token_bytes)
+        self.max_messages = int(max_messages or self.context_limit)
+        self.message_overhead_tokens = _message_overhead_tokens(tokenizer)
         self.created = int(time.time())
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run_batches, name="execgym-serve-generate", daemon=True)
@@ -176,8 +192,26 @@ class PolicyServer:
                                             "owned_by": "execgym"}]}
 
     def prepare(self, request: Mapping[str, Any]) -> _Prepared:
-        """Validate a chat-completions request, bound its size, render and tokenize it (400 on any bad field)."""
-        messages = _messages(request.get("messages"))
+        """Validate a chat-completions request, bound its size, render and tokenize it (400 on any bad field).
+
+        Whatever the request holds, the answer is a :class:`_Prepared` or a :class:`RequestError`: an
+        unexpected exception on the way (a chat template or tokenizer choking on odd input) is a 400 too.
+        """
+        try:
+            return self._prepare(request)
+        except RequestError:
+            raise
+        except Exception as exc:
+            log.warning("request refused on an unexpected %s", type(exc).__name__, exc_info=True)
+            raise RequestError(f"the request could not be processed: {type(exc).__name__}: {str(exc)[:300]}"
+                               ) from None
+
+    def _prepare(self, request: Mapping[str, Any]) -> _Prepared:
+        raw_messages = request.get("messages")
+        if isinstance(raw_messages, list) and len(raw_messages) > self.max_messages:
+            raise RequestError(f"{len(raw_messages)} messages are more than the {self.max_messages} accepted",
+                               param="messages")
+        messages = _messages(raw_messages)
         tools = _tools(request.get("tools"))
         choice = request.get("tool_choice")
         if choice is not None and choice not in ("none", "auto", "required") and not isinstance(choice, dict):
@@ -205,13 +239,20 @@ class PolicyServer:
         key = "max_completion_tokens" if request.get("max_completion_tokens") is not None else "max_tokens"
         wanted = request.get(key)
         budget = self.default_max_tokens if wanted is None else _int(request, key, 0, low=1)
-        size = sum(len(m["content"].encode("utf-8")) for m in messages)
-        size += len(json.dumps([m.get("tool_calls") for m in messages], ensure_ascii=False).encode("utf-8"))
-        size += len(json.dumps(tools or [], ensure_ascii=False).encode("utf-8"))
+        text_bytes = sum(len(m["content"].encode("utf-8", "replace")) for m in messages)
+        size = text_bytes + len(json.dumps([m.get("tool_calls") for m in messages],
+                                           ensure_ascii=False).encode("utf-8", "replace"))
+        size += len(json.dumps(tools or [], ensure_ascii=False).encode("utf-8", "replace"))
         if size > self.max_prompt_bytes:  # before the template and the tokenizer, whose memory grows with it
             raise RequestError(f"the prompt is too long: {size} bytes hold more tokens than this model's context "
                                f"of {self.context_limit} (at most {self.max_prompt_bytes} bytes are accepted)",
                                param="messages")
+        overhead = sum(self.message_overhead_tokens.get(m["role"], 0) for m in messages)
+        fewest = -(-text_bytes // self.longest_token_bytes) + overhead
+        if fewest >= self.context_limit:  # many short messages: the template's own tokens fill the context
+            raise RequestError(f"the prompt is too long: {len(messages)} messages take at least {fewest} tokens "
+                               f"({overhead} of them the chat template's), this model's context is "
+                               f"{self.context_limit}", param="messages")
         try:
             text = render_chat(self.tokenizer, messages, tools, add_generation_prompt=True)
         except Exception as exc:
@@ -323,7 +364,10 @@ class PolicyServer:
                 text, finish = text[:cut], "stop"
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if parse_tools:
-            content, calls = parse_tool_calls(text)
+            try:
+                content, calls = parse_tool_calls(text)
+            except (ValueError, RecursionError):  # a generated block JSON cannot hold (a 5,000-digit number)
+                content, calls = text, []
             if calls:
                 message = {"role": "assistant", "content": content, "tool_calls": calls}
                 finish = "tool_calls"
@@ -390,6 +434,66 @@ def _stops(raw: Any) -> list[str]:
     if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
         raise RequestError("'stop' must be a non-empty string or a list of at most 4 of them", param="stop")
     return list(stops)
+
+
+def _message_overhead_tokens(tokenizer: Any) -> dict[str, int]:
+    """Per role, the fewest tokens the chat template adds for one more empty message of that role.
+
+    Measured in the steady state (the tokens of 6 extra messages of a role less those of 2, over 4), so a
+    message costs at least this much; a role the template refuses in such a run gets the least of the others
+    (0 when none can be measured).
+    """
+    def tokens(extra: list[dict[str, Any]]) -> int:
+        text = render_chat(tokenizer, [{"role": "user", "content": "x"}, *extra], None, add_generation_prompt=False)
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    roles = ("user", "assistant", "system", "tool")
+    costs: dict[str, int] = {}
+    for role in roles:
+        message = {"role": role, "content": ""} | ({"tool_call_id": "c"} if role == "tool" else {})
+        try:
+            costs[role] = max(0, (tokens([message] * 6) - tokens([message] * 2)) // 4)
+        except Exception:  # the template refuses this run (say, roles that must alternate): no bound from it
+            continue
+    least = min(costs.values(), default=0)
+    return {role: costs.get(role, least) for role in roles}
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """``value`` (decoded JSON) with every lone surrogate in its strings and keys replaced by U+FFFD."""
+    def clean(text: str) -> str:
+        return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
+
+    if isinstance(value, str):
+        return clean(value)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            for i, child in enumerate(item):
+                if isinstance(child, str):
+                    item[i] = clean(child)
+                elif isinstance(child, (list, dict)):
+                    stack.append(child)
+        elif isinstance(item, dict):
+            for key in [k for k in item if _SURROGATES.search(k)]:
+                item[clean(key)] = item.pop(key)
+            for key, child in item.items():
+                if isinstance(child, str):
+                    item[key] = clean(child)
+                elif isinstance(child, (list, dict)):
+                    stack.append(child)
+    return value
+
+
+def _decode_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or a 400 saying why not (never another exception)."""
+    request, problem = decode_json(raw or b"{}", max_depth=MAX_BODY_DEPTH)
+    if problem:
+        raise RequestError(f"the body is {problem}")
+    if not isinstance(request, dict):
+        raise RequestError("the body must be a JSON object")
+    return _replace_surrogates(request)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -497,7 +601,9 @@ def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 
 
     Args:
         max_body_bytes: larger bodies get 413 unread (and the connection is closed).
-        idle_timeout_s: a connection that sends nothing for this long is closed; a body must arrive within it.
+        idle_timeout_s: a connection that sends nothing for this long is closed; a request's line and headers
+            must arrive within it (however slowly their bytes trickle in: then 408 and the connection is
+            closed), and so must its body.
         backlog: the listen queue (connections the kernel holds while every thread is busy).
         max_connections: connections served at once; more get 503 and are closed.
     """
@@ -510,8 +616,50 @@ def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s - %s", self.address_string(), format % args)
 
+        def setup(self) -> None:
+            super().setup()
+            self.rfile = _DeadlineReader(self.rfile, self.connection, idle_timeout_s)
+
+        def handle_one_request(self) -> None:
+            # One deadline for the request line and the headers (the socket timeout alone bounds each read, so a
+            # sender of a byte a second would hold the connection forever); parse_request lifts it.
+            self.rfile.arm(idle_timeout_s)
+            try:
+                super().handle_one_request()  # a missed deadline is a TimeoutError: it closes the connection
+            finally:
+                self.rfile.disarm()
+            if self.rfile.expired and self.rfile.partial:  # a request began and stalled: say so, then close
+                self.close_connection = True
+                body = RequestError(f"the request line and headers did not arrive within {idle_timeout_s:g} s",
+                                    status=408).body()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(_raw_response(408, "Request Timeout", body))
+
+        def parse_request(self) -> bool:
+            ok = super().parse_request()  # reads the headers, under the deadline
+            self.rfile.disarm()
+            return ok
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """The stdlib's errors (bad request line, headers too long, unsupported method, ...) as JSON."""
+            self.close_connection = True
+            if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+                self.request_version = "HTTP/1.1"  # a status line and headers, even for a garbled request line
+            try:
+                phrase = HTTPStatus(code).phrase
+            except ValueError:
+                phrase = "Error"
+            data = json.dumps(RequestError(message or phrase, status=code).body()).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if getattr(self, "command", None) != "HEAD":
+                self.wfile.write(data)
+
         def _send(self, status: int, body: Mapping[str, Any]) -> None:
-            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -534,38 +682,56 @@ def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 
 
         def _refuse_method(self) -> None:
             self.close_connection = True  # a body we do not read must not be taken for the next request
-            self._send(405, RequestError(f"method {self.command} is not allowed", status=405).body())
+            data = json.dumps(RequestError(f"method {self.command} is not allowed", status=405).body()).encode()
+            self.send_response(405)
+            self.send_header("Allow", "GET, POST")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":  # a HEAD response has no body
+                self.wfile.write(data)
 
-        do_PUT = do_DELETE = do_PATCH = _refuse_method
+        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _refuse_method
 
         def _read_body(self) -> bytes:
             if self.headers.get("Transfer-Encoding"):
                 self.close_connection = True
                 raise RequestError("send the body with a Content-Length (no Transfer-Encoding)", status=411)
-            header = self.headers.get("Content-Length")
-            if header is None:
+            headers = self.headers.get_all("Content-Length") or []
+            if not headers:
                 self.close_connection = True
                 raise RequestError("a POST needs a Content-Length header", status=411)
-            if not header.strip().isdigit():
+            header = headers[0].strip()
+            if not _ASCII_DIGITS.fullmatch(header):  # str.isdigit() takes "²" and "٣", int() takes "1_0"
                 self.close_connection = True
                 raise RequestError(f"Content-Length must be a non-negative integer, got {header[:40]!r}")
-            length = int(header)
+            if any(h.strip() != header for h in headers[1:]):
+                self.close_connection = True
+                raise RequestError("the request has Content-Length headers that disagree")
+            digits = header.lstrip("0")
+            length = int(digits) if len(digits) <= 18 else max_body_bytes + 1  # no huge int() on a header
             if length > max_body_bytes:
                 self.close_connection = True
                 raise RequestError(f"request body of {length} bytes is over the limit of {max_body_bytes}",
                                    status=413)
             chunks, got = [], 0
             deadline = time.monotonic() + idle_timeout_s
-            while got < length:
-                if time.monotonic() > deadline:
-                    self.close_connection = True
-                    raise RequestError(f"the body did not arrive within {idle_timeout_s:g} s", status=408)
-                chunk = self.rfile.read1(min(length - got, 1 << 16))
-                if not chunk:
-                    self.close_connection = True
-                    raise RequestError(f"the body ended after {got} of {length} bytes")
-                chunks.append(chunk)
-                got += len(chunk)
+            try:
+                while got < length:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.close_connection = True
+                        raise RequestError(f"the body did not arrive within {idle_timeout_s:g} s", status=408)
+                    self.connection.settimeout(left)  # no read outlasts the body's deadline
+                    chunk = self.rfile.read1(min(length - got, 1 << 16))
+                    if not chunk:
+                        self.close_connection = True
+                        raise RequestError(f"the body ended after {got} of {length} bytes")
+                    chunks.append(chunk)
+                    got += len(chunk)
+            finally:
+                self.connection.settimeout(idle_timeout_s)
             return b"".join(chunks)
 
         def do_POST(self) -> None:
@@ -578,25 +744,18 @@ def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 
                     raise RequestError(f"the body did not arrive within {idle_timeout_s:g} s", status=408) from None
                 if path not in ("/v1/chat/completions", "/chat/completions"):
                     raise RequestError(f"no route POST {path}", status=404)
-                try:
-                    request = json.loads(raw or b"{}")
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise RequestError(f"the body is not valid JSON: {getattr(exc, 'msg', exc)}") from None
-                except RecursionError:
-                    raise RequestError("the body is nested too deeply") from None
-                if not isinstance(request, dict):
-                    raise RequestError("the body must be a JSON object")
+                request = _decode_body(raw)
                 if request.get("stream") is True:
-                    prepared = server.prepare(request)
+                    prepared = server.prepare(request)  # any problem with the request: a 4xx
                     chunks = server.stream(prepared)
                     first = next(chunks)  # a request refused now still gets its status code
                     self._stream(first, chunks)
                     return
-                response = server.complete(request)
+                response = server.complete(request)  # prepare (a 4xx for any problem), then finish
             except RequestError as exc:
                 self._send(exc.status, exc.body())
                 return
-            except Exception as exc:
+            except Exception as exc:  # past prepare: a bug in the server or in generation
                 log.exception("request failed")
                 self._send(500, RequestError(f"{type(exc).__name__}: {exc}", status=500).body())
                 return
@@ -628,7 +787,69 @@ def make_http_server(server: PolicyServer, host: str = "127.0.0.1", port: int = 
 
 
 def _sse(obj: Mapping[str, Any]) -> bytes:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode("utf-8", "replace")
+
+
+def _raw_response(status: int, phrase: str, body: Mapping[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+class _DeadlineReader:
+    """A connection's buffered reader whose ``readline`` keeps to a deadline while it is armed.
+
+    Each socket read waits at most the time left (and at most the idle timeout), and a line is read one socket
+    read at a time, so a sender that trickles a byte now and then cannot stretch a line, or a request's
+    headers, past the deadline: then :class:`TimeoutError`, which the stdlib handler answers by closing the
+    connection. Everything else goes to the underlying reader.
+    """
+
+    def __init__(self, raw: Any, sock: Any, idle_timeout_s: float) -> None:
+        self._raw = raw
+        self._sock = sock
+        self._idle = idle_timeout_s
+        self._deadline: float | None = None
+        self.expired = False  # the last armed deadline passed
+        self.partial = False  # bytes of a request arrived while it was armed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    def arm(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+        self.expired = self.partial = False
+
+    def disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline = None
+            with contextlib.suppress(OSError):
+                self._sock.settimeout(self._idle)
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self._deadline is None:
+            return self._raw.readline(limit)
+        out = bytearray()
+        while limit < 0 or len(out) < limit:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                self.expired = True
+                raise TimeoutError("the request line and headers did not arrive in time")
+            self._sock.settimeout(min(left, self._idle))
+            try:
+                data = self._raw.peek(1)  # what is buffered, or at most one socket read
+            except TimeoutError:
+                self.expired = time.monotonic() >= self._deadline
+                raise
+            if not data:
+                break  # the client closed the connection
+            want = len(data) if limit < 0 else min(len(data), limit - len(out))
+            end = data.find(b"\n", 0, want)
+            out += self._raw.read(want if end < 0 else end + 1)  # from the buffer: no socket read
+            self.partial = True
+            if end >= 0:
+                break
+        return bytes(out)
 
 
 def serve(model: str, *, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,

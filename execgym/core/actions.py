@@ -9,12 +9,16 @@ Accepted actions:
 * a ``{"name", "arguments"}`` dict;
 * a list of these, or an OpenAI assistant message ``{"role": "assistant", "content", "tool_calls"}``.
 
-Parsing never raises on bad input: it returns the problems as precise messages.
+Parsing never raises on bad input: it returns the problems as precise messages. Arguments must be plain JSON
+data, whether decoded from text or sent structured: at most :data:`MAX_JSON_DEPTH` levels deep and
+:data:`MAX_JSON_VALUES` values, integers of at most :data:`MAX_INT_DIGITS` digits, finite numbers (no ``NaN`` or
+``Infinity``), string keys; anything else is a malformed action, never an exception out of ``step``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +26,16 @@ from typing import Any
 
 from execgym.core.tools import Tool
 
-__all__ = ["ParsedAction", "ToolCall", "parse_action", "sanitize_text"]
+__all__ = ["MAX_INT_DIGITS", "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "ParsedAction", "ToolCall", "decode_json",
+           "json_data_problem", "parse_action", "sanitize_text"]
+
+MAX_JSON_DEPTH = 64
+"""The deepest nesting of lists and objects accepted in a tool call (no real tool takes more than a few)."""
+MAX_JSON_VALUES = 1_000_000
+"""The most values (leaves and containers) accepted in one action's JSON."""
+MAX_INT_DIGITS = 1000
+"""The longest integer accepted, in decimal digits (Python refuses to even convert past 4,300)."""
+_INT_LIMIT = 10**MAX_INT_DIGITS
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
@@ -73,33 +86,134 @@ class ParsedAction:
         return not self.errors
 
 
-def _loads(text: str) -> tuple[Any, str | None]:
-    """``json.loads`` that reports problems (including absurd nesting) as a message, never raising."""
+class _NumberError(ValueError):
+    """A JSON number that is not accepted (raised from the decoder's hooks, reported as a message)."""
+
+
+def _parse_int(literal: str) -> int:
+    digits = len(literal) - literal.startswith("-")
+    if digits > MAX_INT_DIGITS:  # checked before int(), which would take quadratic time or raise
+        raise _NumberError(f"an integer of {digits:,} digits (at most {MAX_INT_DIGITS:,} are accepted)")
+    return int(literal)
+
+
+def _parse_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NumberError(f"the number {literal[:40]}{'...' if len(literal) > 40 else ''} is out of range")
+    return value
+
+
+def _parse_constant(literal: str) -> Any:
+    raise _NumberError(f"{literal} is not a JSON number")
+
+
+def _at(path: tuple[Any, ...]) -> str:
+    return f"at '{'/'.join(str(p) for p in path)}': " if path else ""
+
+
+def json_data_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH, max_values: int = MAX_JSON_VALUES) -> str | None:
+    """Why ``value`` is not plain JSON data a tool can be called with, or None when it is.
+
+    Plain JSON data: None, bools, str, integers of at most :data:`MAX_INT_DIGITS` digits, finite floats, and
+    lists / tuples / mappings with str keys of these, at most ``max_depth`` levels deep and ``max_values``
+    values in all. The walk is iterative and bounded, so it answers for a structure of any depth, size or
+    shape (cycles and shared sub-structures included) without raising.
+
+    Example:
+        >>> json_data_problem({"a": [1, 2.5, "x", None]}) is None
+        True
+        >>> json_data_problem({"a": [float("nan")]})
+        "at 'a/0': nan is not a finite number"
+    """
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 0, ())]
+    seen = 0
+    while stack:
+        item, depth, path = stack.pop()
+        seen += 1
+        if seen > max_values:
+            return f"more than {max_values:,} values"
+        if item is None or isinstance(item, (str, bool)):
+            continue
+        if isinstance(item, int):
+            if not -_INT_LIMIT < item < _INT_LIMIT:
+                return f"{_at(path)}an integer of more than {MAX_INT_DIGITS:,} digits"
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{_at(path)}{item!r} is not a finite number"
+            continue
+        if isinstance(item, (Mapping, list, tuple)):
+            if depth >= max_depth:
+                return f"{_at(path)}nested more than {max_depth} levels deep"
+            if seen + len(item) > max_values:
+                return f"more than {max_values:,} values"
+            if isinstance(item, Mapping):
+                for key in item:
+                    if not isinstance(key, str):
+                        return f"{_at(path)}a key of type {type(key).__name__} (JSON keys are strings)"
+                children = [(item[key], depth + 1, (*path, key)) for key in item]
+            else:
+                children = [(child, depth + 1, (*path, i)) for i, child in enumerate(item)]
+            stack.extend(reversed(children))
+            continue
+        return f"{_at(path)}a {type(item).__name__}, which is not JSON data"
+    return None
+
+
+def decode_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH,
+                max_values: int = MAX_JSON_VALUES) -> tuple[Any, str | None]:
+    """``json.loads`` that reports every problem as a message and never raises.
+
+    Refused, each with a message saying what it was: invalid JSON, integers of more than
+    :data:`MAX_INT_DIGITS` digits, numbers out of a float's range, ``NaN`` / ``Infinity``, nesting past
+    ``max_depth`` levels, more than ``max_values`` values.
+
+    Example:
+        >>> decode_json('{"a": [1, 2]}')
+        ({'a': [1, 2]}, None)
+        >>> decode_json('{"a": ' + '9' * 5000 + '}')[1]
+        'not valid JSON (an integer of 5,000 digits (at most 1,000 are accepted))'
+    """
     try:
-        return json.loads(text), None
+        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg} at char {exc.pos})"
+    except _NumberError as exc:
+        return None, f"not valid JSON ({exc})"
     except RecursionError:
         return None, "JSON nested too deeply"
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError for bytes, a lowered int-string limit, ...
+        return None, f"not valid JSON ({type(exc).__name__}: {str(exc)[:200]})"
+    problem = json_data_problem(value, max_depth=max_depth, max_values=max_values)
+    if problem:
+        return None, f"JSON that is not accepted ({problem})"
+    return value, None
 
 
-def _decode_arguments(raw: Any, where: str, errors: list[str]) -> dict[str, Any] | None:
+def _decode_arguments(raw: Any, where: str, errors: list[str], *, checked: bool) -> dict[str, Any] | None:
     if raw is None:
         return {}
     if isinstance(raw, str):
         if not raw.strip():
             return {}
-        raw, problem = _loads(raw)
+        raw, problem = decode_json(raw)
         if problem:
             errors.append(f"{where}: 'arguments' is {problem}")
             return None
+        checked = True
     if not isinstance(raw, dict):
         errors.append(f"{where}: 'arguments' must be a JSON object, got {type(raw).__name__}")
+        return None
+    problem = None if checked else json_data_problem(raw)  # structured: checked as decoding would have
+    if problem:
+        errors.append(f"{where}: 'arguments' are not plain JSON data: {problem}")
         return None
     return raw
 
 
-def _call_from_obj(obj: Any, where: str, errors: list[str]) -> tuple[str, dict[str, Any]] | None:
+def _call_from_obj(obj: Any, where: str, errors: list[str], *, checked: bool = False
+                   ) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(obj, Mapping):
         errors.append(f"{where}: a tool call must be a JSON object, got {type(obj).__name__}")
         return None
@@ -109,7 +223,7 @@ def _call_from_obj(obj: Any, where: str, errors: list[str]) -> tuple[str, dict[s
     if not isinstance(name, str) or not name:
         errors.append(f"{where}: missing the tool 'name' (expected {{\"name\": ..., \"arguments\": {{...}}}})")
         return None
-    args = _decode_arguments(obj.get("arguments", obj.get("parameters")), where, errors)
+    args = _decode_arguments(obj.get("arguments", obj.get("parameters")), where, errors, checked=checked)
     if args is None:
         return None
     return name, args
@@ -149,11 +263,11 @@ def parse_action(action: Any, tools: Mapping[str, Tool], *, call_id_prefix: str 
         free = _TOOL_CALL.sub("", text)
         for i, block in enumerate(blocks, 1):
             where = f"<tool_call> block {i}"
-            obj, problem = _loads(block.strip())
+            obj, problem = decode_json(block.strip())
             if problem:
                 result.errors.append(f"{where}: {problem}")
                 continue
-            parsed = _call_from_obj(obj, where, result.errors)
+            parsed = _call_from_obj(obj, where, result.errors, checked=True)
             if parsed:
                 raw_calls.append(parsed)
         code_tools = [t for t in tools.values() if t.code_arg]

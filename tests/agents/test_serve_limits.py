@@ -1,12 +1,16 @@
-"""``execgym serve`` under bad and heavy input, on loopback: every malformed request gets a 4xx and the server
-keeps serving; idle connections are closed; bursts of connections are all answered; a huge prompt is refused
-with bounded memory; streaming sends the reply token by token; the openai agent finds the served model."""
+"""``execgym serve`` under bad and heavy input, on loopback: every malformed request gets a 4xx with a JSON body
+and the server keeps serving (a corpus of malformed bodies gets no 500; lone surrogates become U+FFFD; numbers
+JSON cannot hold, odd Content-Lengths and the stdlib's own errors are 4xx JSON); idle connections are closed,
+and so are ones that trickle their headers past one deadline; bursts of connections are all answered; a huge
+prompt, or a flood of messages, is refused with bounded memory before the chat template; streaming sends the
+reply token by token; the openai agent finds the served model."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -23,7 +27,7 @@ import pytest
 
 from execgym.agents.hf_policy import load_policy
 from execgym.agents.openai_chat import OpenAIChatAgent
-from execgym.agents.serve import PolicyServer, make_http_server
+from execgym.agents.serve import PolicyServer, RequestError, make_http_server
 from execgym.rollout import run_episode
 from tests.agents.conftest import SECRET_ID
 
@@ -34,14 +38,19 @@ HELLO = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "m
 
 
 @pytest.fixture(scope="module")
-def server(tiny_dir: Path) -> Iterator[tuple[str, int]]:
+def policy(tiny_dir: Path) -> Iterator[PolicyServer]:
     policy = PolicyServer(*load_policy(tiny_dir, device="cpu"), model_name="tiny", default_max_tokens=8)
+    yield policy
+    policy.close()
+
+
+@pytest.fixture(scope="module")
+def server(policy: PolicyServer) -> Iterator[tuple[str, int]]:
     httpd = make_http_server(policy, "127.0.0.1", 0, idle_timeout_s=IDLE_S, max_body_bytes=1 << 20)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield "127.0.0.1", httpd.server_address[1]
     httpd.shutdown()
     httpd.server_close()
-    policy.close()
 
 
 def _post(addr: tuple[str, int], body: Any, *, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
@@ -263,3 +272,307 @@ def test_an_unreachable_model_server_is_an_agent_error_not_a_zero():
     result = run_episode(env, agent, seed=0)
     assert result.agent_error is not None and result.agent_error.startswith("APIConnectionError")
     assert result.infra_error is None and result.turns == 0
+
+
+# ---------------------------------------------------------------- no 500 for a malformed request
+
+def _answer(addr: tuple[str, int], body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
+    """POST ``body`` raw (with ``headers``, or a right Content-Length); the status and the whole answer."""
+    head = headers or b"Content-Length: %d\r\n" % len(body)
+    with socket.create_connection(addr, timeout=60) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + head + b"\r\n"
+                     + body)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return _status(out), out
+
+
+def _json_body(answer: bytes) -> dict[str, Any]:
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"content-type: application/json" in head.lower(), head
+    return json.loads(body)
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b'{"messages":[{"role":"user","content":"\\ud800"}],"max_tokens":2}', 200),
+    (b'{"messages":[{"role":"user","content":[{"type":"text","text":"a\\udfffb"}]}],"max_tokens":2}', 200),
+    (b'{"messages":[{"role":"assistant","content":"x","tool_calls":[{"id":"a","type":"function","function":'
+     b'{"name":"\\udfff","arguments":"{}"}}]},{"role":"user","content":"hi"}],"max_tokens":2}', 200),
+    (b'{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f\\ud800",'
+     b'"parameters":{"\\udc00":{}}}}],"max_tokens":2}', 200),
+    ('{"messages":[{"role":"user","content":"\ud800"}],"max_tokens":2}'.encode("utf-8", "surrogatepass"), 200),
+    (b'{"messages":[{"role":"user","content":"hi"}],"max_tokens":' + b"9" * 5000 + b"}", 400),
+    (b'{"messages":[{"role":"user","content":"hi"}],"x":[-' + b"9" * 5000 + b"]}", 400),
+    (b'{"messages":[{"role":"user","content":"hi"}],"temperature":1e999}', 400),
+    (b'{"messages":[{"role":"user","content":"hi"}],"x":' + b"[" * 500 + b"]" * 500 + b"}", 400),
+], ids=["surrogate-content", "surrogate-part", "surrogate-tool-call-name", "surrogate-tool-key", "utf8-surrogate",
+        "5000-digit-max-tokens", "5000-digit-anywhere", "1e999", "500-deep"])
+def test_lone_surrogates_are_replaced_and_numbers_json_cannot_hold_are_400(server, body, expected):
+    status, answer = _answer(server, body)
+    assert status == expected, answer[:300]
+    reply = _json_body(answer)
+    if expected == 200:
+        assert reply["choices"][0]["message"]["role"] == "assistant"
+    else:
+        assert reply["error"]["type"] == "invalid_request_error"
+    _assert_serving(server)
+
+
+def test_a_lone_surrogate_becomes_u_fffd_in_the_prompt(policy):
+    from execgym.agents.serve import _decode_body
+
+    request = _decode_body(b'{"messages":[{"role":"user","content":"a\\ud800b"}],"\\udfff":["\\udbff"]}')
+    assert request["messages"][0]["content"] == "a\ufffdb" and request["\ufffd"] == ["\ufffd"]
+    prepared = policy.prepare(request)
+    assert "a\ufffdb" in policy.tokenizer.decode(prepared.prompt)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("\u00b2".encode("latin-1"), "Content-Length"),  # "²": str.isdigit() says yes, int() says no
+    ("\u00b3".encode("latin-1"), "Content-Length"),
+    ("\u0663".encode(), "Content-Length"),  # ARABIC-INDIC DIGIT THREE, as UTF-8 bytes
+    (b"1_5", "Content-Length"),  # int() takes it
+    (b"9" * 5000, "over the limit"),  # 413; int() of 5,000 digits would raise
+    (b" 15 ", "'messages'"),  # accepted: the 15-byte body is read, and its empty messages refused
+    (b"0" * 30 + b"15", "'messages'"),
+], ids=["superscript-two", "superscript-three", "arabic-indic", "underscore", "5000-digits", "spaces",
+        "leading-zeros"])
+def test_content_length_is_ascii_digits_only(server, value, expected):
+    status, answer = _answer(server, b'{"messages":[]}', b"Content-Length: " + value + b"\r\n")
+    assert status == (413 if expected == "over the limit" else 400), answer[:300]
+    assert expected in _json_body(answer)["error"]["message"]
+    _assert_serving(server)
+
+
+def test_content_length_headers_that_disagree_get_400(server):
+    status, answer = _answer(server, b'{"a":1}', b"Content-Length: 7\r\nContent-Length: 99\r\n")
+    assert status == 400 and "disagree" in _json_body(answer)["error"]["message"]
+    _assert_serving(server)
+
+
+@pytest.mark.parametrize(("request_bytes", "expected"), [
+    (b"HEAD /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"FROB / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"\x16\x03\x01garbage\r\n\r\n", 400),
+    (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505),
+    (b"GET /health HTTP/1.1\r\n" + b"X-A: b\r\n" * 150 + b"\r\n", 431),
+], ids=["HEAD", "OPTIONS", "unknown-method", "garbled-request-line", "bad-version", "too-many-headers"])
+def test_the_stdlibs_own_errors_are_json_too(server, request_bytes, expected):
+    with socket.create_connection(server, timeout=60) as sock:
+        sock.sendall(request_bytes)
+        answer = b""
+        while chunk := sock.recv(65536):  # every one of these closes the connection
+            answer += chunk
+    assert _status(answer) == expected, answer[:300]
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"content-type: application/json" in head.lower()
+    if request_bytes.startswith(b"HEAD"):
+        assert body == b""  # a HEAD response has no body
+    else:
+        assert json.loads(body)["error"]["message"]
+    _assert_serving(server)
+
+
+_PLACE = "@@PLACE@@"
+_POISONS = ["9" * 5000, "-" + "9" * 1001, "1e999", "-1e400", "NaN", "Infinity", "-Infinity", '"\\ud800"',
+            '"\\udfff\\ud800x"', '"a\\u0000b"', "[" * 200 + "]" * 200, '{"a":' * 150 + "1" + "}" * 150, "[[[]]]",
+            "{}", "[]", "null", "true", "false", "-1", "0", "1.5", '""', '"x"', '{"role": 5}', '[{"type": "text"}]',
+            '[{"type": "text", "text": "\\ud800"}]', '{"name": "\\ud800", "arguments": "{\\"a\\": 1e999}"}',
+            '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": {"a": [' + "9" * 999 + "]}}}]",
+            '{"\\ud800": "\\udc00"}', '[null, 5, "x", {}, []]', '"' + "\u00e9" * 20 + '"']
+_SHAPES = [  # where a poison goes: a valid request with one value replaced
+    {"model": _PLACE, "messages": [{"role": "user", "content": "hi"}]},
+    {"messages": _PLACE},
+    {"messages": [_PLACE]},
+    {"messages": [{"role": _PLACE, "content": "hi"}]},
+    {"messages": [{"role": "user", "content": _PLACE}]},
+    {"messages": [{"role": "user", "content": "hi", "name": _PLACE}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": _PLACE}]}]},
+    {"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": None, "tool_calls": _PLACE},
+                  {"role": "user", "content": "hi"}]},
+    {"messages": [{"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": _PLACE, "arguments": "{}"}}]},
+        {"role": "tool", "content": "r", "tool_call_id": "c"}]},
+    {"messages": [{"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": _PLACE}}]},
+        {"role": "tool", "content": "r", "tool_call_id": _PLACE}]},
+    {"messages": [{"role": "user", "content": "hi"}], "tools": _PLACE},
+    {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": _PLACE}]},
+    {"messages": [{"role": "user", "content": "hi"}],
+     "tools": [{"type": "function", "function": {"name": "f", "parameters": _PLACE}}]},
+    {"messages": [{"role": "user", "content": "hi"}], "tool_choice": _PLACE, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {}}}]},
+    {"messages": [{"role": "user", "content": "hi"}], "temperature": _PLACE},
+    {"messages": [{"role": "user", "content": "hi"}], "top_p": _PLACE},
+    {"messages": [{"role": "user", "content": "hi"}], "n": _PLACE},
+    {"messages": [{"role": "user", "content": "hi"}], "stop": _PLACE},
+    {"messages": [{"role": "user", "content": "hi"}], "stream": _PLACE},
+    {"messages": [{"role": "user", "content": "hi"}], "stream": True, "stream_options": _PLACE},
+    {"messages": [{"role": "user", "content": "hi"}], "extra": _PLACE},
+    {"messages": [{"role": "user", "content": "hi"}], _PLACE: 1},
+]
+
+
+def _corpus() -> list[bytes]:
+    """~230 malformed (and some valid) bodies: a poison in every shape, and broken bytes of a valid body."""
+    import random
+
+    rng = random.Random(0)
+    bodies = []
+    for shape in _SHAPES:
+        for poison in rng.sample(_POISONS, 9):
+            shape = {**shape, "max_tokens": 1} if "max_tokens" not in shape else shape
+            text = json.dumps(shape)
+            if f'"{_PLACE}": 1' in text:  # a poison as a key: only strings can be one
+                text = text.replace(f'"{_PLACE}"', poison if poison.startswith('"') else json.dumps(poison))
+            else:
+                text = text.replace(f'"{_PLACE}"', poison)
+            bodies.append(text.encode("utf-8", "surrogatepass"))
+    valid = json.dumps(_with(max_tokens=1)).encode()
+    for _ in range(30):
+        cut = bytearray(valid[:rng.randrange(1, len(valid))])
+        for _ in range(rng.randrange(3)):
+            cut[rng.randrange(len(cut))] = rng.randrange(256)
+        bodies.append(bytes(cut))
+    return bodies
+
+
+def test_a_corpus_of_malformed_bodies_gets_no_500(server):
+    corpus = _corpus()
+    assert len(corpus) > 200
+    seen = set()
+    for body in corpus:
+        status, answer = _answer(server, body)
+        seen.add(status)
+        assert status < 500, (body[:200], answer[-300:])
+        head, data = answer.split(b"\r\n\r\n", 1)
+        if b"text/event-stream" in head:
+            assert data.rstrip().endswith(b"data: [DONE]")
+        else:
+            reply = json.loads(data)
+            assert ("choices" in reply) if status == 200 else reply["error"]["message"], reply
+    assert {200, 400} <= seen
+    _assert_serving(server)
+
+
+def test_an_unexpected_error_in_prepare_is_a_400_and_one_in_generation_a_json_500(server, policy, monkeypatch):
+    import execgym.agents.serve as serve_module
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("odd input")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(policy.tokenizer, "encode", boom)
+        status, answer = _post(server, HELLO)
+    assert status == 400 and "RuntimeError: odd input" in answer["error"]["message"]
+    with monkeypatch.context() as patch:  # a real bug past validation: a 500, still a JSON error body
+        patch.setattr(serve_module, "generate", boom)
+        status, answer = _post(server, HELLO)
+    assert status == 500 and answer["error"]["type"] == "server_error"
+    _assert_serving(server)
+
+
+def test_a_generated_tool_call_json_cannot_hold_stays_text(policy):
+    text = '<tool_call>{"name": "f", "arguments": {"a": ' + "9" * 5000 + "}}</tool_call>"
+    produced = policy.tokenizer.encode(text, add_special_tokens=False)
+    choice = policy._choice(0, produced, len(produced) + 1, [], parse_tools=True)
+    assert "tool_calls" not in choice["message"] and choice["message"]["content"]
+
+
+# ---------------------------------------------------------------- slow headers
+
+def test_trickled_headers_are_cut_at_one_deadline_and_others_are_served(policy):
+    httpd = make_http_server(policy, "127.0.0.1", 0, idle_timeout_s=1.0, max_connections=4)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    addr = ("127.0.0.1", httpd.server_address[1])
+    slow = [socket.create_connection(addr, timeout=10) for _ in range(4)]
+    try:
+        for sock in slow:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nX-A: ")
+        answers: dict[socket.socket, bytes] = {}
+        guard = time.monotonic() + 60  # a hang guard, not a timing assertion: the deadline is 1 s
+        while len(answers) < len(slow) and time.monotonic() < guard:
+            for sock in slow:  # a byte every 0.2 s: each read is far inside the 1 s idle timeout
+                if sock in answers:
+                    continue
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    answers[sock] = b""
+            readable, _, _ = select.select([s for s in slow if s not in answers], [], [], 0.2)
+            for sock in readable:
+                try:
+                    answers[sock] = _read_all(sock)
+                except OSError:
+                    answers[sock] = b""
+        assert len(answers) == len(slow), "connections that trickle their headers were never closed"
+        assert any(a.startswith(b"HTTP/1.1 408 ") for a in answers.values()), answers
+        with socket.create_connection(addr, timeout=10) as sock:  # the slots are free again
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert _status(_read_all(sock)) == 200
+    finally:
+        for sock in slow:
+            sock.close()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    out = b""
+    while chunk := sock.recv(65536):
+        out += chunk
+    return out
+
+
+def test_headers_in_pieces_within_the_deadline_and_keep_alive_still_work(server):
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+               % len(json.dumps(HELLO)) + json.dumps(HELLO).encode())
+    with socket.create_connection(server, timeout=60) as sock:
+        for _ in range(2):  # two requests on one connection, the first one's line and headers in pieces
+            for piece in (request[:10], request[10:40], request[40:]):
+                sock.sendall(piece)
+                time.sleep(0.1)
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                answer += sock.recv(65536)
+            assert _status(answer) == 200
+
+
+# ---------------------------------------------------------------- many messages
+
+def test_a_flood_of_empty_messages_is_refused_before_the_chat_template(policy, monkeypatch):
+    import execgym.agents.serve as serve_module
+
+    rendered = []
+    real = serve_module.render_chat
+    monkeypatch.setattr(serve_module, "render_chat", lambda *a, **k: rendered.append(1) or real(*a, **k))
+    per_message = policy.message_overhead_tokens["user"]
+    assert per_message >= 1  # ChatML: <|im_start|>user\n<|im_end|>\n
+    for count in (13_600, policy.context_limit // per_message + 1):
+        with pytest.raises(RequestError) as refused:
+            policy.prepare({"messages": [{"role": "user"}] * count, "max_tokens": 1})
+        assert refused.value.status == 400 and refused.value.param == "messages"
+        assert "messages" in str(refused.value)
+    assert rendered == []
+    fits = policy.prepare({"messages": [{"role": "user"}] * 4, "max_tokens": 1})
+    assert rendered == [1] and len(fits.prompt) >= 4 * per_message
+
+
+def test_the_cheap_bound_never_refuses_a_prompt_that_fits(policy):
+    # the most empty messages the template can take, then one that the tokenizer refuses, never the bound
+    per_message = policy.message_overhead_tokens["user"]
+    near = policy.context_limit // per_message - 20
+    prepared = policy.prepare({"messages": [{"role": "user"}] * near, "max_tokens": 1})
+    assert len(prepared.prompt) < policy.context_limit
+
+
+def test_max_messages_caps_a_request(tiny_dir):
+    capped = PolicyServer(*load_policy(tiny_dir, device="cpu"), model_name="tiny", max_messages=3)
+    try:
+        with pytest.raises(RequestError, match="4 messages are more than the 3 accepted"):
+            capped.prepare({"messages": [{"role": "user", "content": "x"}] * 4})
+        assert capped.prepare({"messages": [{"role": "user", "content": "x"}] * 3, "max_tokens": 1}).prompt
+    finally:
+        capped.close()

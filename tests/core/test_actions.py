@@ -116,3 +116,68 @@ def test_tool_schema_from_postponed_annotations():
     schema = Tool.from_function(namespace["go"]).parameters
     assert schema["properties"]["mode"]["enum"] == ["fast", "slow"]
     assert schema["required"] == ["mode"]
+
+
+def _nested_value(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = {"a": [value]}
+    return value
+
+
+_BIG = "9" * 5000
+_CYCLE: list = []
+_CYCLE.append(_CYCLE)
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ('<tool_call>{"name": "echo", "arguments": {"text": "a", "times": ' + _BIG + '}}</tool_call>',
+         "an integer of 5,000 digits"),
+        ('<tool_call>{"name": "echo", "arguments": {"text": "a", "times": -' + _BIG + '}}</tool_call>',
+         "an integer of 5,000 digits"),
+        ('<tool_call>{"name": "echo", "arguments": {"text": "a", "times": 1e999}}</tool_call>', "out of range"),
+        ('<tool_call>{"name": "echo", "arguments": {"text": "a", "times": NaN}}</tool_call>',
+         "NaN is not a JSON number"),
+        ('<tool_call>{"name": "echo", "arguments": {"text": "a", "times": -Infinity}}</tool_call>',
+         "-Infinity is not a JSON number"),
+        ('<tool_call>{"name": "echo", "arguments": {"text": ' + "[" * 500 + "]" * 500 + '}}</tool_call>',
+         "levels deep"),
+        ('<tool_call>' + '{"a": ' * 50_000 + "1" + "}" * 50_000 + '</tool_call>', "nested too deeply"),
+        ({"id": "c", "type": "function", "function": {"name": "echo", "arguments": '{"times": ' + _BIG + "}"}},
+         "an integer of 5,000 digits"),
+        ({"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": {"name": "echo", "arguments": '{"text": "a", "times": NaN}'}}]},
+         "NaN is not a JSON number"),
+        ({"name": "echo", "arguments": {"text": "a", "times": 10**5000}}, "an integer of more than 1,000 digits"),
+        ([{"name": "echo", "arguments": {"text": "a", "times": float("nan")}}], "at 'times': nan is not a finite"),
+        ({"name": "echo", "arguments": {"text": "a", "times": float("-inf")}}, "-inf is not a finite number"),
+        ({"name": "echo", "arguments": {"text": _nested_value(10_000)}}, "levels deep"),
+        ({"name": "echo", "arguments": {"text": _CYCLE}}, "levels deep"),
+        ({"name": "echo", "arguments": {"text": "a", 3: 1}}, "a key of type int"),
+        ({"name": "echo", "arguments": {"text": {1, 2}}}, "a set, which is not JSON data"),
+    ],
+    ids=["block-bigint", "block-negative-bigint", "block-1e999", "block-nan", "block-minus-infinity",
+         "block-500-deep", "block-50000-deep", "openai-bigint", "assistant-nan", "dict-bigint", "list-nan",
+         "dict-inf", "dict-10000-deep", "dict-cycle", "dict-int-key", "dict-set"],
+)
+def test_numbers_and_nesting_json_cannot_hold_are_malformed_not_exceptions(action, expected):
+    parsed = parse_action(action, TOOLS)
+    assert not parsed.ok and not parsed.calls
+    assert any(expected in e for e in parsed.errors), parsed.errors
+
+
+def test_the_largest_accepted_numbers_still_parse():
+    big = "9" * 1000  # MAX_INT_DIGITS
+    parsed = parse_action('<tool_call>{"name": "echo", "arguments": {"text": "a", "times": ' + big + '}}</tool_call>',
+                          TOOLS)
+    assert parsed.ok and parsed.calls[0].arguments["times"] == int(big)
+    json.dumps(parsed.calls[0].to_openai())
+    assert parse_action({"name": "echo", "arguments": {"text": "a", "times": -(10**999)}}, TOOLS).ok
+    deep = parse_action({"name": "echo", "arguments": {"text": "a", "x": _nested_value(10)}}, ECHO_ANY)
+    assert deep.ok, deep.errors
+
+
+ECHO_ANY = {"echo": Tool("echo", "Echo.", {"type": "object", "properties": {"text": {"type": "string"}}},
+                         lambda **kw: "ok")}
