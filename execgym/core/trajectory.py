@@ -335,6 +335,12 @@ def _make_env(record: Mapping[str, Any], *, trust_entry_points: bool = False) ->
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"env_kwargs must be a mapping, got {type(kwargs).__name__}")
     kwargs = {str(k): v for k, v in kwargs.items()}
+    widening = sorted(k for k, v in kwargs.items() if k.startswith(("allow_", "trust_")) and v not in (False, None))
+    if widening and not trust_entry_points:  # a file must not switch off an env's confinement of what it reads
+        raise ReplayRefused(
+            f"refused: the record asks for {', '.join(widening)}, which widens what the env may read; replay "
+            "passes it only with trust_entry_points=True (execgym replay --trust-entry-points)"
+        )
     env_id = record.get("env_id")
     if isinstance(env_id, str) and env_id in gym.registry and (trust_entry_points or env_id.startswith("execgym/")):
         return gym.make(env_id, **kwargs)

@@ -151,3 +151,22 @@ def test_replay_of_a_registered_execgym_env_needs_no_opt_in(tmp_path):
     path.write_text(json.dumps(record) + "\n")
     (result,) = replay_file(path)
     assert result.reproduced, result.message
+
+
+def test_replay_refuses_env_kwargs_that_widen_what_the_env_may_read(tmp_path):
+    """A record may not switch off dataset-path confinement (or any ``allow_*`` / ``trust_*`` option)."""
+    import json
+
+    from execgym.core.trajectory import replay_file
+
+    record = {"env_id": "execgym/TextToSQL-v0", "task_id": None, "seed": 0, "steps": [],
+              "env_kwargs": {"dataset": "bundled", "allow_paths_outside_dataset": True}}
+    path = tmp_path / "widening.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    (result,) = replay_file(path)
+    assert not result.reproduced and "allow_paths_outside_dataset" in result.message
+    assert "refused" in result.message
+    record["env_kwargs"]["allow_paths_outside_dataset"] = False  # the default is fine
+    path.write_text(json.dumps(record) + "\n")
+    (result,) = replay_file(path)
+    assert "refused" not in result.message
