@@ -10,6 +10,7 @@ refused when the file is opened. Nothing of an outside database reaches an obser
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -181,4 +182,25 @@ def test_a_symlinked_dataset_folder_is_the_users_choice(tmp_path, data_dir):
     env = TextToSQLEnv(dataset=f"jsonl:{link / 'tasks.jsonl'}")
     env.reset(options={"task_id": "bad"})
     assert env.step(env.task.oracle[0])[1] == 1.0
+    env.close()
+
+
+def test_a_hard_link_to_a_database_outside_is_refused_at_load(data_dir, outside):
+    """No path check can see where a hard link leads: a database file with more than one link is refused."""
+    os.link(outside, data_dir / "dbs" / "hard.sqlite")
+    file = _jsonl(data_dir, "dbs/hard.sqlite")
+    with pytest.raises(ValueError, match=r"tasks\.jsonl: line 2: .*hard links") as err:
+        TextToSQLEnv(dataset=f"jsonl:{file}")
+    assert "\n" not in str(err.value) and "allow_paths_outside_dataset=True" in str(err.value)
+    root = data_dir.parent / "spider"
+    make_db(root / "database" / "shop" / "shop.sqlite")
+    (root / "database" / "other").mkdir()
+    os.link(outside, root / "database" / "other" / "other.sqlite")
+    (root / "dev.json").write_text(json.dumps([{"db_id": "other", "question": "q", "query": "SELECT 1 FROM items"}]))
+    with pytest.raises(ValueError, match="hard links"):
+        TextToSQLEnv(dataset=f"spider:{root}")
+    env = TextToSQLEnv(dataset=f"jsonl:{file}", allow_paths_outside_dataset=True)
+    env.reset(options={"task_id": "bad"})
+    obs, *_ = env.step(call("execute_sql", query="SELECT name FROM items WHERE id = 1"))
+    assert SECRET in obs  # the explicit opt-in
     env.close()

@@ -2,9 +2,10 @@
 
 Measured as the growth of the peak RSS of a fresh subprocess (``ru_maxrss``), with generous bounds, never time:
 
-* big values: SQLite itself refuses a value over ``max_value_bytes`` (1 MB); rows are read one at a time and
-  kept within the byte cap, so a query of many near-limit blobs holds at most the cap plus one row, where it
-  used to build a 256-row batch (the issue's ``zeroblob(16000000)`` twice from 20 rows: +640 MB);
+* big values: SQLite itself refuses a value over ``max_value_bytes`` (100 KB for the agent's queries); rows
+  are read one at a time and kept within the byte cap, so a query of many near-limit blobs holds at most the
+  cap plus one row, where it used to build a 256-row batch (the issue's ``zeroblob(16000000)`` twice from 20
+  rows: +640 MB);
 * caches: queries longer than ``max_query_chars`` are refused unparsed, the agent's text is never parsed into
   a kept tree, and the gold-signal and gold-result caches are bounded in bytes (five distinct 180 KB
   submissions used to keep 399 MB alive in sqlglot parse caches).
@@ -60,8 +61,9 @@ def test_big_values_stay_within_the_byte_cap_plus_one_row():
         _, reward, _, _, info = submit(env, issue)
         figures["issue_error"] = info["units"][0].get("error", "")
         figures["issue_infra"] = info["infra_error"]
-        # 60 rows of eight 999 KB blobs: 480 MB of result, each value just under SQLite's length limit.
-        many = "SELECT " + ", ".join(["zeroblob(999000)"] * 8) + " FROM (SELECT 1 FROM books LIMIT 60)"
+        # 600 rows of eight 99 KB blobs: 475 MB of result, each value just under the agent's length limit.
+        many = ("SELECT " + ", ".join(["zeroblob(99000)"] * 8)
+                + " FROM (SELECT 1 FROM books LIMIT 60), (SELECT 1 FROM books LIMIT 10)")
         _, reward, _, _, info = submit(env, many)
         figures["many_reward"] = reward
         figures["many_infra"] = info["infra_error"]
@@ -70,7 +72,7 @@ def test_big_values_stay_within_the_byte_cap_plus_one_row():
     """)
     assert "too big" in figures["issue_error"] and figures["issue_infra"] is None
     assert figures["many_reward"] == 0.0 and figures["many_infra"] is None
-    assert "60 rows" in figures["many_obs"]
+    assert "600 rows" in figures["many_obs"]
     assert figures["growth_mb"] < 200, figures
 
 

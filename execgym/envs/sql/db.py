@@ -24,6 +24,7 @@ import math
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from typing import Any
 from execgym.core.errors import InfraError
 
 __all__ = [
+    "UNBOUNDED_FUNCTIONS",
     "VOLATILE_FUNCTIONS",
     "DatabaseFault",
     "DatabasePool",
@@ -56,6 +58,15 @@ WRITE_KEYWORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT", "
 SCHEMA_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
                             "foreign_key_list", "table_list"})
 DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
+# Built-ins one call of which can run for minutes whatever the value-size limit: printf's width and precision
+# (``printf('%.*c', 2000000000, 'x')``) repeat a character billions of times inside one VM instruction, where
+# neither the progress handler nor ``interrupt()`` can stop it (measured: 14 s, and ``interrupt()`` is seen
+# only after the call). Refused unless ``allow_unbounded_functions`` (the operator's own gold queries). SQLite's
+# ``instr`` and ``replace`` are O(n*m) (about 40 ms a call on two 100 KB values, and a query can chain a
+# thousand calls in one row, between which neither stop is looked at): on untrusted connections they are
+# replaced by linear-time versions with the same results. The rest are O(n) in values capped by the length
+# limit (``substr``, ``char``, ``zeroblob``, ``trim``, the json functions); LIKE and GLOB patterns are capped.
+UNBOUNDED_FUNCTIONS = frozenset({"printf", "format"})
 # Built-ins whose value is not fixed by the database file: randomness, the clock (the date and time functions
 # read it for 'now', which may also come from a stored value) and connection state. A query that calls one
 # is not deterministic, so its result is never reused (``QueryResult.deterministic``).
@@ -79,6 +90,7 @@ _FAULT_CODES = {
     14: "SQLITE_CANTOPEN", 15: "SQLITE_PROTOCOL", 16: "SQLITE_EMPTY", 17: "SQLITE_SCHEMA", 22: "SQLITE_NOLFS",
     24: "SQLITE_FORMAT", 26: "SQLITE_NOTADB",
 }
+_MAX_LIKE_PATTERN = 10_000  # bytes of a LIKE or GLOB pattern (SQLite's default is 50,000)
 _MIN_RESULT_COLUMNS = 64  # raised to the widest table of a database, so every table stays readable
 QUERY_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES"})
 """First keywords of a query that returns rows (what ``syntax`` and ``executed`` accept)."""
@@ -262,6 +274,50 @@ def _decode_leniently(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def _sql_text(value: Any) -> bytes:
+    """A value as SQLite casts it to text, as UTF-8 bytes (a REAL as ``%!.15g``: ``1.0``, ``1.0e+20``)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, float):
+        if math.isinf(value):
+            return b"Inf" if value > 0 else b"-Inf"
+        text = f"{value:.15g}"
+        mantissa, e, exponent = text.partition("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        return (mantissa + e + exponent).encode()
+    return str(value).encode("utf-8", "surrogatepass")
+
+
+class _LinearStringFunctions:
+    """``instr(X, Y)`` and ``replace(X, Y, Z)`` with SQLite's results in linear time (CPython's string search),
+    for connections that run untrusted queries. Output longer than the length limit fails as SQLite's does."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.too_big = False
+
+    def instr(self, haystack: Any, needle: Any) -> int | None:
+        if haystack is None or needle is None:
+            return None
+        if isinstance(haystack, bytes) and isinstance(needle, bytes):
+            return haystack.find(needle) + 1
+        h, n = _sql_text(haystack), _sql_text(needle)
+        at = h.find(n)
+        return 0 if at < 0 else len(h[:at].decode("utf-8", "replace")) + 1
+
+    def replace(self, text: Any, old: Any, new: Any) -> str | None:
+        if text is None or old is None or new is None:
+            return None
+        t, o, n = _sql_text(text), _sql_text(old), _sql_text(new)
+        if not o:
+            return t.decode("utf-8", "replace")
+        if len(n) > len(o) and len(t) + t.count(o) * (len(n) - len(o)) > self.max_bytes:
+            self.too_big = True
+            raise OverflowError("string or blob too big")
+        return t.replace(o, n).decode("utf-8", "replace")
+
+
 def _value_bytes(row: Sequence[Any]) -> int:
     size = 8
     for v in row:
@@ -278,6 +334,8 @@ class SafeDatabase:
         max_value_bytes: the longest string or blob a query may read or build (SQLite's length limit; a stored
             value longer than this cannot be read either).
         max_sql_chars: the longest query text accepted.
+        allow_unbounded_functions: allow :data:`UNBOUNDED_FUNCTIONS` (only for trusted queries: one call of
+            one of them can run far past the time limit).
 
     Raises:
         DatabaseFault: the file is missing, not a regular file, or not a readable SQLite database.
@@ -301,7 +359,7 @@ class SafeDatabase:
     """
 
     def __init__(self, path: str | Path, *, timeout_s: float = 5.0, max_value_bytes: int = 1_000_000,
-                 max_sql_chars: int = 1_000_000) -> None:
+                 max_sql_chars: int = 1_000_000, allow_unbounded_functions: bool = False) -> None:
         self.path = Path(path)
         name = self.path.name
         if not self.path.exists():
@@ -311,7 +369,11 @@ class SafeDatabase:
         self.timeout_s = float(timeout_s)
         self.max_sql_chars = int(max_sql_chars)
         self._deadline = math.inf
+        self._denied_functions = DENIED_FUNCTIONS | (frozenset() if allow_unbounded_functions else UNBOUNDED_FUNCTIONS)
+        self._watch_lock = threading.Lock()
+        self._watch_token: object | None = None
         self._denied: str | None = None
+        self._denied_message: str | None = None
         self._reads: set[tuple[str, str]] = set()
         self._volatile = False
         self._row_counts: dict[str, int | None] = {}
@@ -340,6 +402,11 @@ class SafeDatabase:
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, int(max_value_bytes))
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, 4 * self.max_sql_chars + 64)
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, max(_MIN_RESULT_COLUMNS, widest))
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, _MAX_LIKE_PATTERN)
+        self._linear = _LinearStringFunctions(int(max_value_bytes))
+        if not allow_unbounded_functions:
+            self.conn.create_function("instr", 2, self._linear.instr, deterministic=True)
+            self.conn.create_function("replace", 3, self._linear.replace, deterministic=True)
         self.conn.set_authorizer(self._authorize)
         self.conn.set_progress_handler(self._progress, _PROGRESS_EVERY)
 
@@ -353,7 +420,7 @@ class SafeDatabase:
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_FUNCTION:
             function = (arg2 or "").lower()
-            if function not in DENIED_FUNCTIONS:
+            if function not in self._denied_functions:
                 if function in VOLATILE_FUNCTIONS:
                     self._volatile = True
                 return sqlite3.SQLITE_OK
@@ -362,6 +429,13 @@ class SafeDatabase:
         what = _ACTION_NAMES.get(action, "writing or changing the schema")
         if action == sqlite3.SQLITE_FUNCTION:
             what = f"the function {arg2}()"
+            if (arg2 or "").lower() in UNBOUNDED_FUNCTIONS:
+                self._denied_message = (f"refused: the function {arg2}() is not allowed: one call of it can run "
+                                        "far past the time limit (use || and substr() to build text)")
+        elif action == sqlite3.SQLITE_UPDATE and (arg1 or "").lower() in ("sqlite_master", "sqlite_schema"):
+            # SQLite asks to write the schema table when a query sets up a table-valued function.
+            self._denied_message = ("refused: table-valued functions such as json_each(), json_tree() or "
+                                    "generate_series() are not available here (the pragma_*() ones are)")
         elif action == sqlite3.SQLITE_PRAGMA:
             what = f"PRAGMA {arg1}" + (f" = {arg2}" if arg2 else "")
         elif action in (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE) and arg1:
@@ -371,6 +445,14 @@ class SafeDatabase:
 
     def _progress(self) -> int:
         return 1 if time.perf_counter() > self._deadline else 0
+
+    def _watchdog(self, token: object) -> None:
+        # The hard stop: ``interrupt()`` is seen at the next VM instruction, where the progress handler only
+        # looks every few thousand (one instruction can be one costly function call). Only the query that
+        # started this timer is interrupted; one that ended meanwhile has cleared the token.
+        with self._watch_lock:
+            if self._watch_token is token:
+                self.conn.interrupt()
 
     def _check_text(self, sql: str) -> str:
         if not isinstance(sql, str) or not sql.strip():
@@ -465,6 +547,8 @@ class SafeDatabase:
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
         self._deadline = time.perf_counter() + limit
         self._denied = None
+        self._denied_message = None
+        self._linear.too_big = False
         self._reads = set()
         self._volatile = False
         try:
@@ -493,12 +577,20 @@ class SafeDatabase:
         start = time.perf_counter()
         self._deadline = start + limit
         self._denied = None
+        self._denied_message = None
+        self._linear.too_big = False
         self._reads = set()
         self._volatile = False
         rows: list[tuple[Any, ...]] = []
         size = 0
         complete = True
         lower_bound = False
+        token = object()
+        self._watch_token = token
+        watchdog = threading.Timer(max(0.0, limit), self._watchdog, (token,)) if math.isfinite(limit) else None
+        if watchdog is not None:
+            watchdog.daemon = True
+            watchdog.start()
         try:
             cursor = self.conn.execute(statement, params)
             columns = [d[0] for d in cursor.description] if cursor.description else []
@@ -523,6 +615,10 @@ class SafeDatabase:
                     total = count_cap
             cursor.close()
         finally:
+            with self._watch_lock:
+                self._watch_token = None
+            if watchdog is not None:
+                watchdog.cancel()
             self._deadline = math.inf
         reads = frozenset(self._reads)
         return QueryResult(columns, rows, total, complete, lower_bound, time.perf_counter() - start, reads, size,
@@ -541,24 +637,29 @@ class SafeDatabase:
         if fault is not None:
             self._denied = None
             return fault
+        if self._linear.too_big:
+            self._linear.too_big = False
+            return QueryError("string or blob too big", "sql")
         if isinstance(exc, sqlite3.OperationalError) and message == "interrupted":
             return QueryError(f"the query ran past the time limit of {limit:g} s and was stopped", "timeout")
         if self._denied is not None or "not authorized" in message or "authorization denied" in message:
             what = self._denied or "this statement"
             self._denied = None
-            return QueryError(f"refused: the database is read-only ({what} is not allowed)", "refused")
+            message, self._denied_message = self._denied_message, None
+            return QueryError(message or f"refused: the database is read-only ({what} is not allowed)", "refused")
         if isinstance(exc, sqlite3.ProgrammingError) and "one statement" in message:
             return QueryError("refused: only one SQL statement per query", "refused")
         return QueryError(message, "sql")
 
-    def file_signature(self) -> tuple[int, int, int, int] | None:
-        """The file's device, inode, size and modification time (None when it cannot be read): what a result
-        reused across queries is keyed on, so a file replaced or rewritten since is queried afresh."""
+    def file_signature(self) -> tuple[int, int, int, int, int] | None:
+        """The file's device, inode, size, modification and change time (None when it cannot be read): what a
+        result reused across queries is keyed on, so a file replaced or rewritten since is queried afresh (the
+        change time is set by the kernel on every write, so restoring the mtime does not hide a rewrite)."""
         try:
             st = os.stat(self.path)
         except OSError:
             return None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     # ------------------------------------------------------------------ schema
     def tables(self) -> list[str]:

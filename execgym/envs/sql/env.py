@@ -62,6 +62,7 @@ from execgym.envs.sql.generator import QuestionGenerator
 from execgym.envs.sql.grading import (
     METRICS,
     QuerySignals,
+    constant_result,
     ngram_similarity,
     query_signals,
     results_match,
@@ -110,7 +111,9 @@ class TextToSQLEnv(AgentEnv):
         max_open_databases: connections kept open (per role), least recently used closed first.
         max_query_chars: the longest query ``execute_sql`` runs and ``submit_sql`` grades (a longer one is
             refused and scores 0; it is never parsed).
-        max_value_bytes: the longest string or blob a query may read or build (SQLite's length limit).
+        max_value_bytes: the longest string or blob the agent's queries may read or build (SQLite's length
+            limit, 100 KB: it also bounds the cost of one call of ``instr()``, ``trim()`` or ``replace()``).
+        max_gold_value_bytes: the same for the gold queries (at least ``max_value_bytes``).
         gold_cache_bytes: memory the cache of gold-query results may hold.
         step_cache_bytes: memory the cache of ``execute_sql`` results may hold (0: none). A query sent again
             on an unchanged file (the same text, in any episode) is answered from it unless it calls one of
@@ -158,7 +161,8 @@ class TextToSQLEnv(AgentEnv):
         include_schema: bool = False,
         max_open_databases: int = 16,
         max_query_chars: int = 20_000,
-        max_value_bytes: int = 1_000_000,
+        max_value_bytes: int = 100_000,
+        max_gold_value_bytes: int = 1_000_000,
         gold_cache_bytes: int = 64_000_000,
         step_cache_bytes: int = 16_000_000,
         allow_paths_outside_dataset: bool | Sequence[str | os.PathLike[str]] = False,
@@ -192,8 +196,10 @@ class TextToSQLEnv(AgentEnv):
         # The agent's queries and the gold queries never share a connection.
         self._agent_dbs = DatabasePool(max_open=max_open_databases, timeout_s=self.query_timeout_s,
                                        max_value_bytes=max_value_bytes, max_sql_chars=self.max_query_chars)
+        # The gold queries are the operator's: they may call printf() and read bigger values.
         self._gold_dbs = DatabasePool(max_open=max_open_databases, timeout_s=self.grading_timeout_s,
-                                      max_value_bytes=max_value_bytes)
+                                      max_value_bytes=max(max_value_bytes, max_gold_value_bytes),
+                                      allow_unbounded_functions=True)
         self._gold_results: ByteLRU[QueryResult] = ByteLRU(gold_cache_bytes, _result_cost)
         # What execute_sql showed for a deterministic query: (text shown, executed, rows), by file and digest.
         self._shown: ByteLRU[tuple[str, bool, int]] = ByteLRU(step_cache_bytes, _shown_cost)
@@ -393,14 +399,22 @@ class TextToSQLEnv(AgentEnv):
 
     # ----------------------------------------------------------------- grading
     def _gold_result(self, path: str, gold: str) -> QueryResult:
-        key = (path, gold)
-        cached = self._gold_results.get(key)
-        if cached is not None:
-            return cached
+        assert self.task is not None
         name = Path(path).name
         try:
-            assert self.task is not None
-            result = _open(self._gold_dbs, path, self.task.source).execute(gold, keep_rows=self.max_result_rows,
+            gold_db = _open(self._gold_dbs, path, self.task.source)
+        except InfraError:
+            raise
+        except Exception as exc:
+            raise InfraError(f"the gold database {name} could not be opened: {type(exc).__name__}: {exc}") from None
+        # Keyed by the file's signature too: a database changed since is graded against its new contents.
+        signature = gold_db.file_signature()
+        key = (path, signature, gold)
+        cached = self._gold_results.get(key) if signature is not None else None
+        if cached is not None:
+            return cached
+        try:
+            result = gold_db.execute(gold, keep_rows=self.max_result_rows,
                                                          timeout_s=self.grading_timeout_s)
         except InfraError:
             raise
@@ -410,7 +424,8 @@ class TextToSQLEnv(AgentEnv):
             raise InfraError(f"the gold query could not be run on {name}: {type(exc).__name__}: {exc}") from None
         if not result.complete:
             raise InfraError(f"the gold result on {name} exceeds {self.max_result_rows:,} rows or the byte cap")
-        self._gold_results.put(key, result)
+        if signature is not None and result.deterministic:
+            self._gold_results.put(key, result)
         return result
 
     def _grade(self, submitted: bool) -> Grade:
@@ -470,9 +485,16 @@ class TextToSQLEnv(AgentEnv):
         outcome = float(bool(units) and all(u["passed"] for u in units))
         gold_items = schema_items(gold_results[0].reads)
         pred_items = schema_items(reads)
+        hack_flags = []
+        if compiled and pred_items and constant_result(query) and not constant_result(self.task.data["gold"]):
+            # Every result column is a literal: the tables it reads only make the written-out answer legal, so
+            # they earn nothing (no syntax, schema_link or ngram) and the answer scores 0, flagged.
+            hack_flags.append("the submitted query's result columns are all literals: the answer is written out "
+                              "(the tables it reads do not make it a query of the data)")
+            outcome = 0.0
+            pred_items = frozenset()
         is_query = first_keyword(query) in QUERY_KEYWORDS
         syntax = compiled and is_query and bool(pred_items)
-        hack_flags = []
         if outcome and gold_items and not pred_items:
             hack_flags.append("the submitted query reads no table: the answer is written out as literals")
         components = {

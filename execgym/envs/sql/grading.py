@@ -39,6 +39,7 @@ __all__ = [
     "bird_eq",
     "cache_bytes",
     "clear_caches",
+    "constant_result",
     "has_order_by",
     "jaccard",
     "ngram_similarity",
@@ -320,6 +321,96 @@ def _ordered(sql: str) -> bool:
             return True
         after_order = depth if word == "order" else None
     return False
+
+
+_AGGREGATES = frozenset({"count", "sum", "avg", "min", "max", "total", "group_concat", "string_agg",
+                         "json_group_array", "json_group_object", "jsonb_group_array", "jsonb_group_object"})
+_EXPRESSION_WORDS = frozenset({"null", "true", "false", "case", "when", "then", "else", "end", "and", "or", "not",
+                               "is", "in", "between", "like", "glob", "cast", "as", "collate", "escape", "distinct",
+                               "all", "isnull", "notnull", "nocase", "binary", "rtrim"})
+_LIST_ENDS = frozenset({"from", "where", "group", "having", "window", "order", "limit", "union", "intersect",
+                        "except"})
+_NAME_START = re.compile(r"""[A-Za-z_"`\[]""")
+
+
+def _constant_item(item: list[str]) -> bool:
+    """Whether one result expression (its lexemes) is built from literals only: no column, star, subquery,
+    aggregate or window; a trailing alias and CAST's type name are names, not columns."""
+    for i, lex in enumerate(item):
+        low = lex.lower()
+        prev = item[i - 1].lower() if i else ""
+        nxt = item[i + 1] if i + 1 < len(item) else ""
+        if lex.startswith("'") or lex in ("(", ")", ","):
+            continue
+        if not _NAME_START.match(lex):
+            if lex in ("*", "?", ":", "@", "$"):
+                return False
+            continue
+        if prev == "as":
+            continue  # an alias or a type name
+        if low in ("select", "values", "over", "filter"):
+            return False
+        if low in _EXPRESSION_WORDS:
+            continue
+        if nxt == "(" and lex[0].isalpha():
+            if low in _AGGREGATES:
+                return False
+            continue  # a scalar function of what follows
+        if i and (item[i - 1].isdigit() or item[i - 1] == ".") and re.fullmatch(r"[eE]\d*|[xX][0-9A-Fa-f]*", lex):
+            continue  # 1e5, 0x1F
+        if low == "x" and nxt.startswith("'"):
+            continue  # a blob literal
+        if i == len(item) - 1 and i and (prev in ("end", "null", ")") or prev[-1:].isdigit() or prev.startswith("'")):
+            continue  # a bare alias
+        return False
+    return True
+
+
+def constant_result(sql: str) -> bool:
+    """Whether every result column of the statement is built from literals only (``SELECT 11 FROM t``,
+    ``VALUES (1)``, ``SELECT 'a' AS x UNION SELECT 'b'``), however many tables it reads: such a result is the
+    answer written out. False when any column may come from the data, or the text cannot be read.
+
+    Example:
+        >>> constant_result("SELECT 11 AS n FROM authors WHERE country = 'Nigeria' LIMIT 1")
+        True
+        >>> constant_result("SELECT COUNT(*) FROM authors"), constant_result("SELECT a.name, 1 FROM authors a")
+        (False, False)
+    """
+    lexemes = [m.group() for m in _ORDER_LEXEME.finditer(sql) if not m.group().startswith(("--", "/*"))]
+    depths = []
+    depth = 0
+    for lex in lexemes:
+        if lex == ")":
+            depth -= 1
+        depths.append(depth)
+        if lex == "(":
+            depth += 1
+    words = [d for lex, d in zip(lexemes, depths) if _NAME_START.match(lex)]
+    if not words:
+        return False
+    base = min(words)
+    lists: list[list[list[str]]] = []
+    current: list[list[str]] | None = None
+    for lex, d in zip(lexemes, depths):
+        low = lex.lower()
+        if d == base and low in ("select", "values"):
+            current = [[]]
+            lists.append(current)
+            if low == "values":
+                current[0].append("(")  # a VALUES row: its expressions, read as one item
+            continue
+        if current is None:
+            continue
+        if d == base and low in _LIST_ENDS:
+            current = None
+        elif d == base and lex == ",":
+            current.append([])
+        elif d >= base:
+            current[-1].append(lex)
+    if not lists:
+        return False
+    return all(item and _constant_item(item) for items in lists for item in items)
 
 
 def query_signals(sql: str) -> QuerySignals:

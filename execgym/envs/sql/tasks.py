@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -289,6 +290,16 @@ def _confined(path: Path, roots: Sequence[Path] | None, where: str, what: str) -
             f"{where}: {what} {str(path)!r} resolves outside the dataset folder {str(roots[0])!r} "
             "(allow_paths_outside_dataset=[folder, ...] allows other folders)"
         )
+    if roots is not None:
+        try:
+            links = os.stat(resolved).st_nlink if resolved.is_file() else 1
+        except OSError:
+            links = 1
+        if links > 1:
+            raise DatasetRowError(
+                f"{where}: {what} {str(path)!r} has {links} hard links, so it may be a file outside the dataset "
+                "folder that no path check can see (allow_paths_outside_dataset=True allows it)"
+            )
     return resolved
 
 
@@ -308,7 +319,7 @@ class _GoldChecker:
         db = self._dbs.get(path)
         if db is None:
             try:
-                db = self._dbs[path] = SafeDatabase(path, timeout_s=10.0)
+                db = self._dbs[path] = SafeDatabase(path, timeout_s=10.0, allow_unbounded_functions=True)
             except DatabaseFault as exc:
                 raise DatasetRowError(f"{where}: {exc}") from None
         try:

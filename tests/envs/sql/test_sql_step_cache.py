@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,42 @@ def test_the_cache_is_bounded_in_bytes_keeps_no_query_text_and_can_be_off(shop, 
     _explore(off, queries[0])
     assert runs.count(queries[0]) == 2 + 1  # twice here, once in the first env
     off.close()
+
+
+def _rewrite_in_place_keeping_size_and_mtime(path: Path, value: str) -> None:
+    stat = path.stat()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE items SET name = ? WHERE id = 1", (value,))
+    conn.close()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def test_a_rewrite_in_place_that_restores_the_mtime_is_queried_afresh(shop):
+    """The signature holds st_ctime_ns, which the kernel sets on every write and no user can set back."""
+    env = TextToSQLEnv(dataset=f"jsonl:{shop / 'tasks.jsonl'}")
+    query = "SELECT name FROM items WHERE id = 1"
+    assert _explore(env, query)[0].splitlines()[1] == "pen"
+    _rewrite_in_place_keeping_size_and_mtime(shop / "shop.sqlite", "nib")
+    assert _explore(env, query)[0].splitlines()[1] == "nib"
+    env.close()
+
+
+def test_gold_results_are_keyed_by_the_file_signature(shop):
+    """After the database file changes, the gold query is run again on the new contents, not served stale."""
+    (shop / "tasks.jsonl").write_text(json.dumps(
+        {"id": "q1", "db_path": "shop.sqlite", "question": "Name of item 1?",
+         "query": "SELECT name FROM items WHERE id = 1"}) + "\n")
+    env = TextToSQLEnv(dataset=f"jsonl:{shop / 'tasks.jsonl'}")
+    env.reset(options={"task_id": "q1"})
+    assert env.step(call("submit_sql", query="SELECT name FROM items WHERE id = 1"))[1] == 1.0
+    _rewrite_in_place_keeping_size_and_mtime(shop / "shop.sqlite", "nib")
+    env.reset(options={"task_id": "q1"})
+    _, reward, _, _, info = env.step(call("submit_sql", query="SELECT name FROM items WHERE id = 1"))
+    assert reward == 1.0, info["units"]  # the gold result is the new file's too
+    env.reset(options={"task_id": "q1"})
+    _, reward, _, _, info = env.step(call("submit_sql", query="SELECT 'pen' FROM items WHERE id = 1"))
+    assert reward == 0.0
+    env.close()
