@@ -876,6 +876,7 @@ class SlottedLink(Family):
                     "count": 2,
                     "convex": False,
                     "centers": [[-e, 0.0, 0.0], [e, 0.0, 0.0]],
+                    "through": True,
                     "label": f"central slot {fmt(ls)} x {fmt(ws)}",
                 }
             )
@@ -1090,6 +1091,7 @@ class HexStandoff(Family):
                 "count": 1,
                 "axis": "z",
                 "centers": [[0.0, 0.0, 0.0]],
+                "through": "stud_d" not in p,  # the stud's bore is blind: its depth is the ``level`` entry
                 "label": f"bore {fmt(d)}",
             },
             *key,

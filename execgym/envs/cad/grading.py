@@ -497,12 +497,22 @@ class _Registration:
     source: str = ""
 
 
+# Seconds one grading attempt of one part may take (CPU and wall clock); see CADGrader.
+GRADE_TIMEOUT_S = 120.0
+
+
 class CADGrader:
     """The trusted grader: reference parts and the metrics of agent parts against them.
 
     ``executor`` runs the grader worker (default: a local sandbox; the worker needs CadQuery there).
     References are registered per key (the task id and a hash of its reference) and replayed into a
     restarted worker automatically.
+
+    ``timeout`` (default ``GRADE_TIMEOUT_S``) bounds one grading attempt of one part: the forked child that
+    grades it gets that many seconds of CPU (+1 s) and of wall clock. An attempt that fails is retried once
+    with voxel IoU, so a part costs at most two attempts; a part that runs out of time or memory both
+    times, or that has more solids or faces than ``kernel.MAX_GRADE_SOLIDS``/``MAX_GRADE_FACES`` (or four
+    times the target's), is the agent's failure ("too complex to grade", outcome 0), never an infra error.
 
     Example (starts a CadQuery worker, a few seconds):
         >>> grader = CADGrader()                                                      # doctest: +SKIP
@@ -513,7 +523,9 @@ class CADGrader:
         >>> grader.close()                                                            # doctest: +SKIP
     """
 
-    def __init__(self, executor: Any = "local", *, timeout: float = 120.0, memory_bytes: int = 2 * 1024**3) -> None:
+    def __init__(
+        self, executor: Any = "local", *, timeout: float = GRADE_TIMEOUT_S, memory_bytes: int = 2 * 1024**3
+    ) -> None:
         self.process = KernelProcess(executor, "grader", memory_bytes=memory_bytes)
         self.timeout = float(timeout)
         self._registrations: dict[str, _Registration] = {}
@@ -603,11 +615,13 @@ class CADGrader:
             "timeout": self.timeout,
         }
         if reg.mesh_path:
-            try:
-                message["mesh"] = _b64(Path(reg.mesh_path).read_bytes())
-            except OSError as exc:
+            from execgym.envs.cad.tasks import MAX_MESH_BYTES, DatasetError, read_regular_file
+
+            try:  # a regular file of bounded size, opened non-blocking: a FIFO put in its place cannot hang
+                message["mesh"] = _b64(read_regular_file(reg.mesh_path, key, "reference mesh", MAX_MESH_BYTES))
+            except DatasetError as exc:
                 if not reg.code:
-                    raise CoreInfraError(f"reference mesh {reg.mesh_path!r} cannot be read: {exc}") from exc
+                    raise CoreInfraError(str(exc)) from exc
         try:
             reply = self.process.request(message, timeout=self.timeout + 60)
         except WorkerFailure:

@@ -37,6 +37,7 @@ import base64
 import builtins
 import contextlib
 import io
+import itertools
 import json
 import linecache
 import math
@@ -61,6 +62,10 @@ PROGRAM_FILENAME = "<cadquery program>"
 MAX_PART_BYTES = 48 * 1024 * 1024
 OUTPUT_TAIL = 2000
 TWO_PI = 2.0 * math.pi
+# The most solids and faces a part may have to be graded (or four times the reference's, if more): a cheap
+# compound of thousands of boxes would otherwise cost the grader minutes of booleans and tessellation.
+MAX_GRADE_SOLIDS = 500
+MAX_GRADE_FACES = 20_000
 
 _channel: Any = None  # the private reply stream (fd 1 is redirected to stderr so C libraries cannot corrupt it)
 
@@ -756,9 +761,23 @@ def features(shape: Any) -> dict[str, Any]:
             key = (round(radius, 4), convex, *np.round(direction, 5), *np.round(foot, 4))
             group = groups.setdefault(
                 key,
-                {"radius": radius, "convex": convex, "axis": direction.tolist(), "point": foot.tolist(), "span": 0.0},
+                {
+                    "radius": radius,
+                    "convex": convex,
+                    "axis": direction.tolist(),
+                    "point": foot.tolist(),
+                    "span": 0.0,
+                    "t_range": [math.inf, -math.inf],
+                },
             )
             group["span"] += abs(u1 - u0)
+            # The face's extent along the (canonical) axis, measured from ``point``: where a hole starts and ends.
+            own = np.array([cyl.Axis().Direction().X(), cyl.Axis().Direction().Y(), cyl.Axis().Direction().Z()])
+            base, sign = float((loc - foot) @ direction), float(own @ direction)
+            for v in (v0, v1):
+                if math.isfinite(v):
+                    t = base + v * sign
+                    group["t_range"] = [min(group["t_range"][0], t), max(group["t_range"][1], t)]
         elif kind == GeomAbs_Plane:
             pln = surface.Plane()
             ax = pln.Axis()
@@ -800,6 +819,8 @@ def features(shape: Any) -> dict[str, Any]:
     cylinders = list(groups.values())
     for group in cylinders:
         group["full"] = group["span"] >= TWO_PI - 1e-3
+        if not all(math.isfinite(t) for t in group["t_range"]):
+            group["t_range"] = None
     return {"cylinders": cylinders, "planes": planes, "circles": list(circles.values()), "cones": cones}
 
 
@@ -834,11 +855,16 @@ def check_key_dims(
     abs_tol: float = 0.05,
     rel_tol: float = 0.005,
     pos_rel_tol: float = 0.0025,
+    shape: Any = None,
 ) -> list[dict[str, Any]]:
     """Check each key dimension against a part's features; one ``{"label", "passed", "found"}`` per entry.
 
     Sizes must match within ``max(abs_tol, rel_tol * size)``, positions within
-    ``max(abs_tol, pos_rel_tol * largest extent)``, counts exactly.
+    ``max(abs_tol, pos_rel_tol * largest extent)``, counts exactly. A ``hole`` is a through hole unless
+    its entry says ``"through": False`` (a blind one, whose depth a ``level`` entry checks), and so is an
+    ``arc`` whose entry says ``"through": True`` (a through slot's rounded ends): given the
+    part's ``shape``, each matching hole's axis must be free of material along its length and past both
+    of its ends (see ``axis_blocked``), so that a shallow dimple of the right diameter does not pass.
     """
     lo, hi = bbox
     extent = hi - lo
@@ -883,6 +909,13 @@ def check_key_dims(
                 passed = _centers_match(spec["centers"], matches, pos_tol)
                 if not passed:
                     found = f"{found} at other positions"
+            through = spec.get("through", kind == "hole")  # a slot's end arcs opt in with ``"through": True``
+            if passed and kind in ("hole", "arc") and through and shape is not None:
+                eps = max(abs_tol, 1e-3 * float(extent.max() if extent.size else 0.0))
+                blind = sum(_axis_blocked_or_unknown(shape, g, eps) for g in matches)
+                if blind:
+                    passed = False
+                    found = f"{found}, {blind} of them not through (material on the axis)"
         elif kind == "level":
             axis = _axis_vector(spec["axis"])
             levels = [p["offset"] for p in feats["planes"] if abs(float(np.dot(axis, p["normal"]))) > 0.999]
@@ -914,6 +947,43 @@ def check_key_dims(
             found = f"unknown kind {kind!r}"
         results.append({"label": label, "kind": kind, "passed": bool(passed), "found": found})
     return results
+
+
+def axis_blocked(shape: Any, group: dict[str, Any], eps: float) -> bool:
+    """Whether solid material lies on a hole's axis within its length, or just beyond either of its ends.
+
+    A through hole is empty along its whole axis and opens out at both ends; a blind hole (a dimple, a
+    drilled pocket) has material past its floor, and two blind holes meeting in the middle a skin between
+    them. The axis is cut where it crosses the part's faces and a point inside each piece is classified.
+    """
+    from OCP.BRepClass3d import BRepClass3d_SolidClassifier
+    from OCP.gp import gp_Dir, gp_Lin, gp_Pnt
+    from OCP.IntCurvesFace import IntCurvesFace_ShapeIntersector
+    from OCP.TopAbs import TopAbs_IN, TopAbs_ON
+
+    if not group.get("t_range"):
+        return True
+    t0, t1 = group["t_range"][0] - eps, group["t_range"][1] + eps
+    point, axis = np.asarray(group["point"], dtype=float), np.asarray(group["axis"], dtype=float)
+    line = gp_Lin(gp_Pnt(*point.tolist()), gp_Dir(*axis.tolist()))
+    cuts = IntCurvesFace_ShapeIntersector()
+    cuts.Load(shape.wrapped, 1e-7)
+    cuts.Perform(line, t0, t1)
+    ts = sorted({t0, t1, *(float(cuts.WParameter(i)) for i in range(1, cuts.NbPnt() + 1))})
+    probes = [(a + b) / 2 for a, b in itertools.pairwise(ts) if b - a > 1e-9]
+    for t in probes:
+        x = point + axis * t
+        state = BRepClass3d_SolidClassifier(shape.wrapped, gp_Pnt(*x.tolist()), 1e-7).State()
+        if state in (TopAbs_IN, TopAbs_ON):
+            return True
+    return False
+
+
+def _axis_blocked_or_unknown(shape: Any, group: dict[str, Any], eps: float) -> bool:
+    try:
+        return axis_blocked(shape, group, eps)
+    except Exception:  # a part the kernel cannot classify does not show a through hole
+        return True
 
 
 def _centers_match(centers: list[list[float]], groups: list[dict[str, Any]], tol: float) -> bool:
@@ -1239,6 +1309,9 @@ def grade_part(ref: Reference, part_brep: bytes, options: dict[str, Any]) -> dic
     n_points = int(options.get("chamfer_points", 8192))
     orientation_free = options.get("orientation") == "free"
     part = import_brep(part_brep)
+    too_complex = grading_limits_exceeded(ref, part, options)
+    if too_complex:
+        return {"ok": False, "kind": "part", "error": too_complex}
     summary = measure(part)
     notes: list[str] = []
     rotation = np.eye(3)
@@ -1288,6 +1361,7 @@ def grade_part(ref: Reference, part_brep: bytes, options: dict[str, Any]) -> dic
         abs_tol=abs_tol,
         rel_tol=float(options.get("dims_rel_tol", 0.005)),
         pos_rel_tol=float(options.get("dims_pos_rel_tol", 0.0025)),
+        shape=part,
     )
     dims = sum(d["passed"] for d in dims_detail) / len(dims_detail) if dims_detail else 1.0
     return {
@@ -1312,6 +1386,36 @@ def grade_part(ref: Reference, part_brep: bytes, options: dict[str, Any]) -> dic
         "rotation": rotation.tolist(),
         "notes": notes,
     }
+
+
+def grading_limits_exceeded(ref: Reference, part: Any, options: dict[str, Any]) -> str | None:
+    """Why a part is too complex to grade (counted before any expensive measurement), or None.
+
+    A part may have at most ``max_solids`` solids and ``max_faces`` faces (options; by default
+    ``MAX_GRADE_SOLIDS`` and ``MAX_GRADE_FACES``, or four times the reference's counts where those are more).
+    """
+    from OCP.TopAbs import TopAbs_FACE, TopAbs_SOLID
+    from OCP.TopExp import TopExp_Explorer
+
+    def count(kind: Any, limit: int) -> int:
+        n, explorer = 0, TopExp_Explorer(part.wrapped, kind)
+        while explorer.More() and n <= limit:
+            n += 1
+            explorer.Next()
+        return n
+
+    for what, kind, option, default in (
+        ("solids", TopAbs_SOLID, "max_solids", MAX_GRADE_SOLIDS),
+        ("faces", TopAbs_FACE, "max_faces", MAX_GRADE_FACES),
+    ):
+        limit = int(options.get(option) or max(default, 4 * int(ref.summary.get(what) or 0)))
+        n = count(kind, limit)
+        if n > limit:
+            return (
+                f"the part is too complex to grade: more than {limit} {what} (the target has "
+                f"{ref.summary.get(what) or 'an unknown number of'}); model the part itself, as one solid"
+            )
+    return None
 
 
 def part_iou(
@@ -1568,6 +1672,14 @@ class GraderWorker(Worker):
         )
         if retry.get("ok"):
             retry.setdefault("notes", []).append(f"exact grading failed ({graded.get('error')}); voxel IoU used")
+        elif retry.get("kind") in ("timeout", "memory"):
+            # Out of time or memory twice: the part is too much to grade, the agent's 0 (never an infra error).
+            return {
+                "ok": False,
+                "kind": "part",
+                "error": f"the part is too complex to grade within the grader's limits ({timeout:g} s of CPU per "
+                f"attempt, and its memory limit): {retry.get('error')}",
+            }
         return retry
 
     def job_grade(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -201,11 +203,54 @@ def _inside(root: Path, path: Path, where: str, what: str, *, allow_outside: boo
     return real
 
 
-def _read_text(path: Path, where: str) -> str:
+# The largest file a dataset may name: a prompt or a program, a reference mesh, a JSONL/JSON file of rows.
+MAX_TEXT_BYTES = 4 * 1024**2
+MAX_MESH_BYTES = 256 * 1024**2
+MAX_ROWS_BYTES = 1024**3
+
+
+def check_regular_file(path: Path, where: str, what: str, max_bytes: int) -> int:
+    """``path``'s size; it must be a regular file (a FIFO, a device or a folder would block or mislead a
+    reader) of at most ``max_bytes``. Checked with ``stat``, never by opening it."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        st = os.stat(path)
     except OSError as exc:
-        raise DatasetError(f"{where}: cannot read {path.name!r}: {exc.strerror or exc}") from None
+        raise DatasetError(f"{where}: {what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DatasetError(f"{where}: {what} {str(path)!r} is not a regular file")
+    if st.st_size > max_bytes:
+        raise DatasetError(f"{where}: {what} {str(path)!r} is {st.st_size} bytes, over the {max_bytes}-byte limit")
+    return int(st.st_size)
+
+
+def read_regular_file(path: Path | str, where: str, what: str, max_bytes: int) -> bytes:
+    """The bytes of a dataset file, opened non-blocking and checked (``fstat``) to be a regular file of at
+    most ``max_bytes`` before a byte is read, so that a file swapped for a FIFO after loading cannot hang."""
+    path = Path(path)
+    check_regular_file(path, where, what, max_bytes)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise DatasetError(f"{where}: {what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            raise DatasetError(f"{where}: {what} {str(path)!r} is not a regular file of at most {max_bytes} bytes")
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise DatasetError(f"{where}: {what} {str(path)!r} grew over the {max_bytes}-byte limit")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise DatasetError(f"{where}: {what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _read_text(path: Path, where: str) -> str:
+    return read_regular_file(path, where, repr(path.name), MAX_TEXT_BYTES).decode("utf-8", errors="replace")
 
 
 def _collect(
@@ -229,6 +274,7 @@ def _collect(
 
 
 def _read_rows(file: Path) -> list[Any]:
+    check_regular_file(file, str(file), "the dataset file", MAX_ROWS_BYTES)
     try:
         return read_json_or_jsonl(file)
     except RecursionError:
@@ -279,6 +325,8 @@ def load_jsonl(path: Path, split: str | None, *, allow_outside: bool = False, sk
             return None
         mesh = row.get("mesh")
         mesh_path = str(_inside(root, file.parent / mesh, where, "mesh", allow_outside=allow_outside)) if mesh else None
+        if mesh_path:
+            check_regular_file(Path(mesh_path), where, "mesh", MAX_MESH_BYTES)
         orientation = row.get("orientation", "fixed")
         if orientation not in ("fixed", "free"):
             raise DatasetError(f"{where}: 'orientation' must be 'fixed' or 'free', got {orientation!r}")
@@ -335,6 +383,8 @@ def load_cadprompt(path: Path, split: str | None, *, allow_outside: bool = False
         texts = {k: v for k, v in texts.items() if v}
         code = _read_text(files["code"], where) if "code" in files else None
         mesh = str(files["mesh"]) if "mesh" in files else None
+        if mesh:
+            check_regular_file(files["mesh"], where, repr(CADPROMPT_FILES["mesh"]), MAX_MESH_BYTES)
         if not texts and not (code or mesh):
             return None  # not a sample folder
         if not texts:
