@@ -53,12 +53,14 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[1])
 
 
-def descendants() -> set[int]:
+def descendants(root: int | None = None) -> set[int]:
+    """Every process below ``root`` (default: this one), found by parent pid (``/proc/<pid>/stat`` is readable
+    even for the undumpable processes whose ``environ`` is not)."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit() and (stat := _proc_stat(int(name))) is not None:
             children.setdefault(stat[1], []).append(int(name))
-    found, todo = set(), [os.getpid()]
+    found, todo = set(), [os.getpid() if root is None else root]
     while todo:
         for child in children.get(todo.pop(), []):
             if child not in found:
@@ -198,7 +200,10 @@ def test_cad_worker_killed_mid_episode_recovers() -> None:
             assert obs.startswith("OK"), obs
             sandbox = env.session.sandbox
             supervisor = sandbox._sup.proc.pid
-            pids = {supervisor} if target == "supervisor" else sandbox_pids(sandbox) - {supervisor}
+            # the CAD worker is undumpable (its environ is unreadable as a normal user): find it below the
+            # sandbox's supervisor instead
+            below = sandbox_pids(sandbox) | descendants(supervisor)
+            pids = {supervisor} if target == "supervisor" else below - {supervisor}
             assert pids
             kill_all(pids)
             obs, reward, terminated, truncated, info = env.step(call("run_cadquery", code=box))
