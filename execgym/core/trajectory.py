@@ -144,9 +144,10 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         >>> obs, info = env.reset(seed=0)                                     # doctest: +SKIP
     """
 
-    def __init__(self, env: gym.Env[str, Any], path: str | os.PathLike[str], *, renders: bool = True) -> None:
+    def __init__(self, env: gym.Env[str, Any], path: str | os.PathLike[str], *, renders: bool = False) -> None:
         super().__init__(env)
-        self.renders = bool(renders)
+        self.renders = bool(renders)  # keep the env's end-of-episode picture (``picture_png()``, e.g. CAD)
+        self._render_error: str | None = None
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.episodes_written = 0
@@ -241,7 +242,8 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
             return []
         try:
             uri = _png_data_uri(draw())
-        except Exception:
+        except Exception as exc:  # a record is never lost to its picture; the failure is noted in it
+            self._render_error = f"{type(exc).__name__}: {exc}"
             return []
         return [uri] if uri else []
 
@@ -265,7 +267,10 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
             }
         )
         if self.renders:
+            self._render_error = None
             record["renders"] = self._renders()
+            if self._render_error:
+                record["render_error"] = self._render_error
         append_jsonl(self.path, record)
         self.episodes_written += 1
 

@@ -67,7 +67,7 @@ class EpisodeWorker:
         self._record_dir = tempfile.mkdtemp(prefix="execgym-ray-") if record else None
         self._record_path = Path(self._record_dir, "episodes.jsonl") if self._record_dir else None
         if self._record_path is not None:
-            env = RecordTrajectory(env, self._record_path)
+            env = RecordTrajectory(env, self._record_path, renders=True)  # for execgym view
         self.env = env
         self.act_timeout_s = check_timeout(act_timeout_s)
         self._agent_spec, self._agent_kwargs, self._seed = agent, dict(agent_kwargs), seed

@@ -150,7 +150,7 @@ def make_wrapped_env(
             raise ValueError(f"unknown reward wrapper {name!r}; see execgym.wrappers.__all__")
         env = cls(env, **kwargs)
     if record_path is not None:
-        env = RecordTrajectory(env, record_path)
+        env = RecordTrajectory(env, record_path, renders=True)  # pictures for execgym view
     return env
 
 

@@ -10,7 +10,6 @@ from typing import Any, Literal
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from execgym.core.finite import number_problem
 from execgym.wrappers._parts import BASE_PART
 from execgym.wrappers.base import RewardScheme, checked_number
 from execgym.wrappers.checklist import usable_criteria
@@ -90,8 +89,7 @@ class DenseUnitReward(RewardScheme[ObsType, ActType]):
         per_task: bool = True,
         source: Literal["auto", "units", "checklist"] = "auto",
     ) -> None:
-        if number_problem(alpha) or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] (the reward stays in [0, 1]), got {alpha}")
+        alpha = checked_number("DenseUnitReward", "alpha", alpha, low=0.0, high=1.0)  # keeps the reward in [0, 1]
         if combine not in ("verpo", "additive", "partial"):
             raise ValueError(f"combine must be 'verpo', 'additive' or 'partial', got {combine!r}")
         if source not in ("auto", "units", "checklist"):

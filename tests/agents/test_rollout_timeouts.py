@@ -72,3 +72,19 @@ def test_grpo_rollout_flags_a_non_finite_reward_from_a_foreign_wrapper_and_the_t
     assert keep == [False, True]
     advantages = group_advantages([e.ret for e in episodes], 2, keep=keep)
     assert all(a == a for a in advantages)
+
+
+def test_grpo_rollout_never_generates_beside_a_call_that_timed_out(tiny_dir):
+    """After a hung batch the policy may still be generating: later batches are agent errors, not played."""
+    model, tokenizer = load_policy(tiny_dir, device="cpu")
+    agent = HangsOnTask(model, tokenizer, max_new_tokens=8, temperature=1.0, seed=0)
+    envs = [SecretWordEnv(dataset="generated") for _ in range(2)]
+    tasks = [envs[0].reset(seed=s)[1]["task_id"] for s in range(4)]
+    HangsOnTask.doomed = tasks[0]
+    HangsOnTask.release.clear()
+    try:
+        episodes = rollout(envs, agent, [0, 1, 2, 3], act_timeout_s=10.0)
+    finally:
+        HangsOnTask.release.set()
+    assert all(e.agent_error and e.agent_error.startswith("AgentTimeout") for e in episodes)
+    assert "still busy" in episodes[2].agent_error and episodes[2].turns == 0 and episodes[3].turns == 0

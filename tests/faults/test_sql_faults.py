@@ -193,7 +193,8 @@ def test_a_missing_database_folder_between_episodes_is_infra_and_recovers(datase
 
 
 def test_an_unexpected_error_in_grading_never_escapes_step(dataset, monkeypatch):
-    """A bug set off while judging the submission is the submission's 0; one on the gold side is infra."""
+    """A bug in the grader is infra (the oracle's own submission must not read as a 0); what the submission's
+    results can set off (memory, recursion) is the submission's 0; a bug on the gold side is infra."""
     from execgym.envs.sql import env as env_module
 
     file, _ = dataset
@@ -204,9 +205,17 @@ def test_an_unexpected_error_in_grading_never_escapes_step(dataset, monkeypatch)
 
     monkeypatch.setattr(env_module, "results_match", broken_match)
     env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(call("submit_sql", query=GOLD))
+    assert reward == 0.0 and "comparison bug" in info["infra_error"] and (terminated or truncated)
+
+    def exhausting_match(*args: object, **kwargs: object) -> bool:
+        raise MemoryError
+
+    monkeypatch.setattr(env_module, "results_match", exhausting_match)
+    env.reset(seed=0)
     _, reward, terminated, _, info = env.step(call("submit_sql", query=GOLD))
     assert terminated and reward == 0.0 and info["infra_error"] is None
-    assert "comparison bug" in info["grade_details"]["error"]
+    assert "MemoryError" in info["grade_details"]["error"]
     monkeypatch.undo()
 
     def broken_execute(self: object, *args: object, **kwargs: object) -> object:

@@ -242,7 +242,7 @@ def test_cad_episode_marks_lower_is_better_and_shows_its_render(browser: Any, tm
     from execgym.rollout.episode import run_episode
 
     path = tmp_path / "execgym_CADModel-v0__oracle.jsonl"
-    env = RecordTrajectory(gym.make("execgym/CADModel-v0"), path)
+    env = RecordTrajectory(gym.make("execgym/CADModel-v0"), path, renders=True)
     try:
         assert run_episode(env, make_agent("oracle", env), seed=0).outcome == 1.0
     finally:

@@ -178,8 +178,13 @@ def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int],
     timeout_s = check_timeout(act_timeout_s)
     caller = TimedCaller(name="execgym-grpo-policy")
     episodes: list[Episode] = []
+    busy: str | None = None  # set once a call timed out: that call may still be using the policy's slots
     for start in range(0, len(seeds), len(envs)):
         batch = list(seeds[start:start + len(envs)])
+        if busy is not None:  # never run a second generation beside the abandoned one: the rest are agent errors
+            episodes.extend(Episode(seed=int(s), task_id="", ids=[], mask=[], ret=0.0, outcome=0.0, turns=0,
+                                    components={}, agent_error=busy) for s in batch)
+            continue
         resets = [env.reset(seed=int(s)) for env, s in zip(envs, batch)]
         obs = [r[0] for r in resets]
         infos = [r[1] for r in resets]
@@ -198,6 +203,7 @@ def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int],
             except AgentTimeout as exc:  # the policy hung: its episodes are agent errors, not zeros
                 for k in active:
                     errors[k], outcome[k] = f"{type(exc).__name__}: {exc}", 0.0
+                busy = f"AgentTimeout: not played, the policy was still busy with a call that timed out ({exc})"
                 break
             still = []
             for k, action in zip(active, actions):

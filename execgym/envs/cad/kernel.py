@@ -1485,7 +1485,18 @@ def _align(ref: Reference, part: Any, n_points: int) -> tuple[Any, np.ndarray]:
 # ============================================================================================ workers
 
 
-class Worker:
+class OpServer:
+    """Answers a JSON-lines request ``{"op": NAME, ...}`` with the method ``op_NAME`` (an unknown op is an error)."""
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        fn = getattr(self, f"op_{op}", None)
+        if fn is None:
+            return {"ok": False, "kind": "protocol", "error": f"unknown op {op!r}"}
+        return fn(request)
+
+
+class Worker(OpServer):
     """One JSON-lines worker: answers ``op`` requests with ``op_<name>`` methods; jobs run in forks."""
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -1496,13 +1507,6 @@ class Worker:
         self.zygote = Zygote(
             {name[4:]: getattr(self, name) for name in dir(self) if name.startswith("job_")}, scratch=scratch
         )
-
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        fn = getattr(self, f"op_{op}", None)
-        if fn is None:
-            return {"ok": False, "kind": "protocol", "error": f"unknown op {op!r}"}
-        return fn(request)
 
     def idle(self) -> None:
         """Between requests: get the next fork ready."""
@@ -1794,7 +1798,7 @@ def _open_fifo(path: str, flags: int, deadline: float) -> int:
         return fd
 
 
-class ForkServer:
+class ForkServer(OpServer):
     """The host's one agent zygote: imports CadQuery once and forks an isolated agent worker per env.
 
     It runs in one shared sandbox and answers ``spawn`` / ``kill`` / ``ping`` on its session. ``spawn`` forks
@@ -1814,13 +1818,6 @@ class ForkServer:
         self.status: dict[str, int] = {}  # token -> the pipe on which a starting keeper reports its worker's pid
         self.spawned = 0
         self.warm = AgentWorker(config)  # only for its warm-up: forks find the kernel's pages mapped
-
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        fn = getattr(self, f"op_{op}", None)
-        if fn is None:
-            return {"ok": False, "kind": "protocol", "error": f"unknown op {op!r}"}
-        return fn(request)
 
     def idle(self) -> None:
         """Reap keepers whose workers ended."""

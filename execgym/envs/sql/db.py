@@ -356,7 +356,8 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():  # also after a fork
                 self._thread = threading.Thread(target=self._loop, name="execgym-sql-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][1] == handle:  # only a new earliest deadline needs the thread to wake up
+                self._cond.notify()
         return handle
 
     def disarm(self, handle: int) -> None:

@@ -444,11 +444,14 @@ class TextToSQLEnv(AgentEnv):
         gold_results = [self._gold_result(path, gold) for path in paths]
         try:
             return self._grade_submission(query, paths, gold_results, gold_signals, details)
-        except InfraError:
-            raise
-        except Exception as exc:  # the gold side is sound: whatever fails now was set off by the submission
+        except (MemoryError, RecursionError, OverflowError, UnicodeError) as exc:
+            # what the submission's own text or rows can set off (huge or deep results, odd text): its 0
             details["error"] = f"grading the submission failed: {type(exc).__name__}: {exc}"
             return Grade(outcome=0.0, components=dict(_ZERO_COMPONENTS), details=details)
+        except InfraError:
+            raise
+        except Exception as exc:  # anything else is a fault of the grader, never a 0 of the policy's
+            raise InfraError(f"SQL grading failed: {type(exc).__name__}: {exc}") from exc
 
     def _grade_submission(self, query: str, paths: list[str], gold_results: list[QueryResult],
                           gold_signals: QuerySignals, details: dict[str, Any]) -> Grade:
