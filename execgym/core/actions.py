@@ -26,8 +26,8 @@ from typing import Any
 
 from execgym.core.tools import Tool
 
-__all__ = ["MAX_INT_DIGITS", "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "ParsedAction", "ToolCall", "decode_json",
-           "json_data_problem", "parse_action", "sanitize_text"]
+__all__ = ["MAX_CALL_ID_CHARS", "MAX_INT_DIGITS", "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "TOOL_CALL_BLOCK",
+           "ParsedAction", "ToolCall", "decode_json", "json_data_problem", "parse_action", "sanitize_text"]
 
 MAX_JSON_DEPTH = 64
 """The deepest nesting of lists and objects accepted in a tool call (no real tool takes more than a few)."""
@@ -37,7 +37,10 @@ MAX_INT_DIGITS = 1000
 """The longest integer accepted, in decimal digits (Python refuses to even convert past 4,300)."""
 _INT_LIMIT = 10**MAX_INT_DIGITS
 
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
+TOOL_CALL_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
+"""A ``<tool_call>`` block and its body; an unclosed last block runs to the end (a generation cut at a stop
+token). The one pattern for tool-call text in the package: agents and the env server use it too."""
+_TOOL_CALL = TOOL_CALL_BLOCK
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -212,11 +215,18 @@ def _decode_arguments(raw: Any, where: str, errors: list[str], *, checked: bool)
     return raw
 
 
+MAX_CALL_ID_CHARS = 256
+"""The longest tool-call id kept from the caller; a longer (or non-string) id is replaced by the env's own."""
+
+
 def _call_from_obj(obj: Any, where: str, errors: list[str], *, checked: bool = False
-                   ) -> tuple[str, dict[str, Any]] | None:
+                   ) -> tuple[str, dict[str, Any], str | None] | None:
     if not isinstance(obj, Mapping):
         errors.append(f"{where}: a tool call must be a JSON object, got {type(obj).__name__}")
         return None
+    given_id = obj.get("id")
+    call_id = (sanitize_text(given_id) if isinstance(given_id, str) and 0 < len(given_id) <= MAX_CALL_ID_CHARS
+               else None)
     if "function" in obj and isinstance(obj["function"], Mapping):
         obj = obj["function"]
     name = obj.get("name")
@@ -226,7 +236,7 @@ def _call_from_obj(obj: Any, where: str, errors: list[str], *, checked: bool = F
     args = _decode_arguments(obj.get("arguments", obj.get("parameters")), where, errors, checked=checked)
     if args is None:
         return None
-    return name, args
+    return name, args, call_id
 
 
 def _check(name: str, args: dict[str, Any], tools: Mapping[str, Tool], where: str, errors: list[str]) -> bool:
@@ -256,7 +266,7 @@ def parse_action(action: Any, tools: Mapping[str, Tool], *, call_id_prefix: str 
         ["call 1: unknown tool 'nope'; available tools: echo"]
     """
     result = ParsedAction()
-    raw_calls: list[tuple[str, dict[str, Any]]] = []
+    raw_calls: list[tuple[str, dict[str, Any], str | None]] = []
     if isinstance(action, str):
         text = sanitize_text(action)
         blocks = _TOOL_CALL.findall(text)
@@ -276,7 +286,7 @@ def parse_action(action: Any, tools: Mapping[str, Tool], *, call_id_prefix: str 
             if fences:
                 _lang, code = fences[-1]
                 tool = code_tools[0]
-                raw_calls.append((tool.name, {tool.code_arg: code}))
+                raw_calls.append((tool.name, {tool.code_arg: code}, None))
                 free = _FENCE.sub("", free)
         result.text = free.strip()
     elif isinstance(action, Mapping) and ("tool_calls" in action or action.get("role") == "assistant"):
@@ -305,8 +315,12 @@ def parse_action(action: Any, tools: Mapping[str, Tool], *, call_id_prefix: str 
         result.errors.append(
             f"unsupported action type {type(action).__name__}: send a str reply, a tool-call dict or a list of them"
         )
-    for i, (name, args) in enumerate(raw_calls, 1):
+    used: set[str] = set()
+    for i, (name, args, given_id) in enumerate(raw_calls, 1):
         if _check(name, args, tools, f"call {i}" if not isinstance(action, str) else f"tool call {i}",
                   result.errors):
-            result.calls.append(ToolCall(id=f"{call_id_prefix}_{i}", name=name, arguments=args))
+            # The caller's id is kept (its tool message answers it); a missing or repeated one is made here.
+            call_id = given_id if given_id is not None and given_id not in used else f"{call_id_prefix}_{i}"
+            used.add(call_id)
+            result.calls.append(ToolCall(id=call_id, name=name, arguments=args))
     return result

@@ -1,9 +1,12 @@
 """AgentEnv: the multi-turn, tool-calling ``gymnasium.Env`` every env family derives from.
 
 One episode is one task; one step is one agent turn. The env's own reward is the sparse outcome (0 until
-the end, the task's success at the end); everything richer lives in ``info`` as data (see DESIGN.md):
-``reward_components`` every step, and at the end ``outcome``, ``units``, ``checklist``, ``hack_flags`` and
-``infra_error``.
+the end, the task's success at the end); everything richer lives in ``info`` as data, built from the typed
+reports of :mod:`execgym.core.report`: ``reward_components`` every step, and at the end ``outcome``, ``units``,
+``checklist``, ``hack_flags`` and ``infra_error`` (the README's "contract" section shows the whole report).
+
+``reset`` and ``step`` are a fixed pipeline that no env overrides; envs implement the hooks listed on
+:class:`AgentEnv`.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
+from cachetools import LRUCache
 from gymnasium.error import ResetNeeded
 
+from execgym.core import report as R
 from execgym.core.actions import ParsedAction, ToolCall, parse_action, sanitize_text
 from execgym.core.errors import InfraError
-from execgym.core.finite import REWARD_ISSUES, flag_issue, number_problem
+from execgym.core.finite import flag_issue, number_problem
+from execgym.core.report import CallRecord, Criterion, FinalReport, Grade, ResetReport, StepReport, Unit
 from execgym.core.spaces import UnicodeText
 from execgym.core.tasks import Generator, Loader, Task, TaskSet, load_taskset
 from execgym.core.tools import Tool, ToolError, ToolOutput, tool_schemas
@@ -52,27 +58,6 @@ def truncate_middle(text: str, limit: int) -> str:
     return text[:head] + note + (text[-tail:] if tail > 0 else "")
 
 
-@dataclass
-class Grade:
-    """What an env's grader concluded about a finished episode.
-
-    Attributes:
-        outcome: task success in 0..1 (the env's terminal reward).
-        components: named reward components computed at grading (``schema_link``, ``iou``, ...).
-        units: per unit test / per check results: ``{"id": ..., "passed": bool, ...}``.
-        checklist: per criterion: ``{"id": ..., "passed": bool, "evidence": str, ...}``.
-        hack_flags: what the grader saw that looks like gaming it.
-        details: anything else worth logging (not used by rewards).
-    """
-
-    outcome: float
-    components: dict[str, float] = field(default_factory=dict)
-    units: list[dict[str, Any]] = field(default_factory=list)
-    checklist: list[dict[str, Any]] = field(default_factory=list)
-    hack_flags: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class EpisodeSnapshot:
     """The full state of an episode at one step, as returned by :meth:`AgentEnv.snapshot`."""
@@ -91,16 +76,18 @@ class EpisodeSnapshot:
 class AgentEnv(gym.Env[str, Any]):
     """Base class of every execgym env: turns, tools, truncation, reward components, rendering.
 
-    Subclasses provide the tasks (``bundled_tasks`` / ``generate_task`` / ``loaders``) and the episode
-    hooks ``_begin``, ``_tools``, ``_grade`` and optionally ``_system_prompt``, ``_on_reply``, ``_end``.
+    ``reset`` and ``step`` are a fixed pipeline; an env implements hooks only:
 
-    Args:
-        dataset: ``"bundled"``, ``"generated[:difficulty]"`` or ``"<format>:<path>"`` (see ``loaders``).
-        split: the split to use (bundled: a filter; loaded datasets: which file).
-        max_turns: the episode is truncated after this many steps.
-        render_mode: ``"ansi"`` returns a text transcript from ``render()``.
-        max_observation_chars: observations longer than this are cut in the middle.
-        max_action_chars: a reply longer than this is rejected as malformed.
+    * task sources (instance methods, so they may use the env's executor): ``bundled_tasks``,
+      ``task_generator``, ``task_loaders`` (default: the class's ``loaders``);
+    * the episode: ``_begin`` (set up; the first observation), ``_tools`` (called once per task: the tools
+      and their schemas are cached, so a tool reads the episode's state from ``self`` when called),
+      ``_system_prompt``, ``_reset_extra`` (the env's own reset fields, under ``info["extra"]``);
+    * each step: ``_before_step``, ``_on_reply`` (a reply with no tool call), ``_step_components`` and
+      ``_step_extra`` (per-step components and fields, given the :class:`~execgym.core.report.StepReport`);
+    * the end: ``_grade`` (all grading), ``_final_observation``, ``_end``;
+    * branching: ``_snapshot_state`` / ``_restore_state``.
+
         tasks: a ready task set (overrides ``dataset``/``split``).
 
     Every argument is checked at construction; a wrong type or value is a one-line ``TypeError`` /
@@ -123,7 +110,7 @@ class AgentEnv(gym.Env[str, Any]):
     description: ClassVar[str] = ""
     default_max_turns: ClassVar[int] = 20
     loaders: ClassVar[Mapping[str, Loader]] = {}
-    reset_options: ClassVar[frozenset[str]] = frozenset({"task_id"})
+    reset_options: ClassVar[frozenset[str]] = frozenset({R.TASK_ID})
     component_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {}
     default_component_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
@@ -156,36 +143,38 @@ class AgentEnv(gym.Env[str, Any]):
         self.messages: list[dict[str, Any]] = []
         self.turn = 0
         self._tools_by_name: dict[str, Tool] = {}
+        # A task's tools and schemas, built once (pydantic schema generation costs milliseconds; a reset should not).
+        self._tool_cache: LRUCache[tuple[str, str], tuple[dict[str, Tool], list[dict[str, Any]]]] = LRUCache(256)
         self._over = True
         self._end_requested = False
         self._final_info: dict[str, Any] | None = None
         # Digests of (call, result) pairs seen this episode: a repeat that returns the same result earns no format.
         self._seen_results: set[str] = set()
 
-    # ----------------------------------------------------------------- task sources (class-level)
-    @classmethod
-    def bundled_tasks(cls) -> Sequence[Task] | None:
+    # ----------------------------------------------------------------- task sources
+    def bundled_tasks(self) -> Sequence[Task] | None:
         """The tasks shipped with the env, or None when it has none."""
         return None
 
-    @classmethod
-    def task_generator(cls) -> Generator | None:
+    def task_generator(self) -> Generator | None:
         """A seeded generator ``(seed, difficulty) -> Task`` for unlimited tasks, or None."""
         return None
 
+    def task_loaders(self) -> Mapping[str, Loader]:
+        """The dataset formats this env loads (``"<format>:<path>"``), bound to the instance's options."""
+        return self.loaders
+
     def _load_tasks(self, dataset: str | None, split: str | None) -> TaskSet:
-        bundled = type(self).bundled_tasks
-        # Bound classmethods are new objects on every access: compare the functions behind them.
-        has_bundled = bundled.__func__ is not AgentEnv.bundled_tasks.__func__
-        generator = self.task_generator()
+        # The base's own method is the "no bundled tasks" marker; an env that ships tasks overrides it.
+        has_bundled = _function(type(self).bundled_tasks) is not _function(AgentEnv.bundled_tasks)
         if dataset is None:
             dataset = "bundled" if has_bundled else "generated"
         return load_taskset(
             dataset,
             split,
-            bundled=bundled if has_bundled else None,
-            generator=generator,
-            loaders=self.loaders,
+            bundled=self.bundled_tasks if has_bundled else None,
+            generator=self.task_generator(),
+            loaders=self.task_loaders(),
             env_name=type(self).__name__,
         )
 
@@ -204,13 +193,36 @@ class AgentEnv(gym.Env[str, Any]):
             '<tool_call>{"name": <tool>, "arguments": {...}}</tool_call>; several blocks run in order.'
         )
 
+    def _reset_extra(self, task: Task) -> Mapping[str, Any]:
+        """The env's own fields of the reset info (``info["extra"]``), such as SQL's ``db_id``."""
+        return {}
+
     def _on_reply(self, text: str) -> ToolOutput | None:
         """Handle a reply that holds text and no tool call. None: it is a format error."""
         return None
 
+    def _before_step(self) -> None:
+        """Called first in every step, before the action is parsed (per-step counters, say)."""
+
+    def _step_components(self, step: StepReport) -> Mapping[str, float]:
+        """Components this step adds, after its tools ran (and, on the last step, after grading).
+
+        ``step.format_ok`` says whether the action was usable and ``step.tool_calls`` what was called. The
+        values are checked like every component (real, finite, in range).
+        """
+        return {}
+
+    def _step_extra(self, step: StepReport) -> Mapping[str, Any]:
+        """The env's own fields of this step's info (``info["extra"]``), such as a turn's checklist."""
+        return {}
+
     def _grade(self, submitted: bool) -> Grade:
-        """Grade the episode. ``submitted`` is False when it ended by truncation."""
+        """Grade the episode (all grading happens here). ``submitted`` is False when it ended by truncation."""
         raise NotImplementedError
+
+    def _final_observation(self, observation: str, final: FinalReport) -> str:
+        """The last step's observation, given the final report (CAD adds the grade to its submit's reply)."""
+        return observation
 
     def _end(self) -> None:
         """Release the episode's resources (sandboxes, connections)."""
@@ -239,7 +251,7 @@ class AgentEnv(gym.Env[str, Any]):
         super().reset(seed=seed)
         if self.task is not None:
             self._end()
-        task_id = options.get("task_id")
+        task_id = options.get(R.TASK_ID)
         self.task = self.tasks.get(str(task_id)) if task_id is not None else self.tasks.sample(self.np_random)
         self.turn = 0
         self._over = False
@@ -252,24 +264,23 @@ class AgentEnv(gym.Env[str, Any]):
             # One retry: a crashed sandbox or daemon hiccup should not cost the caller the reset.
             self._end()
             statement = self._begin(self.task)
-        tools = self._tools(self.task)
-        self._tools_by_name = {t.name: t for t in tools}
-        schemas = tool_schemas(tools)
+        schemas = self._use_tools(self.task)
         statement = truncate_middle(sanitize_text(statement), self.max_observation_chars)
         system = self._system_prompt(self.task)
         self.messages = [
             {"role": "system", "content": system},
             {"role": "user", "content": statement},
         ]
-        info = {
-            "task_id": self.task.id,
-            "difficulty": self.task.difficulty,
-            "split": self.task.split,
-            "tools": schemas,
-            "system_prompt": system,
-            "messages": list(self.messages),
-        }
-        return statement, info
+        report = ResetReport(
+            task_id=self.task.id,
+            difficulty=self.task.difficulty,
+            split=self.task.split,
+            tools=schemas,
+            system_prompt=system,
+            messages=self.messages,
+            extra=dict(self._reset_extra(self.task)),
+        )
+        return statement, report.as_info()
 
     def step(self, action: Any) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
         if self.task is None:
@@ -277,100 +288,113 @@ class AgentEnv(gym.Env[str, Any]):
         if self._over:
             raise ResetNeeded("The episode is over (terminated or truncated): call env.reset() before step()")
         self.turn += 1
-        components: dict[str, float] = {}
+        self._before_step()
+        step = StepReport(task_id=self.task.id, turn=self.turn)
         issues: dict[str, Any] = {}
-        infra_error: str | None = None
-        new_messages: list[dict[str, Any]] = []
-        call_log: list[dict[str, Any]] = []
+        observation, terminal, infra_error = self._act(self._parse(action), action, step, issues)
+        self.messages.extend(step.new_messages)
 
-        parsed = self._parse(action)
+        terminated = (terminal or self._end_requested) and infra_error is None
+        truncated = infra_error is not None or (not terminated and self.turn >= self.max_turns)
+        step.ended = terminated or truncated
+        reward = 0.0
+        final: FinalReport | None = None
+        grade_components: dict[str, float] = {}
+        if step.ended:
+            self._over = True
+            final, grade_components = self._finish(submitted=terminated, infra_error=infra_error, issues=issues)
+            reward = final.outcome
+        step.reward_components.update(self._checked_components(self._step_components(step), "step", issues))
+        # Grading components win over this step's components of the same name (SQL's `executed`).
+        step.reward_components.update(grade_components)
+        step.extra.update(self._step_extra(step))
+        step.reward_issues = list(issues.get(R.REWARD_ISSUES, ()))
+        info = step.as_info()
+        if final is not None:
+            info.update(final.as_info())
+            observation = self._final_observation(observation, final)
+        observation = truncate_middle(observation, self.max_observation_chars)
+        return observation, reward, terminated, truncated, info
+
+    def _act(
+        self, parsed: ParsedAction, action: Any, step: StepReport, issues: dict[str, Any]
+    ) -> tuple[str, bool, str | None]:
+        """Carry out a parsed action: ``(observation, a terminal tool ran, infra error)``; fills ``step``."""
+        components = step.reward_components
         assistant: dict[str, Any] = {"role": "assistant", "content": parsed.text}
         if isinstance(action, str):
             assistant["content"] = sanitize_text(action)[: self.max_action_chars]
         if parsed.calls:
             assistant["tool_calls"] = [c.to_openai() for c in parsed.calls]
-        new_messages.append(assistant)
-
-        terminal = False
+        step.new_messages.append(assistant)
+        available = ", ".join(self._tools_by_name)
         if parsed.errors:
+            step.format_ok = False
             components["format"] = 0.0
             observation = "Your reply could not be used:\n" + "\n".join(f"- {e}" for e in parsed.errors)
-            observation += "\nAvailable tools: " + ", ".join(self._tools_by_name)
-            new_messages.append({"role": "user", "content": observation})
-        elif not parsed.calls:
+            observation += "\nAvailable tools: " + available
+            step.new_messages.append({"role": "user", "content": observation})
+            return observation, False, None
+        if not parsed.calls:
             reply = self._on_reply(parsed.text)
             if reply is None:
+                step.format_ok = False
                 components["format"] = 0.0
                 observation = (
                     "No tool call found in your reply. Call a tool with "
-                    '<tool_call>{"name": ..., "arguments": {...}}</tool_call>. Available tools: '
-                    + ", ".join(self._tools_by_name)
+                    '<tool_call>{"name": ..., "arguments": {...}}</tool_call>. Available tools: ' + available
                 )
             else:
                 observation = reply.content
                 new = self._remember_result("reply", parsed.text, sanitize_text(str(observation)))
                 components.update(self._checked_components(reply.components, "reply", issues))
                 components["format"] = 1.0 if new else 0.0  # the core's own component: a tool cannot set it
-            new_messages.append({"role": "user", "content": observation})
-        else:
-            fresh = False
-            outputs: list[str] = []
-            gathered: dict[str, list[float]] = {}
-            for call in parsed.calls:
-                tool = self._tools_by_name[call.name]
-                try:
-                    out = self._run_tool(tool, call)
-                except InfraError as exc:
-                    infra_error = f"{type(exc).__name__}: {exc}"
-                    out = ToolOutput(f"Infrastructure error (not your fault): {exc}", is_error=True)
-                call_log.append({"name": call.name, "arguments": call.arguments, "error": out.is_error})
-                for key, value in self._checked_components(out.components, f"tool {call.name}", issues).items():
-                    gathered.setdefault(key, []).append(value)
-                content = truncate_middle(sanitize_text(str(out.content)), self.max_observation_chars)
-                fresh = self._remember_result(call.name, call.arguments, content) or fresh
-                new_messages.append(
-                    {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
-                )
-                outputs.append(content)
-                if infra_error:
-                    break
-                if tool.terminal:
-                    terminal = True
-                    break
-            # Well-formed, and not only repeats of calls that already returned the same result this episode.
-            components.update({k: math.fsum(v) / len(v) for k, v in gathered.items()})
-            components["format"] = 1.0 if fresh or infra_error else 0.0
-            if len(outputs) == 1 and len(parsed.calls) == 1:
-                observation = outputs[0]
-            else:
-                parts = [f"[{i}] {log['name']}:\n{text}" for i, (log, text) in enumerate(zip(call_log, outputs), 1)]
-                skipped = len(parsed.calls) - len(call_log)
-                if skipped and not infra_error:
-                    parts.append(f"({skipped} later call(s) were not run: {call_log[-1]['name']} ended the episode)")
-                observation = "\n\n".join(parts)
-        self.messages.extend(new_messages)
+            step.new_messages.append({"role": "user", "content": observation})
+            return observation, False, None
+        fresh = terminal = False
+        infra_error: str | None = None
+        outputs: list[str] = []
+        gathered: dict[str, list[float]] = {}
+        for call in parsed.calls:
+            tool = self._tools_by_name[call.name]
+            try:
+                out = self._run_tool(tool, call)
+            except InfraError as exc:
+                infra_error = f"{type(exc).__name__}: {exc}"
+                out = ToolOutput(f"Infrastructure error (not your fault): {exc}", is_error=True)
+            step.tool_calls.append(CallRecord(call.id, call.name, call.arguments, out.is_error))
+            for key, value in self._checked_components(out.components, f"tool {call.name}", issues).items():
+                gathered.setdefault(key, []).append(value)
+            content = truncate_middle(sanitize_text(str(out.content)), self.max_observation_chars)
+            fresh = self._remember_result(call.name, call.arguments, content) or fresh
+            step.new_messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content})
+            outputs.append(content)
+            if infra_error:
+                break
+            if tool.terminal:
+                terminal = True
+                break
+        # Well-formed, and not only repeats of calls that already returned the same result this episode.
+        components.update({k: math.fsum(v) / len(v) for k, v in gathered.items()})
+        components["format"] = 1.0 if fresh or infra_error else 0.0
+        if len(outputs) == 1 and len(parsed.calls) == 1:
+            return outputs[0], terminal, infra_error
+        made = step.tool_calls
+        parts = [f"[{i}] {record.name}:\n{text}" for i, (record, text) in enumerate(zip(made, outputs), 1)]
+        skipped = len(parsed.calls) - len(made)
+        if skipped and not infra_error:
+            parts.append(f"({skipped} later call(s) were not run: {made[-1].name} ended the episode)")
+        return "\n\n".join(parts), terminal, infra_error
 
-        terminated = (terminal or self._end_requested) and infra_error is None
-        truncated = infra_error is not None or (not terminated and self.turn >= self.max_turns)
-        info: dict[str, Any] = {
-            "task_id": self.task.id,
-            "turn": self.turn,
-            "reward_components": components,
-            "tool_calls": call_log,
-            "new_messages": new_messages,
-        }
-        reward = 0.0
-        if terminated or truncated:
-            self._over = True
-            final, grade_components = self._finish(submitted=terminated, infra_error=infra_error, issues=issues)
-            info.update(final)
-            # Grading components win over this step's components of the same name (SQL's `executed`).
-            info["reward_components"] = {**components, **grade_components}
-            reward = final["outcome"]
-        if issues:
-            info[REWARD_ISSUES] = list(issues[REWARD_ISSUES])
-        observation = truncate_middle(observation, self.max_observation_chars)
-        return observation, reward, terminated, truncated, info
+    def _use_tools(self, task: Task) -> list[dict[str, Any]]:
+        """Make ``task``'s tools current and return their schemas (built once per task, then cached)."""
+        key = (task.source, task.id)
+        cached = self._tool_cache.get(key)
+        if cached is None:
+            tools = self._tools(task)
+            cached = self._tool_cache[key] = ({t.name: t for t in tools}, tool_schemas(tools))
+        self._tools_by_name = cached[0]
+        return cached[1]
 
     def _check_options(self, options: Any) -> dict[str, Any]:
         if options is None:
@@ -381,7 +405,7 @@ class AgentEnv(gym.Env[str, Any]):
         unknown = sorted(repr(k) for k in options if k not in self.reset_options)
         if unknown:
             raise ValueError(f"unknown reset option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        task_id = options.get("task_id")
+        task_id = options.get(R.TASK_ID)
         if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, str | int)):
             raise TypeError(f"reset option task_id must be a str, got {type(task_id).__name__}")
         return dict(options)
@@ -441,7 +465,7 @@ class AgentEnv(gym.Env[str, Any]):
 
     def _finish(
         self, *, submitted: bool, infra_error: str | None, issues: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, float]]:
+    ) -> tuple[FinalReport, dict[str, float]]:
         if infra_error is not None:
             grade = Grade(outcome=0.0)
         else:
@@ -454,20 +478,19 @@ class AgentEnv(gym.Env[str, Any]):
         if problem:
             # A grader that cannot say how well the episode went failed; its sample must not look like a 0.
             infra_error = f"the grader's outcome {grade.outcome!r} {problem}"
-            flag_issue(issues, type(self).__name__, "outcome", grade.outcome, problem)
+            flag_issue(issues, type(self).__name__, R.OUTCOME, grade.outcome, problem)
             grade = Grade(outcome=0.0, details=grade.details)
-        final = {
-            "outcome": float(grade.outcome),
-            "units": grade.units,
-            "checklist": grade.checklist,
-            "hack_flags": list(grade.hack_flags),
-            "infra_error": infra_error,
-            "submitted": submitted,
-            "turns": self.turn,
-        }
-        if grade.details:
-            final["grade_details"] = grade.details
-        self._final_info = final
+        final = FinalReport(
+            outcome=float(grade.outcome),
+            units=[Unit.coerce(unit) for unit in grade.units],
+            checklist=[Criterion.coerce(item) for item in grade.checklist],
+            hack_flags=list(grade.hack_flags),
+            infra_error=infra_error,
+            submitted=submitted,
+            turns=self.turn,
+            details=grade.details,
+        )
+        self._final_info = final.as_info()
         return final, self._checked_components(grade.components, "grade", issues)
 
     def snapshot(self) -> EpisodeSnapshot:
@@ -511,7 +534,7 @@ class AgentEnv(gym.Env[str, Any]):
         self._seen_results = set(snapshot.seen_results)
         self.np_random.bit_generator.state = copy.deepcopy(snapshot.np_random_state)
         self._restore_state(snapshot.state)
-        self._tools_by_name = {t.name: t for t in self._tools(self.task)}
+        self._use_tools(self.task)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -524,6 +547,11 @@ class AgentEnv(gym.Env[str, Any]):
             self._end()
         self.task = None
         super().close()
+
+
+def _function(method: Any) -> Any:
+    """The function behind a method, classmethod or staticmethod (bound classmethods are new each access)."""
+    return getattr(method, "__func__", method)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -552,9 +580,9 @@ def render_transcript(
             lines.append(f"  -> {fn['name']}({fn['arguments']})")
     if final:
         lines.append(
-            f"=== outcome {final.get('outcome')} after {final.get('turns')} turn(s)"
-            + (f", hack flags: {final['hack_flags']}" if final.get("hack_flags") else "")
-            + (f", infra error: {final['infra_error']}" if final.get("infra_error") else "")
+            f"=== outcome {final.get(R.OUTCOME)} after {final.get(R.TURNS)} turn(s)"
+            + (f", hack flags: {final[R.HACK_FLAGS]}" if final.get(R.HACK_FLAGS) else "")
+            + (f", infra error: {final[R.INFRA_ERROR]}" if final.get(R.INFRA_ERROR) else "")
             + " ==="
         )
     return "\n".join(lines) + "\n"

@@ -21,10 +21,11 @@ import numbers
 from collections.abc import MutableMapping
 from typing import Any
 
+from execgym.core.report import REWARD_ISSUES
+
 __all__ = ["MAX_MAGNITUDE", "REWARD_ISSUES", "flag_issue", "number_problem"]
 
 MAX_MAGNITUDE = 1e9
-REWARD_ISSUES = "reward_issues"
 
 
 def number_problem(value: Any, *, low: float | None = None, high: float | None = None) -> str | None:

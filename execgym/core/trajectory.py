@@ -20,13 +20,15 @@ import math
 import numbers
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
+
+from execgym.core import report as R
 
 __all__ = ["RecordTrajectory", "ReplayResult", "abandon_record", "append_jsonl", "read_trajectories", "replay_file"]
 
@@ -144,12 +146,18 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         >>> obs, info = env.reset(seed=0)                                     # doctest: +SKIP
     """
 
-    def __init__(self, env: gym.Env[str, Any], path: str | os.PathLike[str], *, renders: bool = False) -> None:
+    def __init__(self, env: gym.Env[str, Any], path: str | os.PathLike[str] | None = None, *, renders: bool = False,
+                 sink: Callable[[dict[str, Any]], None] | None = None) -> None:
+        if (path is None) == (sink is None):
+            raise ValueError("RecordTrajectory takes a path or a sink (a callable that takes each record), not both")
         super().__init__(env)
         self.renders = bool(renders)  # keep the env's end-of-episode picture (``picture_png()``, e.g. CAD)
         self._render_error: str | None = None
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A sink takes each finished record (a Ray worker hands them back to the driver, which writes the file).
+        self.sink = sink
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.episodes_written = 0
         self._record: dict[str, Any] | None = None
         self._t_episode = 0.0
@@ -179,12 +187,12 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         self._record = {
             "format": FORMAT,
             **self._env_identity(),
-            "task_id": info.get("task_id"),
+            R.TASK_ID: info.get(R.TASK_ID),
             "seed": seed,
             "options": options,
             "reset_observation": obs,
-            "system_prompt": info.get("system_prompt"),
-            "tools": info.get("tools"),
+            R.SYSTEM_PROMPT: info.get(R.SYSTEM_PROMPT),
+            R.TOOLS: info.get(R.TOOLS),
             "reset_time_s": time.perf_counter() - t0,
             "steps": [],
         }
@@ -201,13 +209,15 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
                 "reward": _reward(reward),
                 "terminated": bool(terminated),
                 "truncated": bool(truncated),
-                "reward_components": info.get("reward_components", {}),
-                "reward_breakdown": info.get("reward_breakdown"),
-                "tool_calls": info.get("tool_calls", []),
+                R.REWARD_COMPONENTS: info.get(R.REWARD_COMPONENTS, {}),
+                R.BREAKDOWN: info.get(R.BREAKDOWN),
+                R.TOOL_CALLS: info.get(R.TOOL_CALLS, []),
                 "step_time_s": elapsed,
             }
-            if info.get("reward_issues"):
-                step["reward_issues"] = list(info["reward_issues"])
+            if info.get(R.REWARD_ISSUES):
+                step[R.REWARD_ISSUES] = list(info[R.REWARD_ISSUES])
+            if info.get(R.EXTRA):
+                step[R.EXTRA] = info[R.EXTRA]
             self._record["steps"].append(step)
             if terminated or truncated:
                 self._write(info)
@@ -255,15 +265,16 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         record.update(
             {
                 "return": math.fsum(s["reward"] for s in steps if s["reward"] is not None),
-                "agent_error": agent_error,
-                "outcome": info.get("outcome"),
-                "units": info.get("units"),
-                "checklist": info.get("checklist"),
-                "hack_flags": info.get("hack_flags"),
-                "infra_error": info.get("infra_error"),
-                "turns": len(steps),
+                R.AGENT_ERROR: agent_error,
+                R.OUTCOME: info.get(R.OUTCOME),
+                R.UNITS: info.get(R.UNITS),
+                R.CHECKLIST: info.get(R.CHECKLIST),
+                R.HACK_FLAGS: info.get(R.HACK_FLAGS),
+                R.INFRA_ERROR: info.get(R.INFRA_ERROR),
+                R.SUBMITTED: info.get(R.SUBMITTED),
+                R.TURNS: len(steps),
                 "episode_time_s": time.perf_counter() - self._t_episode,
-                "messages": getattr(self.env.unwrapped, "messages", None),
+                R.MESSAGES: getattr(self.env.unwrapped, "messages", None),
             }
         )
         if self.renders:
@@ -271,7 +282,11 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
             record["renders"] = self._renders()
             if self._render_error:
                 record["render_error"] = self._render_error
-        append_jsonl(self.path, record)
+        if self.sink is not None:
+            self.sink(record)
+        else:
+            assert self.path is not None
+            append_jsonl(self.path, record)
         self.episodes_written += 1
 
 
@@ -382,12 +397,12 @@ def replay_file(
             env = _make_env(record, trust_entry_points=trust_entry_points)
         except Exception as exc:  # a record that cannot be rebuilt is a result to report, not a crash
             text = str(exc) if isinstance(exc, ReplayRefused) else f"replay failed: {type(exc).__name__}: {exc}"
-            results.append(ReplayResult(index, record.get("task_id"), len(steps), False,
+            results.append(ReplayResult(index, record.get(R.TASK_ID), len(steps), False,
                                         math.fsum(r for r in recorded if not math.isnan(r)), 0.0, text))
             continue
         try:
             env.reset(seed=record.get("seed"), options={**(record.get("options") or {}),
-                                                        "task_id": record.get("task_id")})
+                                                        R.TASK_ID: record.get(R.TASK_ID)})
             for step in steps:
                 _, reward, terminated, truncated, _info = env.step(step["action"])
                 replayed.append(float(reward))
@@ -404,7 +419,7 @@ def replay_file(
             if reward_wrappers:
                 message += f" (recorded through {reward_wrappers}, which replay does not rebuild)"
         results.append(
-            ReplayResult(index, record.get("task_id"), len(steps), same and not message.startswith("replay failed"),
+            ReplayResult(index, record.get(R.TASK_ID), len(steps), same and not message.startswith("replay failed"),
                          float(sum(recorded)), float(sum(replayed)), message)
         )
     return results

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from execgym.core import report as R
 from execgym.rollout.runner import wilson_interval
 
 __all__ = ["Episode", "Run", "ViewError", "load_run"]
@@ -45,7 +46,7 @@ class Episode:
 
     @property
     def outcome(self) -> float | None:
-        value = self.record.get("outcome")
+        value = self.record.get(R.OUTCOME)
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
     @property
@@ -55,25 +56,25 @@ class Episode:
     @property
     def error(self) -> str | None:
         """``infra: ...`` or ``agent: ...`` when the episode ended on an infra or agent error."""
-        if self.record.get("infra_error"):
+        if self.record.get(R.INFRA_ERROR):
             return f"infra: {self.record['infra_error']}"
-        if self.record.get("agent_error"):
+        if self.record.get(R.AGENT_ERROR):
             return f"agent: {self.record['agent_error']}"
         return None
 
     def index_row(self) -> dict[str, Any]:
         """What the episode list shows and filters on (small: the list of a 10,000-episode run stays fast)."""
         steps = self.record.get("steps") or []
-        hack = self.record.get("hack_flags") or []
+        hack = self.record.get(R.HACK_FLAGS) or []
         return {
             "env": self.env_id.removeprefix("execgym/"),
             "agent": self.agent,
-            "task": _text(self.record.get("task_id")),
+            "task": _text(self.record.get(R.TASK_ID)),
             "seed": self.record.get("seed") if isinstance(self.record.get("seed"), int) else None,
-            "outcome": self.outcome,
+            R.OUTCOME: self.outcome,
             "ret": _finite(self.record.get("return")),
-            "turns": len(steps),
-            "calls": sum(len(s.get("tool_calls") or []) for s in steps if isinstance(s, dict)),
+            R.TURNS: len(steps),
+            "calls": sum(len(s.get(R.TOOL_CALLS) or []) for s in steps if isinstance(s, dict)),
             "hack": [_text(h) for h in hack] if isinstance(hack, list) else [_text(hack)],
             "error": self.error,
             "result": "error" if self.error else "success" if self.success else "failure",
@@ -140,7 +141,7 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _is_trajectory(record: dict[str, Any]) -> bool:
-    return "steps" in record and ("env_id" in record or "task_id" in record)
+    return "steps" in record and ("env_id" in record or R.TASK_ID in record)
 
 
 def _trajectory_files(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[Path]]:
@@ -175,13 +176,13 @@ def _summary_from_episodes(episodes: Iterable[Episode]) -> list[dict[str, Any]]:
         wins = sum(e.success for e in scored)
         rows.append({
             "env_id": env_id, "agent": agent, "episodes": len(eps), "scored": len(scored),
-            "infra_errors": sum(bool(e.record.get("infra_error")) for e in eps),
-            "agent_errors": sum(bool(e.record.get("agent_error")) and not e.record.get("infra_error") for e in eps),
+            "infra_errors": sum(bool(e.record.get(R.INFRA_ERROR)) for e in eps),
+            "agent_errors": sum(bool(e.record.get(R.AGENT_ERROR)) and not e.record.get(R.INFRA_ERROR) for e in eps),
             "success_rate": wins / len(scored) if scored else None,
             "success_ci95": list(wilson_interval(wins, len(scored))),
             "mean_reward": _mean([e.record.get("return") for e in scored]),
             "mean_turns": _mean([len(e.record.get("steps") or []) for e in scored]),
-            "hack_flagged": sum(bool(e.record.get("hack_flags")) for e in scored),
+            "hack_flagged": sum(bool(e.record.get(R.HACK_FLAGS)) for e in scored),
         })
     return rows
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import jinja2
 
+from execgym.core import report as R
 from execgym.view.loader import Episode, Run, load_run
 
 __all__ = ["BLOCK_SIZE", "build_report", "render_report", "serve_report"]
@@ -32,9 +33,9 @@ __all__ = ["BLOCK_SIZE", "build_report", "render_report", "serve_report"]
 BLOCK_SIZE = 64
 # what the episode page shows; everything else in a record (the chat, which repeats the steps; the tools'
 # schemas, shown once per env) is left out of the blobs to keep the file small
-_DETAIL_KEYS = ("task_id", "seed", "options", "reset_observation", "system_prompt", "steps", "return", "outcome",
-                "units", "checklist", "hack_flags", "infra_error", "agent_error", "turns", "episode_time_s",
-                "reset_time_s", "inner_wrappers", "env_kwargs", "execgym_version", "renders", "submitted")
+_DETAIL_KEYS = (R.TASK_ID, "seed", "options", "reset_observation", R.SYSTEM_PROMPT, "steps", "return", R.OUTCOME,
+                R.UNITS, R.CHECKLIST, R.HACK_FLAGS, R.INFRA_ERROR, R.AGENT_ERROR, R.TURNS, "episode_time_s",
+                "reset_time_s", "inner_wrappers", "env_kwargs", "execgym_version", "renders", R.SUBMITTED)
 _PLOT_PATTERNS = ("*__components.png", "curves.png")
 
 
@@ -81,8 +82,8 @@ def _tools_by_env(episodes: Sequence[Episode]) -> dict[str, list[dict[str, Any]]
     """Each env's tool schemas once (every record repeats them)."""
     tools: dict[str, list[dict[str, Any]]] = {}
     for ep in episodes:
-        if ep.env_id not in tools and isinstance(ep.record.get("tools"), list):
-            tools[ep.env_id] = ep.record["tools"]
+        if ep.env_id not in tools and isinstance(ep.record.get(R.TOOLS), list):
+            tools[ep.env_id] = ep.record[R.TOOLS]
     return tools
 
 
@@ -129,7 +130,7 @@ def render_report(run: Run, *, plots: Sequence[dict[str, str]] = ()) -> str:
     data = {
         "index": _plain(index),
         "block_size": BLOCK_SIZE,
-        "tools": _plain(_tools_by_env(run.episodes)),
+        R.TOOLS: _plain(_tools_by_env(run.episodes)),
         "lower_is_better": sorted(_lower_is_better()),
     }
     script = _asset("report.js")
@@ -179,7 +180,7 @@ def _summary_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "errors": f"{row.get('infra_errors', 0)} / {row.get('agent_errors', 0)}",
             "success": success,
             "reward": _fmt(row.get("mean_reward"), 3),
-            "turns": _fmt(row.get("mean_turns"), 1),
+            R.TURNS: _fmt(row.get("mean_turns"), 1),
             "calls": _fmt(row.get("mean_tool_calls"), 1),
             "hack": row.get("hack_flagged", 0),
             "components": [(k + (" ↓" if k in lower else ""), _fmt(v)) for k, v in comps.items()],

@@ -54,7 +54,7 @@ def test_oracle_wins_and_final_info_contract():
     _, info = env.reset(seed=3)
     obs, reward, terminated, truncated, info = env.step(env.task.oracle[0])
     assert (reward, terminated, truncated) == (1.0, True, False)
-    assert info["outcome"] == 1.0 and info["units"] == [{"id": "word", "passed": True}]
+    assert info["outcome"] == 1.0 and info["units"] == [{"id": "word", "passed": True, "evidence": "", "extra": {}}]
     assert info["hack_flags"] == [] and info["infra_error"] is None and info["checklist"] == []
     assert info["reward_components"]["format"] == 1.0 and "hints" in info["reward_components"]
 
@@ -189,7 +189,7 @@ def test_dataset_errors_are_clear(tmp_path):
     assert GuessEnv(split="train").tasks.splits() == {"train": 3}
     with pytest.raises(ValueError, match="unknown difficulty"):
         GuessEnv(dataset="generated:impossible")
-    assert isinstance(GuessEnv(tasks=TaskSet(GuessEnv.bundled_tasks()[:1])).tasks, TaskSet)
+    assert isinstance(GuessEnv(tasks=TaskSet(GuessEnv().bundled_tasks()[:1])).tasks, TaskSet)
 
 
 def test_registered_envs_pass_check_env():

@@ -49,6 +49,30 @@ def test_one_line_per_finished_episode_with_everything(tmp_path):
     assert rec["messages"][0]["role"] == "system" and rec["tools"][0]["function"]["name"] == "hint"
 
 
+def test_a_sink_takes_the_records_a_file_would_get(tmp_path):
+    taken: list[dict] = []
+    sunk = RecordTrajectory(GuessEnv(), sink=taken.append)
+    filed = RecordTrajectory(GuessEnv(), tmp_path / "t.jsonl")
+    for env in (sunk, filed):
+        env.reset(seed=0)
+        word = env.unwrapped.task.data["word"]
+        env.step({"name": "submit", "arguments": {"word": word}})
+    [written] = list(read_trajectories(tmp_path / "t.jsonl"))
+    assert len(taken) == 1 and sunk.episodes_written == 1 and sunk.path is None
+    for key in ("task_id", "outcome", "submitted", "tools"):
+        assert taken[0][key] == written[key], key
+    timeless = [[{k: v for k, v in step.items() if k != "step_time_s"} for step in r["steps"]]
+                for r in (taken[0], written)]
+    assert timeless[0] == timeless[1]
+    for bad in ({}, {"path": tmp_path / "u.jsonl", "sink": taken.append}):
+        try:
+            RecordTrajectory(GuessEnv(), **bad)
+        except ValueError as exc:
+            assert "a path or a sink" in str(exc)
+        else:
+            raise AssertionError(f"RecordTrajectory accepted {bad}")
+
+
 def test_replay_reproduces_and_detects_a_changed_env(tmp_path):
     path = tmp_path / "t.jsonl"
     env = RecordTrajectory(GuessEnv(), path)

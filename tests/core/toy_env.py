@@ -16,8 +16,7 @@ class GuessEnv(AgentEnv):
     default_max_turns = 6
     component_ranges = {"hints": (0.0, 100.0)}  # a count, not a score in 0..1
 
-    @classmethod
-    def bundled_tasks(cls) -> list[Task]:
+    def bundled_tasks(self) -> list[Task]:
         return [
             Task(
                 id=f"word-{i}",
@@ -29,8 +28,7 @@ class GuessEnv(AgentEnv):
             for i, w in enumerate(WORDS)
         ]
 
-    @classmethod
-    def task_generator(cls):
+    def task_generator(self):
         def generate(seed: int, difficulty: str | None) -> Task:
             word = WORDS[seed % len(WORDS)] + str(seed % 7)
             return Task(id=str(seed), prompt=f"Find the secret {len(word)}-letter word.", data={"word": word},
