@@ -87,6 +87,7 @@ def _call(name: str, query: str) -> str:
 
 def execgym_round(task_ids: list[str], explore: list[dict[str, str]], first_task: dict[str, str]) -> dict[str, Any]:
     """One pass as a fresh process would make it: a new env, no gold signal or result cached."""
+    from execgym.core.report import TASK_ID
     from execgym.envs.sql import grading
     from execgym.envs.sql.env import TextToSQLEnv
 
@@ -96,7 +97,7 @@ def execgym_round(task_ids: list[str], explore: list[dict[str, str]], first_task
     rewards: list[float] = []
     for task_id in task_ids:
         start = time.perf_counter()
-        env.reset(options={"task_id": task_id})
+        env.reset(options={TASK_ID: task_id})
         out["reset"].append(time.perf_counter() - start)
         gold = env.task.data["gold"]
         start = time.perf_counter()
@@ -107,7 +108,7 @@ def execgym_round(task_ids: list[str], explore: list[dict[str, str]], first_task
         _, reward, *_ = env.step(_call("submit_sql", gold + " "))
         out["cold"].append(time.perf_counter() - start)
         rewards.append(float(reward))
-        env.reset(options={"task_id": task_id})
+        env.reset(options={TASK_ID: task_id})
         start = time.perf_counter()
         env.step(_call("execute_sql", gold))  # the same query in a later episode (a GRPO group's next sample)
         out["repeat"].append(time.perf_counter() - start)
@@ -115,7 +116,7 @@ def execgym_round(task_ids: list[str], explore: list[dict[str, str]], first_task
         env.step(_call("submit_sql", gold + "  "))
         out["warm"].append(time.perf_counter() - start)
     for item in explore:
-        env.reset(options={"task_id": first_task[item["db_id"]]})
+        env.reset(options={TASK_ID: first_task[item["db_id"]]})
         start = time.perf_counter()
         env.step(_call("execute_sql", item["query"]))
         out["explore"].append(time.perf_counter() - start)

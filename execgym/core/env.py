@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, SupportsFloat
 
@@ -144,7 +144,7 @@ class AgentEnv(gym.Env[str, Any]):
         self.turn = 0
         self._tools_by_name: dict[str, Tool] = {}
         # A task's tools and schemas, built once (pydantic schema generation costs milliseconds; a reset should not).
-        self._tool_cache: LRUCache[tuple[str, str], tuple[dict[str, Tool], list[dict[str, Any]]]] = LRUCache(256)
+        self._tool_cache: LRUCache[Hashable, tuple[dict[str, Tool], list[dict[str, Any]]]] = LRUCache(256)
         self._over = True
         self._end_requested = False
         self._final_info: dict[str, Any] | None = None
@@ -186,6 +186,13 @@ class AgentEnv(gym.Env[str, Any]):
     def _tools(self, task: Task) -> list[Tool]:
         """The tools the agent has in this episode."""
         raise NotImplementedError
+
+    def _tools_key(self, task: Task) -> Hashable:
+        """What ``_tools(task)`` depends on: its tools and schemas are cached under this key (default: the task).
+
+        An env whose tools are the same for every task returns a constant, so a new task costs no schema work.
+        """
+        return (task.source, task.id)
 
     def _system_prompt(self, task: Task) -> str:
         return (
@@ -387,8 +394,8 @@ class AgentEnv(gym.Env[str, Any]):
         return "\n\n".join(parts), terminal, infra_error
 
     def _use_tools(self, task: Task) -> list[dict[str, Any]]:
-        """Make ``task``'s tools current and return their schemas (built once per task, then cached)."""
-        key = (task.source, task.id)
+        """Make ``task``'s tools current and return their schemas (built once per ``_tools_key``, then cached)."""
+        key = self._tools_key(task)
         cached = self._tool_cache.get(key)
         if cached is None:
             tools = self._tools(task)

@@ -32,6 +32,7 @@ __all__ = [
     "AGENT_ERROR",
     "BREAKDOWN",
     "CHECKLIST",
+    "CHECKLIST_SO_FAR",
     "DIFFICULTY",
     "EXTRA",
     "GRADE_DETAILS",
@@ -50,7 +51,9 @@ __all__ = [
     "TOOL_CALLS",
     "TURN",
     "TURNS",
+    "TURN_CHECKLIST",
     "UNITS",
+    "USER_TURN",
     "CallRecord",
     "Criterion",
     "FinalInfo",
@@ -77,6 +80,13 @@ MESSAGES: Final = "messages"
 """The chat so far in OpenAI message format (at reset: system and user)."""
 EXTRA: Final = "extra"
 """An env's own fields (SQL's ``db_id``, ToolUse's ``turn_checklist``); at reset and at any step."""
+# Fields under EXTRA that more than one layer reads (an env writes them, a reward wrapper reads them).
+TURN_CHECKLIST: Final = "turn_checklist"
+"""Mid-episode, under ``extra``: the criteria a user turn just decided (ToolUse; CM2 pays them)."""
+USER_TURN: Final = "user_turn"
+"""Under ``extra``, with ``turn_checklist``: which user turn (from 1) those criteria belong to."""
+CHECKLIST_SO_FAR: Final = "checklist_so_far"
+"""Mid-episode, under ``extra``: every criterion decided so far (``checklist`` itself appears only at the end)."""
 # Every step.
 TURN: Final = "turn"
 REWARD_COMPONENTS: Final = "reward_components"

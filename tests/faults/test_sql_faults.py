@@ -108,7 +108,7 @@ def test_a_result_too_big_to_grade_is_the_agents_zero(dataset):
     env.reset(seed=0)
     query = "SELECT * FROM items, items b, items c, items d, items e, items f, items g, items h, items i"
     _, reward, _, _, info = env.step(call("submit_sql", query=query))
-    assert reward == 0.0 and info["infra_error"] is None and "exceeds 5,000 rows" in info["units"][0]["error"]
+    assert reward == 0.0 and info["infra_error"] is None and "exceeds 5,000 rows" in info["units"][0]["evidence"]
     env.close()
 
 

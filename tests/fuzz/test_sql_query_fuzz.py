@@ -78,4 +78,4 @@ def test_the_issues_ascii_json_escape(fuzz_env, escape):
               + '\' FROM authors"}}</tool_call>')
     _, reward, terminated, _, info = fuzz_env.step(action)
     assert terminated and reward == 0.0 and info["infra_error"] is None
-    assert "refused" in info["units"][0]["error"] and info["reward_components"]["syntax"] == 0.0
+    assert "refused" in info["units"][0]["evidence"] and info["reward_components"]["syntax"] == 0.0

@@ -116,7 +116,7 @@ def test_a_refused_function_is_the_agents_zero_never_infra_error():
     assert "printf() is not allowed" in obs
     _, reward, terminated, _, info = env.step(call("submit_sql", query="SELECT printf('%s', name) FROM authors"))
     assert terminated and reward == 0.0 and info["infra_error"] is None
-    assert "printf() is not allowed" in info["units"][0]["error"]
+    assert "printf() is not allowed" in info["units"][0]["evidence"]
     env.close()
 
 

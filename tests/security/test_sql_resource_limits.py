@@ -59,7 +59,7 @@ def test_big_values_stay_within_the_byte_cap_plus_one_row():
     figures = _peak_growth_mb("""
         issue = "SELECT zeroblob(16000000), zeroblob(16000000) FROM (SELECT 1 FROM authors LIMIT 20)"
         _, reward, _, _, info = submit(env, issue)
-        figures["issue_error"] = info["units"][0].get("error", "")
+        figures["issue_error"] = info["units"][0].get("evidence", "")
         figures["issue_infra"] = info["infra_error"]
         # 600 rows of eight 99 KB blobs: 475 MB of result, each value just under the agent's length limit.
         many = ("SELECT " + ", ".join(["zeroblob(99000)"] * 8)
@@ -84,7 +84,7 @@ def test_distinct_long_submissions_keep_no_memory_alive():
         for i in range(5):
             query = f"SELECT {i} AS k, " + " + ".join(["price"] * 22_500) + " FROM books"
             _, _, _, _, info = submit(env, query)
-            figures.setdefault("long_errors", []).append(info["units"][0]["error"])
+            figures.setdefault("long_errors", []).append(info["units"][0]["evidence"])
         # Forty distinct queries just under the length limit that SQLite runs and grading tokenizes.
         for i in range(40):
             ids = ",".join(str(i * 5000 + j) for j in range(3_000))[:19_000].rsplit(",", 1)[0]
@@ -130,7 +130,7 @@ def test_a_query_over_max_query_chars_is_refused_clearly(tool):
     env.reset(options={"task_id": "bookshop-001"})
     query = "SELECT title FROM books WHERE book_id IN (" + ",".join(["1"] * 600) + ")"
     obs, reward, _, _, info = env.step({"name": tool, "arguments": {"query": query}})
-    text = obs if tool == "execute_sql" else info["units"][0]["error"]
+    text = obs if tool == "execute_sql" else info["units"][0]["evidence"]
     assert "1,242 characters long, over the limit of 1,000" in text and reward == 0.0
     assert info.get("infra_error") is None
     env.close()

@@ -2,17 +2,24 @@
 
 Entry counts bound nothing when entries differ in size (one parse tree of a 180 KB query is tens of
 megabytes), so every cache of the SQL env says how much memory it may keep and what each entry costs.
+The eviction is :class:`cachetools.LRUCache`'s; this adds what it lacks: a cost that may read the key, and a
+cap on one entry (cachetools keeps an entry up to the whole budget, which would empty the cache for it).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
+
+from cachetools import LRUCache
 
 __all__ = ["ByteLRU"]
 
 V = TypeVar("V")
+
+
+def _stored_size(item: tuple[object, int]) -> int:
+    return item[1]
 
 
 class ByteLRU(Generic[V]):
@@ -34,40 +41,50 @@ class ByteLRU(Generic[V]):
 
     def __init__(self, max_bytes: int, cost: Callable[[Hashable, V], int],
                  max_entry_bytes: int | None = None) -> None:
+        self._data: LRUCache[Hashable, tuple[V, int]] = LRUCache(1, getsizeof=_stored_size)
         self.max_bytes = int(max_bytes)
         self.max_entry_bytes = int(max_entry_bytes if max_entry_bytes is not None else self.max_bytes // 4)
         self._cost = cost
-        self._data: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
-        self.nbytes = 0
+
+    @property
+    def max_bytes(self) -> int:
+        """The budget. Setting it keeps the entries that fit the new one, least recently stored evicted first."""
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self._max_bytes = int(value)
+        # cachetools fixes a cache's size at construction: a new budget is a new cache holding what fits.
+        # Each value is stored with its cost, so the cost function may read the key (cachetools' cannot).
+        old, self._data = self._data, LRUCache(max(1, self._max_bytes), getsizeof=_stored_size)
+        for key, item in old.items():
+            if item[1] <= self._max_bytes:
+                self._data[key] = item
+
+    @property
+    def nbytes(self) -> int:
+        """The cost of what the cache holds now."""
+        return int(self._data.currsize)
 
     def get(self, key: Hashable) -> V | None:
         """The value for ``key`` (marked as recently used), or None."""
         item = self._data.get(key)
-        if item is None:
-            return None
-        self._data.move_to_end(key)
-        return item[0]
+        return None if item is None else item[0]
 
     def put(self, key: Hashable, value: V) -> None:
         """Keep ``value`` under ``key`` unless it is too big; evict the least recently used past the budget."""
         size = int(self._cost(key, value))
-        old = self._data.pop(key, None)
-        if old is not None:
-            self.nbytes -= old[1]
-        if size > self.max_entry_bytes:
+        if size > min(self.max_entry_bytes, self._max_bytes):
+            self._data.pop(key, None)
             return
         self._data[key] = (value, size)
-        self.nbytes += size
-        while self.nbytes > self.max_bytes and self._data:
-            _, (_, freed) = self._data.popitem(last=False)
-            self.nbytes -= freed
 
     def keys(self) -> list[Hashable]:
+        """The keys held, in the order they were first stored."""
         return list(self._data)
 
     def clear(self) -> None:
         self._data.clear()
-        self.nbytes = 0
 
     def __contains__(self, key: object) -> bool:
         return key in self._data

@@ -27,11 +27,13 @@ import re
 import sqlite3
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cachetools import LRUCache
 
 from execgym.core.errors import InfraError
 
@@ -785,6 +787,15 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class _ClosingLRU(LRUCache):
+    """An LRU of open connections that closes the one it evicts."""
+
+    def popitem(self) -> tuple[str, SafeDatabase]:
+        key, db = super().popitem()
+        db.close()
+        return key, db
+
+
 class DatabasePool:
     """Open :class:`SafeDatabase` connections, one per file, least recently used closed past ``max_open``.
 
@@ -801,7 +812,7 @@ class DatabasePool:
         self.max_open = max(1, int(max_open))
         self.timeout_s = timeout_s
         self.options = options
-        self._open: OrderedDict[str, SafeDatabase] = OrderedDict()
+        self._open: LRUCache[str, SafeDatabase] = _ClosingLRU(self.max_open)
 
     def get(self, path: str | Path) -> SafeDatabase:
         """The open connection to ``path``, opening it (and closing the least recently used) if needed.
@@ -811,14 +822,8 @@ class DatabasePool:
         """
         key = str(path)
         db = self._open.get(key)
-        if db is not None:
-            self._open.move_to_end(key)
-            return db
-        db = SafeDatabase(path, timeout_s=self.timeout_s, **self.options)
-        self._open[key] = db
-        while len(self._open) > self.max_open:
-            _, old = self._open.popitem(last=False)
-            old.close()
+        if db is None:
+            db = self._open[key] = SafeDatabase(path, timeout_s=self.timeout_s, **self.options)
         return db
 
     def __contains__(self, path: object) -> bool:
@@ -833,5 +838,4 @@ class DatabasePool:
     def close(self) -> None:
         """Close every open connection."""
         while self._open:
-            _, db = self._open.popitem()
-            db.close()
+            self._open.popitem()

@@ -4,7 +4,7 @@ Registered as ``execgym/TextToSQL-v0``. Tools: ``list_tables()``, ``describe_tab
 ``execute_sql(query)`` and ``submit_sql(query)`` (ends the episode). The submission is graded by executing it
 and the gold query on every variant of the database (Spider test-suite or BIRD semantics); the partial
 signals of Reasoning-SQL (``executed``, ``syntax``, ``schema_link``, ``ngram``) and ReEx-SQL's per-step
-exploration signal (``executed``, ``returned_rows``) are reported in ``info["reward_components"]``.
+exploration signal (``executed``, ``returned_rows``) are reported as reward components.
 
 What earns each component (the cheapest action that does is a real query over a real table):
 
@@ -28,7 +28,7 @@ tokens and top-level ``ORDER BY``) is computed once when the task starts.
 Who failed: an error of the agent's query (syntax, a refusal, a timeout, a value or result too big, text
 that is not valid Unicode) is the agent's 0; a failure of the machinery (a database file missing, replaced
 by a folder, corrupt or unreadable, a gold query that fails) raises :class:`~execgym.core.errors.InfraError`
-(``info["infra_error"]``). Nothing the agent sends can cause the second.
+(reported as the episode's ``infra_error``). Nothing the agent sends can cause the second.
 """
 
 from __future__ import annotations
@@ -37,14 +37,15 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from execgym.core.env import AgentEnv, Grade
 from execgym.core.errors import InfraError
-from execgym.core.tasks import Generator, Task
+from execgym.core.report import Unit
+from execgym.core.tasks import Generator, Loader, Task
 from execgym.core.tools import Tool, ToolError, ToolOutput
 from execgym.envs.sql.cache import ByteLRU
 from execgym.envs.sql.db import (
@@ -77,15 +78,34 @@ __all__ = ["TextToSQLEnv"]
 _ZERO_COMPONENTS = {"executed": 0.0, "syntax": 0.0, "schema_link": 0.0, "ngram": 0.0}
 
 
-def _result_cost(_key: Hashable, result: QueryResult) -> int:
-    return result.nbytes + 64 * len(result.rows) + 256
+# Costs are what Python really holds, counted in O(1): a cache entry's tuples, its key's parts (the path, the
+# file signature of five ints, a digest or the gold text) and the cache's own bookkeeping, about 600 bytes.
+_ENTRY_OVERHEAD = 600
 
 
-def _shown_cost(_key: Hashable, shown: tuple[str, bool, int]) -> int:
-    return sys.getsizeof(shown[0]) + 256
+def _key_cost(key: Hashable) -> int:
+    parts = key if isinstance(key, tuple) else (key,)
+    return sum(sys.getsizeof(part) for part in parts)
+
+
+def _result_cost(key: Hashable, result: QueryResult) -> int:
+    # Past the payload ``nbytes`` counts: a tuple per row (56 bytes and up), an object per value (40 and up), the
+    # column names, the (table, column) pairs read and the result object itself (about 700 bytes).
+    cells = len(result.rows) * len(result.columns)
+    names = sum(sys.getsizeof(c) for c in result.columns) + 160 * len(result.reads)
+    return result.nbytes + 56 * len(result.rows) + 40 * cells + names + _key_cost(key) + 700 + _ENTRY_OVERHEAD
+
+
+def _shown_cost(key: Hashable, shown: tuple[str, bool, int]) -> int:
+    return sys.getsizeof(shown[0]) + _key_cost(key) + _ENTRY_OVERHEAD
 
 
 _CHECKED_SOURCES = tuple(f"{name}:" for name in ("spider", "bird", "jsonl"))
+
+
+def _match_evidence(passed: bool, rows: int, gold_rows: int) -> str:
+    verdict = "matches" if passed else "does not match"
+    return f"the result ({rows:,} rows) {verdict} the gold result ({gold_rows:,} rows)"
 
 
 def _open(pool: DatabasePool, path: str, source: str = "") -> SafeDatabase:
@@ -126,8 +146,11 @@ class TextToSQLEnv(AgentEnv):
         **kwargs: :class:`~execgym.core.env.AgentEnv` arguments (``dataset``, ``split``, ``max_turns``, ...).
 
     Example:
+        >>> from execgym.core import report as R
         >>> env = TextToSQLEnv(dataset="bundled")
-        >>> obs, info = env.reset(options={"task_id": "bookshop-001"})
+        >>> obs, info = env.reset(options={R.TASK_ID: "bookshop-001"})
+        >>> info[R.EXTRA]
+        {'db_id': 'bookshop'}
         >>> print(obs.splitlines()[1])
         Question: How many authors are from Nigeria?
         >>> obs, *_ = env.step('<tool_call>{"name": "execute_sql", "arguments": '
@@ -139,7 +162,7 @@ class TextToSQLEnv(AgentEnv):
         >>> gold = "SELECT COUNT(*) FROM authors WHERE country = 'Nigeria'"
         >>> call = {"name": "submit_sql", "arguments": {"query": gold}}
         >>> obs, reward, terminated, truncated, info = env.step(call)
-        >>> reward, terminated, info["reward_components"]["executed"]
+        >>> reward, terminated, info[R.REWARD_COMPONENTS]["executed"]
         (1.0, True, 1.0)
         >>> env.close()
     """
@@ -189,10 +212,8 @@ class TextToSQLEnv(AgentEnv):
             allowed = tuple(Path(d).expanduser().resolve() for d in (allow_paths_outside_dataset or ()))
         self.allow_paths_outside_dataset = allow_paths_outside_dataset
         self.skipped_rows: list[str] = []
-        # Loaders get the path policy and the row policy of this env (a class attribute holds the bare ones).
-        self.loaders = {name: partial(fn, allowed_dirs=allowed, skip_invalid_rows=skip_invalid_rows,
-                                      skipped=self.skipped_rows)
-                        for name, fn in type(self).loaders.items()}
+        self._allowed_dirs = allowed
+        self._skip_invalid_rows = bool(skip_invalid_rows)
         # The agent's queries and the gold queries never share a connection.
         self._agent_dbs = DatabasePool(max_open=max_open_databases, timeout_s=self.query_timeout_s,
                                        max_value_bytes=max_value_bytes, max_sql_chars=self.max_query_chars)
@@ -203,26 +224,26 @@ class TextToSQLEnv(AgentEnv):
         self._gold_results: ByteLRU[QueryResult] = ByteLRU(gold_cache_bytes, _result_cost)
         # What execute_sql showed for a deterministic query: (text shown, executed, rows), by file and digest.
         self._shown: ByteLRU[tuple[str, bool, int]] = ByteLRU(step_cache_bytes, _shown_cost)
-        self._tool_list: list[Tool] | None = None
         self._db: SafeDatabase | None = None
         self._submission: str | None = None
         super().__init__(**kwargs)
 
     # ----------------------------------------------------------------- task sources
-    @classmethod
-    def bundled_tasks(cls) -> list[Task]:
+    def bundled_tasks(self) -> list[Task]:
         return bundled_tasks()
 
-    @classmethod
-    def task_generator(cls) -> Generator | None:
+    def task_generator(self) -> Generator | None:
         return QuestionGenerator()
 
+    def task_loaders(self) -> Mapping[str, Loader]:
+        # The loaders get this env's path policy and row policy (the class attribute holds the bare ones).
+        return {name: partial(fn, allowed_dirs=self._allowed_dirs, skip_invalid_rows=self._skip_invalid_rows,
+                              skipped=self.skipped_rows)
+                for name, fn in self.loaders.items()}
+
     # ----------------------------------------------------------------- episode hooks
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        observation, info = super().reset(seed=seed, options=options)
-        assert self.task is not None
-        info["db_id"] = self.task.data["db_id"]
-        return observation, info
+    def _reset_extra(self, task: Task) -> Mapping[str, Any]:
+        return {"db_id": task.data["db_id"]}
 
     def _begin(self, task: Task) -> str:
         paths = task.data["db_paths"]
@@ -248,22 +269,24 @@ class TextToSQLEnv(AgentEnv):
             "block with execute_sql. The submitted query's result is compared with the correct answer's result."
         )
 
+    def _tools_key(self, task: Task) -> Hashable:
+        return "sql"  # the same four tools for every task: built once per env, not once per task
+
     def _tools(self, task: Task) -> list[Tool]:
-        if self._tool_list is None:
-            self._tool_list = [
-                Tool.from_function(self.list_tables),
-                Tool.from_function(self.describe_table),
-                Tool.from_function(
-                    self.execute_sql,
-                    description=(
-                        f"Run one read-only SQLite query and see its result (at most {self.max_rows_shown} rows "
-                        "shown, with the total row count) or the database's error message."
-                    ),
-                    code_arg="query",
+        # Built once by the core: the tools read the episode's database from self when called.
+        return [
+            Tool.from_function(self.list_tables),
+            Tool.from_function(self.describe_table),
+            Tool.from_function(
+                self.execute_sql,
+                description=(
+                    f"Run one read-only SQLite query and see its result (at most {self.max_rows_shown} rows "
+                    "shown, with the total row count) or the database's error message."
                 ),
-                Tool.from_function(self.submit_sql, terminal=True),
-            ]
-        return self._tool_list
+                code_arg="query",
+            ),
+            Tool.from_function(self.submit_sql, terminal=True),
+        ]
 
     def _snapshot_state(self) -> dict[str, Any]:
         # The database never changes: the episode's state is which database and what was submitted.
@@ -456,7 +479,7 @@ class TextToSQLEnv(AgentEnv):
     def _grade_submission(self, query: str, paths: list[str], gold_results: list[QueryResult],
                           gold_signals: QuerySignals, details: dict[str, Any]) -> Grade:
         assert self.task is not None
-        units: list[dict[str, Any]] = []
+        units: list[Unit] = []
         executed = True
         compiled = False
         reads: frozenset[tuple[str, str]] = frozenset()
@@ -471,21 +494,20 @@ class TextToSQLEnv(AgentEnv):
                 compiled = compiled or exc.kind == "timeout" or (exc.kind == "sql" and db.compiles(query))
                 reads = reads or (db.last_reads if compiled else frozenset())
                 details["error"] = str(exc)
-                units.append({"id": unit_id, "passed": False, "error": str(exc)})
+                units.append(Unit(unit_id, False, str(exc)))
                 # Test-suite semantics: an error on any variant fails the whole submission.
-                units.extend({"id": Path(p).name, "passed": False, "error": "not run"}
-                             for p in paths[len(units):])
+                units.extend(Unit(Path(p).name, False, "not run") for p in paths[len(units):])
                 break
             compiled = True
             reads = reads or pred.reads
             if not pred.complete:
-                units.append({"id": unit_id, "passed": False,
-                              "error": f"result exceeds {self.max_result_rows:,} rows or the byte cap"})
+                units.append(Unit(unit_id, False, f"result exceeds {self.max_result_rows:,} rows or the byte cap"))
                 continue
             passed = results_match(gold_result.rows, pred.rows, metric=self.metric,
                                    order_matters=gold_signals.ordered)
-            units.append({"id": unit_id, "passed": passed, "rows": len(pred.rows), "gold_rows": len(gold_result.rows)})
-        outcome = float(bool(units) and all(u["passed"] for u in units))
+            units.append(Unit(unit_id, passed, _match_evidence(passed, len(pred.rows), len(gold_result.rows)),
+                              extra={"rows": len(pred.rows), "gold_rows": len(gold_result.rows)}))
+        outcome = float(bool(units) and all(u.passed for u in units))
         gold_items = schema_items(gold_results[0].reads)
         pred_items = schema_items(reads)
         hack_flags = []

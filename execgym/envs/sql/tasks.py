@@ -16,13 +16,14 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from execgym.core.tasks import Task, read_json_or_jsonl
-from execgym.envs.sql.db import DatabaseFault, SafeDatabase
+from execgym.envs.sql.db import DatabaseFault, DatabasePool
 
 __all__ = [
     "ASSETS_DIR",
@@ -194,7 +195,7 @@ class _Rows:
         if self.problems:
             self.skipped.extend(self.problems)
             warnings.warn(f"{self.file}: skipped {len(self.problems)} of {self.total} rows with problems "
-                          f"(first: {self.problems[0]})", stacklevel=3)
+                          f"(first: {self.problems[0]})", stacklevel=4)
 
 
 def _read_rows(file: Path) -> Iterator[tuple[str, Any]]:
@@ -310,29 +311,22 @@ def _roots(dataset_root: Path, allowed_dirs: Sequence[str | Path] | None) -> lis
 
 
 class _GoldChecker:
-    """Compiles every gold query on its database at load time (nothing is run), one connection per file."""
+    """Compiles every gold query on its database at load time (nothing is run), on a bounded pool of connections
+    (a dataset may name thousands of databases)."""
 
     def __init__(self) -> None:
-        self._dbs: dict[Path, SafeDatabase] = {}
+        self._dbs = DatabasePool(max_open=16, timeout_s=10.0, allow_unbounded_functions=True)
 
     def check(self, path: Path, gold: str, where: str) -> None:
-        db = self._dbs.get(path)
-        if db is None:
-            try:
-                db = self._dbs[path] = SafeDatabase(path, timeout_s=10.0, allow_unbounded_functions=True)
-            except DatabaseFault as exc:
-                raise DatasetRowError(f"{where}: {exc}") from None
         try:
-            error = db.compile_error(gold)
+            error = self._dbs.get(path).compile_error(gold)
         except DatabaseFault as exc:
             raise DatasetRowError(f"{where}: {exc}") from None
         if error is not None:
             raise DatasetRowError(f"{where}: the gold query does not compile on {path.name}: {error}")
 
     def close(self) -> None:
-        for db in self._dbs.values():
-            db.close()
-        self._dbs.clear()
+        self._dbs.close()
 
 
 def db_variants(folder: Path, db_id: str | None = None) -> list[Path]:
@@ -391,6 +385,85 @@ def estimate_difficulty(sql: str) -> str:
     return "easy" if score <= 1 else "medium" if score <= 3 else "hard"
 
 
+@dataclass(frozen=True)
+class _Format:
+    """What a dataset format's rows hold: the required text fields, the optional ones, and which keys name the
+    row's id and its gold query."""
+
+    required: tuple[str, ...]
+    optional_text: tuple[str, ...]
+    id_key: str
+    gold_key: str
+
+
+_SPIDER = _Format(("db_id", "question", "query"), ("evidence", "difficulty"), "id", "query")
+_BIRD = _Format(("db_id", "question", "SQL"), ("evidence", "difficulty"), "question_id", "SQL")
+_JSONL = _Format(("db_path", "question", "query"), ("evidence", "difficulty", "db_id"), "id", "query")
+
+# A row's databases, found from the row: its db_id and every variant's resolved path.
+_Locate = Callable[[Mapping[str, Any], str], tuple[str, list[Path]]]
+
+
+class _ByDbId:
+    """Finds a db_id's databases once per file; a failure is kept and raised again for every row that names it."""
+
+    def __init__(self, find: Callable[[str, str], list[Path]]) -> None:
+        self._find = find
+        self._found: dict[str, list[Path] | DatasetRowError] = {}
+
+    def __call__(self, entry: Mapping[str, Any], where: str) -> tuple[str, list[Path]]:
+        db_id = entry["db_id"]
+        if db_id not in self._found:
+            try:
+                self._found[db_id] = self._find(db_id, where)
+            except DatasetRowError as exc:
+                self._found[db_id] = exc
+        found = self._found[db_id]
+        if isinstance(found, DatasetRowError):
+            raise type(found)(f"{where}: {str(found).split(': ', 2)[-1]}")
+        return db_id, found
+
+
+def _load_rows(file: Path, split: str, source: str, fmt: _Format, locate: _Locate, *,
+               difficulty: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any] | None]],
+               skip_invalid_rows: bool, skipped: list[str] | None) -> list[Task]:
+    """The tasks of one dataset file: every row checked (fields, databases, gold compiles, unique id), a bad one
+    raised or skipped by the row policy; ``difficulty(entry)`` gives the label and the task's extra data."""
+    rows = _Rows(file, skip=skip_invalid_rows, skipped=skipped)
+    seen: dict[str, str] = {}
+    gold = _GoldChecker()
+    tasks = []
+    try:
+        for i, (where, entry) in enumerate(rows):
+            try:
+                _require(entry, fmt.required, where)
+                _check_fields(entry, where, optional_text=fmt.optional_text, id_key=fmt.id_key)
+                db_id, paths = locate(entry, where)
+                gold.check(paths[0], entry[fmt.gold_key], where)
+                task_id = _task_id(entry, fmt.id_key, f"{split}-{i}", seen, where)
+            except DatasetRowError as exc:
+                rows.reject(exc)
+                continue
+            label, extra = difficulty(entry)
+            tasks.append(make_task(task_id, db_id=db_id, db_paths=paths, question=entry["question"],
+                                   gold=entry[fmt.gold_key], evidence=entry.get("evidence"), difficulty=label,
+                                   split=split, source=source, extra=extra))
+    finally:
+        gold.close()
+    rows.finish()
+    return tasks
+
+
+def _stated_or_estimated(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    return entry.get("difficulty") or estimate_difficulty(entry["query"]), None
+
+
+def _bird_difficulty(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    label = entry.get("difficulty") or ""
+    difficulty = BIRD_DIFFICULTY.get(label, label or estimate_difficulty(entry["SQL"]))
+    return difficulty, ({"bird_difficulty": label} if label else None)
+
+
 def load_spider(path: Path, split: str | None, *, allowed_dirs: Sequence[str | Path] | None = (),
                 skip_invalid_rows: bool = False, skipped: list[str] | None = None) -> list[Task]:
     """Spider format: ``<split>.json`` (default ``dev``) of ``{"db_id", "question", "query"}`` entries;
@@ -408,51 +481,16 @@ def load_spider(path: Path, split: str | None, *, allowed_dirs: Sequence[str | P
     if split == "test" and (path / "test_database").is_dir():
         db_root = path / "test_database"
     roots = _roots(path, allowed_dirs)
-    rows = _Rows(file, skip=skip_invalid_rows, skipped=skipped)
-    variants: dict[str, list[Path] | DatasetRowError] = {}
-    seen: dict[str, str] = {}
-    gold = _GoldChecker()
-    tasks = []
-    try:
-        for i, (where, entry) in enumerate(rows):
-            try:
-                _require(entry, ("db_id", "question", "query"), where)
-                _check_fields(entry, where, optional_text=("evidence", "difficulty"), id_key="id")
-                db_id = entry["db_id"]
-                if db_id not in variants:
-                    try:
-                        folder = _db_folder(db_root, db_id, where)
-                        found = [_confined(p, roots, where, "database") for p in db_variants(folder, db_id)]
-                        if not found:
-                            raise _MissingDatabase(f"{where}: no .sqlite file for db_id {db_id!r} in {folder}")
-                        variants[db_id] = found
-                    except DatasetRowError as exc:
-                        variants[db_id] = exc
-                paths = variants[db_id]
-                if isinstance(paths, DatasetRowError):
-                    raise type(paths)(f"{where}: {str(paths).split(': ', 2)[-1]}")
-                gold.check(paths[0], entry["query"], where)
-                task_id = _task_id(entry, "id", f"{split}-{i}", seen, where)
-            except DatasetRowError as exc:
-                rows.reject(exc)
-                continue
-            tasks.append(
-                make_task(
-                    task_id,
-                    db_id=db_id,
-                    db_paths=paths,
-                    question=entry["question"],
-                    gold=entry["query"],
-                    evidence=entry.get("evidence"),
-                    difficulty=entry.get("difficulty") or estimate_difficulty(entry["query"]),
-                    split=split,
-                    source=f"spider:{path}",
-                )
-            )
-    finally:
-        gold.close()
-    rows.finish()
-    return tasks
+
+    def variants(db_id: str, where: str) -> list[Path]:
+        folder = _db_folder(db_root, db_id, where)
+        found = [_confined(p, roots, where, "database") for p in db_variants(folder, db_id)]
+        if not found:
+            raise _MissingDatabase(f"{where}: no .sqlite file for db_id {db_id!r} in {folder}")
+        return found
+
+    return _load_rows(file, split, f"spider:{path}", _SPIDER, _ByDbId(variants), difficulty=_stated_or_estimated,
+                      skip_invalid_rows=skip_invalid_rows, skipped=skipped)
 
 
 def load_bird(path: Path, split: str | None, *, allowed_dirs: Sequence[str | Path] | None = (),
@@ -466,52 +504,15 @@ def load_bird(path: Path, split: str | None, *, allowed_dirs: Sequence[str | Pat
     file = _split_file(path, split)
     db_root = path / f"{split}_databases"
     roots = _roots(path, allowed_dirs)
-    rows = _Rows(file, skip=skip_invalid_rows, skipped=skipped)
-    found: dict[str, Path | DatasetRowError] = {}
-    seen: dict[str, str] = {}
-    gold = _GoldChecker()
-    tasks = []
-    try:
-        for i, (where, entry) in enumerate(rows):
-            try:
-                _require(entry, ("db_id", "question", "SQL"), where)
-                _check_fields(entry, where, optional_text=("evidence", "difficulty"), id_key="question_id")
-                db_id = entry["db_id"]
-                if db_id not in found:
-                    try:
-                        db_file = _db_folder(db_root, db_id, where) / f"{db_id}.sqlite"
-                        if not db_file.is_file():
-                            raise _MissingDatabase(f"{where}: database {db_id!r} not found at {db_file}")
-                        found[db_id] = _confined(db_file, roots, where, "database")
-                    except DatasetRowError as exc:
-                        found[db_id] = exc
-                db_path = found[db_id]
-                if isinstance(db_path, DatasetRowError):
-                    raise type(db_path)(f"{where}: {str(db_path).split(': ', 2)[-1]}")
-                gold.check(db_path, entry["SQL"], where)
-                task_id = _task_id(entry, "question_id", f"{split}-{i}", seen, where)
-            except DatasetRowError as exc:
-                rows.reject(exc)
-                continue
-            label = entry.get("difficulty") or ""
-            tasks.append(
-                make_task(
-                    task_id,
-                    db_id=db_id,
-                    db_paths=[db_path],
-                    question=entry["question"],
-                    gold=entry["SQL"],
-                    evidence=entry.get("evidence"),
-                    difficulty=BIRD_DIFFICULTY.get(label, label or estimate_difficulty(entry["SQL"])),
-                    split=split,
-                    source=f"bird:{path}",
-                    extra={"bird_difficulty": label} if label else None,
-                )
-            )
-    finally:
-        gold.close()
-    rows.finish()
-    return tasks
+
+    def database(db_id: str, where: str) -> list[Path]:
+        db_file = _db_folder(db_root, db_id, where) / f"{db_id}.sqlite"
+        if not db_file.is_file():
+            raise _MissingDatabase(f"{where}: database {db_id!r} not found at {db_file}")
+        return [_confined(db_file, roots, where, "database")]
+
+    return _load_rows(file, split, f"bird:{path}", _BIRD, _ByDbId(database), difficulty=_bird_difficulty,
+                      skip_invalid_rows=skip_invalid_rows, skipped=skipped)
 
 
 def load_jsonl(path: Path, split: str | None, *, allowed_dirs: Sequence[str | Path] | None = (),
@@ -529,49 +530,22 @@ def load_jsonl(path: Path, split: str | None, *, allowed_dirs: Sequence[str | Pa
             raise FileNotFoundError(f"no {file.name} in {path} (split {split!r})")
     else:
         file = path
-    split = split or "test"
     roots = _roots(file.parent, allowed_dirs)
-    rows = _Rows(file, skip=skip_invalid_rows, skipped=skipped)
-    seen: dict[str, str] = {}
-    gold = _GoldChecker()
-    tasks = []
-    try:
-        for i, (where, entry) in enumerate(rows):
-            try:
-                _require(entry, ("db_path", "question", "query"), where)
-                _check_fields(entry, where, optional_text=("evidence", "difficulty", "db_id"), id_key="id")
-                db_path = Path(entry["db_path"]).expanduser()
-                if not db_path.is_absolute():
-                    db_path = file.parent / db_path
-                resolved = _confined(db_path, roots, where, "db_path")
-                if resolved.is_dir():
-                    paths = [_confined(p, roots, where, "database") for p in db_variants(resolved, entry.get("db_id"))]
-                    if not paths:
-                        raise _MissingDatabase(f"{where}: no .sqlite file in the folder {db_path}")
-                elif resolved.is_file():
-                    paths = [resolved]
-                else:
-                    raise _MissingDatabase(f"{where}: database {str(db_path)!r} does not exist")
-                gold.check(paths[0], entry["query"], where)
-                task_id = _task_id(entry, "id", f"{split}-{i}", seen, where)
-            except DatasetRowError as exc:
-                rows.reject(exc)
-                continue
-            db_id = entry.get("db_id") or (resolved.name if resolved.is_dir() else resolved.stem)
-            tasks.append(
-                make_task(
-                    task_id,
-                    db_id=db_id,
-                    db_paths=paths,
-                    question=entry["question"],
-                    gold=entry["query"],
-                    evidence=entry.get("evidence"),
-                    difficulty=entry.get("difficulty") or estimate_difficulty(entry["query"]),
-                    split=split,
-                    source=f"jsonl:{file}",
-                )
-            )
-    finally:
-        gold.close()
-    rows.finish()
-    return tasks
+
+    def databases(entry: Mapping[str, Any], where: str) -> tuple[str, list[Path]]:
+        db_path = Path(entry["db_path"]).expanduser()
+        if not db_path.is_absolute():
+            db_path = file.parent / db_path
+        resolved = _confined(db_path, roots, where, "db_path")
+        if resolved.is_dir():
+            paths = [_confined(p, roots, where, "database") for p in db_variants(resolved, entry.get("db_id"))]
+            if not paths:
+                raise _MissingDatabase(f"{where}: no .sqlite file in the folder {db_path}")
+        elif resolved.is_file():
+            paths = [resolved]
+        else:
+            raise _MissingDatabase(f"{where}: database {str(db_path)!r} does not exist")
+        return entry.get("db_id") or (resolved.name if resolved.is_dir() else resolved.stem), paths
+
+    return _load_rows(file, split or "test", f"jsonl:{file}", _JSONL, databases, difficulty=_stated_or_estimated,
+                      skip_invalid_rows=skip_invalid_rows, skipped=skipped)

@@ -75,7 +75,7 @@ def test_a_timed_out_query_still_has_its_syntax():
             "SELECT COUNT(*) FROM authors, c WHERE country = 'Nigeria'")
     _, reward, _, _, info = env.step(call("submit_sql", query=slow))
     c = info["reward_components"]
-    assert reward == 0.0 and "time limit" in info["units"][0]["error"]
+    assert reward == 0.0 and "time limit" in info["units"][0]["evidence"]
     assert c["executed"] == 0.0 and c["syntax"] == 1.0 and c["schema_link"] == 1.0
     env.close()
 

@@ -103,7 +103,7 @@ def test_adversarial_queries_change_no_byte(tmp_path, monkeypatch):
         env.reset(seed=0)
         _, reward, _, _, info = env.step(call("submit_sql", query=query))
         assert reward == 0.0 and info["reward_components"]["executed"] == 0.0
-        assert "refused" in info["units"][0]["error"]
+        assert "refused" in info["units"][0]["evidence"]
     env.close()
 
     assert {p: _sha(p) for p in (source, copy)} == before

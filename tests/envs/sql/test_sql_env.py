@@ -20,7 +20,7 @@ def test_gym_make_and_check_env():
     env = gym.make(ENV_ID, render_mode="ansi")
     obs, info = env.reset(seed=3)
     assert [t["function"]["name"] for t in info["tools"]] == TOOL_NAMES
-    assert info["task_id"] and info["db_id"] in obs and "Question:" in obs
+    assert info["task_id"] and info["extra"]["db_id"] in obs and "Question:" in obs
     assert "submit_sql" in info["system_prompt"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -80,7 +80,9 @@ def test_full_multi_turn_episode_with_raw_text(env):
     components = info["reward_components"]
     assert components["executed"] == 1.0 and components["syntax"] == 1.0
     assert components["schema_link"] == 1.0 and 0.3 < components["ngram"] < 1.0
-    assert info["units"] == [{"id": "bookshop.sqlite", "passed": True, "rows": 17, "gold_rows": 17}]
+    assert info["units"] == [{"id": "bookshop.sqlite", "passed": True,
+                              "evidence": "the result (17 rows) matches the gold result (17 rows)",
+                              "extra": {"rows": 17, "gold_rows": 17}}]
     assert info["hack_flags"] == [] and info["infra_error"] is None
     with pytest.raises(gym.error.ResetNeeded):
         env.step(call("list_tables"))
@@ -109,7 +111,7 @@ def test_wrong_answers_score_zero_with_partial_signals(env):
     _, reward, _, _, info = env.step(call("submit_sql", query="SELEC COUNT(*) FROM patients"))
     c = info["reward_components"]
     assert reward == 0.0 and c["executed"] == 0.0 and c["syntax"] == 0.0 and c["schema_link"] == 0.0
-    assert "syntax error" in info["units"][0]["error"]
+    assert "syntax error" in info["units"][0]["evidence"]
 
 
 def test_select_one_and_oracle_on_every_bundled_task(env):
@@ -157,7 +159,7 @@ def test_spider_variants_test_suite_semantics(variants_dir):
     # An error on the first variant fails the submission without running the rest.
     env.reset(options={"task_id": "dev-0"})
     _, reward, _, _, info = env.step(call("submit_sql", query="SELECT nothing FROM items"))
-    assert reward == 0.0 and [u["error"] for u in info["units"]][1] == "not run"
+    assert reward == 0.0 and [u["evidence"] for u in info["units"]][1] == "not run"
     env.close()
 
 
