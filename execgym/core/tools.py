@@ -6,7 +6,9 @@ A tool's schema can be written by hand or generated from a typed, documented Pyt
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
 import re
 import typing
 from collections.abc import Callable, Mapping
@@ -80,7 +82,25 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
 
 
 def _schema_from_signature(fn: Callable[..., Any], arg_docs: Mapping[str, str]) -> dict[str, Any]:
-    """JSON schema of a function's parameters, built with pydantic from its type hints."""
+    """JSON schema of a function's parameters, built with pydantic from its type hints.
+
+    A method's schema is the same for every instance: it is built once per function (pydantic's schema generation
+    costs milliseconds) and copied out.
+    """
+    plain = getattr(fn, "__func__", fn)
+    try:
+        cached = _function_schema(plain, tuple(sorted(arg_docs.items())))
+    except TypeError:  # an unhashable callable object: build it each time
+        return _build_schema(fn, arg_docs)
+    return json.loads(cached)
+
+
+@functools.lru_cache(maxsize=1024)
+def _function_schema(fn: Callable[..., Any], arg_docs: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(_build_schema(fn, dict(arg_docs)))
+
+
+def _build_schema(fn: Callable[..., Any], arg_docs: Mapping[str, str]) -> dict[str, Any]:
     sig = inspect.signature(fn)
     # Resolve string annotations (``from __future__ import annotations``) in the function's own module.
     hints = typing.get_type_hints(fn, include_extras=True)
@@ -143,8 +163,7 @@ class Tool:
     def __post_init__(self) -> None:
         if self.parameters.get("type") != "object":
             raise ValueError(f"tool {self.name!r}: parameters must be an object schema")
-        jsonschema.Draft202012Validator.check_schema(self.parameters)
-        self._validator = jsonschema.Draft202012Validator(self.parameters)
+        self._validator, self._flat = _compiled(json.dumps(self.parameters, sort_keys=True))
 
     @classmethod
     def from_function(
@@ -178,6 +197,8 @@ class Tool:
         """Check arguments against the schema; return a precise message, or None when they are valid."""
         if not isinstance(arguments, dict):
             return f"arguments must be a JSON object, got {type(arguments).__name__}"
+        if self._flat is not None and self._flat.accepts(arguments):
+            return None
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(arguments))
         if error is None:
             return None
@@ -189,6 +210,57 @@ class Tool:
 
     def __call__(self, **arguments: Any) -> Any:
         return self.fn(**arguments)
+
+
+_FLAT_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+}
+_FLAT_KEYS = frozenset({"type", "description", "default"})
+
+
+@dataclass(frozen=True)
+class _FlatSchema:
+    """A check for the common flat schema (named arguments of primitive types, no extras) that needs no jsonschema.
+
+    It only ever says "valid" when jsonschema would; anything it does not accept goes to jsonschema, which gives
+    the message (so ``1.0`` for an integer, valid in JSON Schema, is still accepted there).
+    """
+
+    types: dict[str, Callable[[Any], bool]]
+    required: frozenset[str]
+
+    @classmethod
+    def of(cls, schema: Mapping[str, Any]) -> _FlatSchema | None:
+        props = schema.get("properties", {})
+        if set(schema) - {"type", "properties", "required", "additionalProperties", "description"}:
+            return None
+        if schema.get("additionalProperties", True) is not False or not isinstance(props, Mapping):
+            return None
+        types: dict[str, Callable[[Any], bool]] = {}
+        for name, prop in props.items():
+            if not isinstance(prop, Mapping) or set(prop) - _FLAT_KEYS or prop.get("type") not in _FLAT_TYPES:
+                return None
+            types[name] = _FLAT_TYPES[prop["type"]]
+        required = schema.get("required", [])
+        if not isinstance(required, list) or not set(required) <= set(types):
+            return None
+        return cls(types, frozenset(required))
+
+    def accepts(self, arguments: Mapping[str, Any]) -> bool:
+        types = self.types
+        return self.required <= arguments.keys() and all(
+            name in types and types[name](value) for name, value in arguments.items())
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(schema_json: str) -> tuple[Any, _FlatSchema | None]:
+    """The checked validator (and flat fast path) of a schema, made once per distinct schema."""
+    schema = json.loads(schema_json)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema), _FlatSchema.of(schema)
 
 
 def tool_schemas(tools: Mapping[str, Tool] | list[Tool]) -> list[dict[str, Any]]:
