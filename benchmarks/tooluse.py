@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from execgym.envs.bfcl.env import BFCLEnv
 from execgym.envs.tooluse.env import ToolUseEnv
 
 TASK = "shop-status-00"
@@ -89,7 +90,7 @@ def main() -> None:
     rows.append(("  = steps/s, reset included", median * 2, best * 2))
 
     with tempfile.TemporaryDirectory() as tmp:
-        bfcl = ToolUseEnv(dataset=f"bfcl:{_bfcl_dir(Path(tmp))}", split="parallel")
+        bfcl = BFCLEnv(dataset=f"bfcl:{_bfcl_dir(Path(tmp))}", split="parallel")
         reply = [{"name": "get_weather", "arguments": {"city": "oslo"}},
                  {"name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}]
 

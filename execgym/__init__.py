@@ -25,6 +25,7 @@ ENVS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "execgym/SWERepair-v0": ("execgym.envs.swe.env:SWERepairEnv", None, ()),
     "execgym/CADModel-v0": ("execgym.envs.cad.env:CADModelEnv", "cad", ("cadquery",)),
     "execgym/ToolUse-v0": ("execgym.envs.tooluse.env:ToolUseEnv", None, ()),
+    "execgym/BFCL-v0": ("execgym.envs.bfcl.env:BFCLEnv", None, ()),
 }
 
 

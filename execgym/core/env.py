@@ -356,6 +356,7 @@ class AgentEnv(gym.Env[str, Any]):
                 new = self._remember_result("reply", parsed.text, sanitize_text(str(observation)))
                 components.update(self._checked_components(reply.components, "reply", issues))
                 components["format"] = 1.0 if new else 0.0  # the core's own component: a tool cannot set it
+                step.format_ok = new
             step.new_messages.append({"role": "user", "content": observation})
             return observation, False, None
         fresh = terminal = False
@@ -384,6 +385,7 @@ class AgentEnv(gym.Env[str, Any]):
         # Well-formed, and not only repeats of calls that already returned the same result this episode.
         components.update({k: math.fsum(v) / len(v) for k, v in gathered.items()})
         components["format"] = 1.0 if fresh or infra_error else 0.0
+        step.format_ok = bool(fresh or infra_error)
         if len(outputs) == 1 and len(parsed.calls) == 1:
             return outputs[0], terminal, infra_error
         made = step.tool_calls

@@ -286,8 +286,9 @@ class ResetReport:
 class StepReport:
     """What one ``step`` reports.
 
-    ``format_ok`` is False when the action could not be used (malformed, or no tool call where one was needed);
-    hooks read it instead of looking for ``format == 0``. ``ended`` is set when the episode ended at this step.
+    ``format_ok`` is what the ``format`` component says: False when the action could not be used (malformed, no
+    tool call where one was needed) or only repeated calls that already returned the same result; hooks read it
+    instead of looking for ``format == 0``. ``ended`` is set when the episode ended at this step.
     """
 
     task_id: str

@@ -37,6 +37,7 @@ EXAMPLES = int(os.environ.get("EXECGYM_FUZZ_EXAMPLES", "2000"))
 ENV_SETTINGS: dict[str, tuple[dict[str, Any], int | None]] = {
     "execgym/TextToSQL-v0": ({"max_turns": 5, "query_timeout_s": 2.0}, None),
     "execgym/ToolUse-v0": ({"max_turns": 5}, None),
+    "execgym/BFCL-v0": ({}, None),
     "execgym/CADModel-v0": ({"max_turns": 20, "run_timeout_s": 5.0}, 120),
     "execgym/SWERepair-v0": ({"max_turns": 200, "bash_timeout_s": 5.0, "test_timeout_s": 30.0}, 30),
 }

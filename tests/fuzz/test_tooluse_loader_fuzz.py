@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from execgym.envs.bfcl.env import BFCLEnv
 from execgym.envs.tooluse.env import ToolUseEnv
 from execgym.envs.tooluse.loading import InvalidRow
 from execgym.envs.tooluse.tasks import _to_row, build_bundled
-from tests.envs.tooluse.test_tooluse_bfcl import ENTRIES
+from tests.envs.bfcl.entries import ENTRIES
 
 EXAMPLES = int(os.environ.get("EXECGYM_FUZZ_EXAMPLES", "150"))
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**12) | st.floats(allow_nan=False)
@@ -137,7 +138,7 @@ def test_malformed_bfcl_entries_load_and_play_or_are_refused_naming_file_and_row
     with tempfile.TemporaryDirectory() as tmp:
         path = _bfcl_folder(Path(tmp), category, entry, answer)
         try:
-            env = ToolUseEnv(dataset=f"bfcl:{tmp}", split=category)
+            env = BFCLEnv(dataset=f"bfcl:{tmp}", split=category)
         except InvalidRow as exc:
             message = str(exc)
             assert "\n" not in message and (f"{path}:1:" in message or "possible_answer" in message), message

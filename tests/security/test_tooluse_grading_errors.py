@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from execgym.envs.bfcl.env import BFCLEnv
 from execgym.envs.tooluse.env import ToolUseEnv
-from tests.envs.tooluse.test_tooluse_bfcl import write_bfcl
+from tests.envs.bfcl.entries import write_bfcl
 
 EXAMPLES = int(os.environ.get("EXECGYM_FUZZ_EXAMPLES", "120"))
 TASKS = ("shop-place-00", "shop-refund-01", "office-reschedule-00", "cal-invite-02", "fs-archive-00", "fs-todo-01")
@@ -100,7 +101,7 @@ def _nested(depth: int) -> str:
 
 @pytest.mark.parametrize("depth", [50, 600, 900])
 def test_bfcl_arguments_of_any_depth_are_graded_and_snapshots_survive_them(tmp_path, depth):
-    env = ToolUseEnv(dataset=f"bfcl:{write_bfcl(tmp_path)}", split="multiple")
+    env = BFCLEnv(dataset=f"bfcl:{write_bfcl(tmp_path)}", split="multiple")
     task = env.tasks.tasks[0]
     env.reset(options={"task_id": task.id})
     deep = _nested(depth)
@@ -114,7 +115,7 @@ def test_bfcl_arguments_of_any_depth_are_graded_and_snapshots_survive_them(tmp_p
     # The env's own episode state (the recorded calls) copies without Python recursion.
     env._restore_state(env._snapshot_state())
     env.snapshot()  # the final info keeps the calls only 32 levels deep
-    other = ToolUseEnv(dataset=f"bfcl:{tmp_path}", split="multiple")
+    other = BFCLEnv(dataset=f"bfcl:{tmp_path}", split="multiple")
     other.restore(snapshot)
     *_, info = other.step(task.oracle[0])
     assert info["outcome"] == 1.0

@@ -1,4 +1,4 @@
-"""Tool use: multi-turn conversations over stateful services (shop, calendar + mail, files), and BFCL.
+"""Tool use: multi-turn conversations over stateful services (shop, calendar + mail, files).
 
 Registered as ``execgym/ToolUse-v0`` (entry point ``execgym.envs.tooluse.env:ToolUseEnv``).
 """

@@ -1,4 +1,4 @@
-"""ToolUseEnv: multi-turn conversations with a user over stateful services, and BFCL's single-turn entries.
+"""ToolUseEnv: multi-turn conversations with a user over stateful services (shop, calendar + mail, files).
 
 An episode is a conversation. The agent sees the user's first message and calls tools (several calls in one
 reply run as parallel calls); when it answers in plain text, that answer closes the user's turn and the
@@ -25,35 +25,37 @@ What earns each component (the cheapest action that earns it, and why that is wh
   gold argument values); a text answer earns them only when every gold step of the turn was really made
   (same tool on the same identifying arguments), so name-matching calls with garbage arguments followed
   by "Done." earn nothing for the answer. ``calls``: a count of this step's calls, not a reward;
-* at the end of each user turn, ``turn_checklist`` (that turn's criteria, CM2: ``id``, ``turn``,
-  ``passed``, ``evidence``, ``weight``, ``guard``) and ``user_turn``; mid-episode, ``checklist`` holds
-  every criterion decided so far, so a reward wrapper can pay at turn end. A guard is a criterion that
-  doing nothing already meets ("never called cancel_order", "the other file still exists"): it is passed
-  only in a turn where something the turn asked for was achieved, so an idle turn earns no item;
+* at the end of each user turn, in ``info["extra"]``: ``turn_checklist`` (that turn's criteria, CM2:
+  ``id``, ``passed``, ``evidence``, ``weight``, ``description``, and under ``extra`` the ``turn``, ``kind``
+  and ``guard``) and ``user_turn``; mid-episode also ``checklist_so_far``, every criterion decided so far,
+  so a reward wrapper can pay at turn end (``info["checklist"]`` comes only at the end and holds all
+  criteria). A guard is a criterion that doing nothing already meets ("never called cancel_order", "the
+  other file still exists"): it is passed only in a turn where something the turn asked for was achieved,
+  so an idle turn earns no item;
 * at the end, ``outcome``, ``checklist`` (all criteria), ``units`` and the components ``state_match``
   (the final state equals gold; on a task that asks for no change, only once some criterion that is not a
   guard passed), ``outputs_found`` (share of the required information stated and grounded as above),
   ``checklist`` (weighted share of criteria passed, guards as above: 0 for doing nothing) and
   ``efficiency`` (HDPO: gold calls / calls made, counted only when the outcome is 1).
 
-With ``dataset="bfcl:DIR"`` the tasks are BFCL entries (see :mod:`execgym.envs.tooluse.bfcl`): the episode
-is the agent's first reply, graded by BFCL's AST rules.
+BFCL's single-turn entries are their own env, ``execgym/BFCL-v0`` (:mod:`execgym.envs.bfcl`).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import marshal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, SupportsFloat
+from typing import Any, ClassVar
 
-from execgym.core.env import AgentEnv, Grade
+from cachetools import LRUCache
+
+from execgym.core.env import Grade
+from execgym.core.report import CHECKLIST_SO_FAR, TURN_CHECKLIST, USER_TURN, Criterion, StepReport, Unit
 from execgym.core.tasks import Generator, Loader, Task
 from execgym.core.tools import Tool, ToolError, ToolOutput
 from execgym.envs.tooluse import tasks as tooluse_tasks
-from execgym.envs.tooluse.bfcl import bfcl_tools, check_bfcl, load_bfcl, step_scores
+from execgym.envs.tooluse.gold import must_be_looked_up, replay_gold
 from execgym.envs.tooluse.grading import (
     args_match,
     count_numbers,
@@ -69,8 +71,10 @@ from execgym.envs.tooluse.grading import (
 )
 from execgym.envs.tooluse.loading import load_tooluse_jsonl
 from execgym.envs.tooluse.services import SERVICES, Service
+from execgym.envs.tooluse.toolrl import ToolCallingEnv, copy_plain
 
-__all__ = ["ToolUseEnv"]
+__all__ = ["CHECKLIST_SO_FAR", "MAX_CALLS_PER_EPISODE", "MAX_CALLS_PER_STEP", "TURN_CHECKLIST", "USER_TURN",
+           "ToolUseEnv"]
 
 _CALL_SYNTAX = (
     'Call a tool by writing <tool_call>{"name": <tool>, "arguments": {...}}</tool_call>; several blocks in one '
@@ -85,44 +89,25 @@ _DOMAIN_PROMPTS = {
     "files": "You are an assistant working in the user's file system. Never delete or overwrite anything the "
              "user did not ask you to.",
 }
-_BFCL_PROMPT = (
-    "You are an expert in composing functions. You are given a question and a set of possible functions. "
-    "Based on the question, make one or more function calls to achieve the purpose, in a single reply. If "
-    "none of the functions can be used, say so in plain text and call nothing. " + _CALL_SYNTAX
-)
 _STUFFED_CHARS = 1500
 _STUFFED_NUMBERS = 25
+_PLANS = 1024
+"""Grading plans kept per env (one per task played recently; a plan holds the task's gold end state)."""
 MAX_CALLS_PER_STEP = 32
 """Calls of one reply that run; the rest get an error (no task needs more than a handful)."""
 MAX_CALLS_PER_EPISODE = 256
 """Calls of one episode that run; grading work grows with them, so a flood of calls cannot stall it."""
 
 
-def _copy(value: Any) -> Any:
-    """A deep copy of plain data that does not recurse in Python (a BFCL call's arguments may nest 900 deep)."""
-    return marshal.loads(marshal.dumps(value))
+def _criterion(item: Mapping[str, Any]) -> Criterion:
+    """A decided criterion (as :func:`evaluate_criterion` gives it, with its guard) in the shared shape."""
+    return Criterion(item["id"], item["passed"], item["evidence"], weight=item["weight"],
+                     description=item["description"],
+                     extra={"turn": item["turn"], "kind": item["kind"], "guard": item["guard"]})
 
 
-def _bounded(value: Any, depth: int = 32) -> Any:
-    """``value`` with anything nested deeper than ``depth`` replaced by the start of its JSON text.
-
-    The final info is deep-copied and serialised by callers (snapshots, trajectories); an agent's BFCL
-    arguments may nest hundreds of levels, which Python's recursive copies cannot take.
-
-    Example:
-        >>> _bounded({"a": [[[1]]]}, depth=2)
-        {'a': ['[[1]]']}
-    """
-    if isinstance(value, dict | list) and depth <= 0:
-        try:
-            return json.dumps(value)[:200]
-        except (RecursionError, ValueError):
-            return "<nested too deeply to show>"
-    if isinstance(value, dict):
-        return {k: _bounded(v, depth - 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_bounded(v, depth - 1) for v in value]
-    return value
+def _criteria_info(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [_criterion(item).as_info() for item in items]
 
 
 @dataclass(frozen=True)
@@ -138,7 +123,7 @@ class _Plan:
 
 def _make_plan(data: Mapping[str, Any]) -> _Plan:
     ran: list[dict[str, Any]] = []
-    services = tooluse_tasks.replay_gold(dict(data), ran)
+    services = replay_gold(data, ran)
     initial = {name: SERVICES[name](data["world"].get(name, {})) for name in data["services"]}
     criteria = [dict(c) for c in data.get("checklist", [])]
     for number, turn in enumerate(data["turns"], 1):
@@ -149,8 +134,8 @@ def _make_plan(data: Mapping[str, Any]) -> _Plan:
                 criteria.append({"id": f"t{number}-output-{k}", "turn": number, "kind": "said", "text": str(output)})
     for c in criteria:
         if c["kind"] == "said" and "grounded" not in c:
-            # Unless the task says otherwise, the rule of Scenario.reply (tasks.py).
-            c["grounded"] = tooluse_tasks.must_be_looked_up(str(c["text"]), ran, c["turn"])
+            # Unless the task says otherwise, the rule of Scenario.reply (scenario.py).
+            c["grounded"] = must_be_looked_up(str(c["text"]), ran, c["turn"])
     criteria.sort(key=lambda c: c["turn"])
     view = {name: s.view() for name, s in initial.items()}
     guards = frozenset(c["id"] for c in criteria if evaluate_criterion(c, [], "", view)["passed"])
@@ -159,14 +144,13 @@ def _make_plan(data: Mapping[str, Any]) -> _Plan:
                  guards=guards, changes_state=gold != {name: s.comparable_state() for name, s in initial.items()})
 
 
-class ToolUseEnv(AgentEnv):
-    """Multi-turn tool use over a shop, a calendar with e-mail, and a file system; or BFCL entries.
+class ToolUseEnv(ToolCallingEnv):
+    """Multi-turn tool use over a shop, a calendar with e-mail, and a file system.
 
     Args:
         dataset: ``"bundled"`` (156 tasks, splits ``train`` / ``test``), ``"generated[:difficulty]"``
-            (unlimited, seeded), ``"jsonl:FILE"`` (tasks in the bundled row format, see
-            :mod:`execgym.envs.tooluse.loading`) or ``"bfcl:DIR"`` with ``split=<category>``.
-        bfcl_underscore_names: show BFCL functions named ``a.b`` as ``a_b`` (for APIs that refuse dots).
+            (unlimited, seeded) or ``"jsonl:FILE"`` (tasks in the bundled row format, see
+            :mod:`execgym.envs.tooluse.loading`). BFCL entries are ``execgym/BFCL-v0``'s.
         skip_invalid_rows: leave malformed rows of a loaded file out (one warning counts them) instead of
             refusing the file.
         split, max_turns, render_mode, ...: as :class:`~execgym.core.env.AgentEnv`.
@@ -184,77 +168,57 @@ class ToolUseEnv(AgentEnv):
 
     description: ClassVar[str] = (
         "Multi-turn tool use over stateful services (shop, calendar + mail, files; tau-bench-style state "
-        "grading, CM2 checklists, ToolRL components) and BFCL's single-turn categories."
+        "grading, CM2 checklists, ToolRL components)."
     )
-    default_max_turns: ClassVar[int] = 20
-    loaders: ClassVar[dict[str, Loader]] = {"bfcl": load_bfcl, "jsonl": load_tooluse_jsonl}
+    loaders: ClassVar[dict[str, Loader]] = {"jsonl": load_tooluse_jsonl}
 
-    def __init__(self, *, bfcl_underscore_names: bool = False, skip_invalid_rows: bool = False,
-                 **kwargs: Any) -> None:
-        self.bfcl_underscore_names = bool(bfcl_underscore_names)
-        if skip_invalid_rows:  # the instance's loaders leave malformed rows out, with a warning that counts them
-            self.loaders = {name: functools.partial(fn, skip_invalid=True) for name, fn in type(self).loaders.items()}
+    def __init__(self, **kwargs: Any) -> None:
+        dataset = kwargs.get("dataset")
+        if isinstance(dataset, str) and dataset.partition(":")[0].strip().lower() == "bfcl":
+            raise ValueError(f"ToolUseEnv does not read BFCL entries: use gym.make(\"execgym/BFCL-v0\", "
+                             f"dataset={dataset!r}, split=<category>)")
         self._services: dict[str, Service] = {name: cls() for name, cls in SERVICES.items()}
-        self._service_tools: dict[str, list[Tool]] = {}
-        self._bfcl_tool_cache: dict[tuple[str, str], list[Tool]] = {}
-        self._bfcl: dict[str, Any] | None = None
         self._user_turn = 0
+        self._step_user_turn = 0
         self._calls: list[list[dict[str, Any]]] = [[]]
         self._replies: list[str] = []
         self._decided: list[dict[str, Any]] = []
         self._turn_report: list[dict[str, Any]] | None = None
         self._gold_left: list[list[list[dict[str, Any]]]] = []
         self._gold_unmet: list[list[int]] = []
-        self._plans: dict[tuple[str, str], _Plan] = {}
-        self._bfcl_calls: list[dict[str, Any]] = []
-        self._bfcl_answered = False
+        self._plans: LRUCache[tuple[str, str], _Plan] = LRUCache(_PLANS)
         self._step_calls = 0
         super().__init__(**kwargs)
 
     # ------------------------------------------------------------------------------------- task sources
-    @classmethod
-    def bundled_tasks(cls) -> list[Task]:
+    def bundled_tasks(self) -> list[Task]:
         return tooluse_tasks.bundled_tasks()
 
-    @classmethod
-    def task_generator(cls) -> Generator | None:
+    def task_generator(self) -> Generator | None:
         return tooluse_tasks.generate_task
 
     # -------------------------------------------------------------------------------------------- hooks
     def _begin(self, task: Task) -> str:
-        self._bfcl = task.data.get("bfcl")
         self._user_turn = 0
         self._calls = [[]]
         self._replies = []
         self._decided = []
         self._turn_report = None
-        self._bfcl_calls = []
-        self._bfcl_answered = False
-        if self._bfcl is not None:
-            return task.prompt
         for name in task.data["services"]:
             self._services[name].load(task.data["world"].get(name, {}))
         self._gold_left = [[list(step) for step in turn["gold"]] for turn in task.data["turns"]]
         self._gold_unmet = [list(range(len(turn["gold"]))) for turn in task.data["turns"]]
         return task.prompt
 
-    def _tools(self, task: Task) -> list[Tool]:
-        if self._bfcl is not None:
-            key = (task.source, task.id)
-            if key not in self._bfcl_tool_cache:
-                self._bfcl_tool_cache[key] = bfcl_tools(self._bfcl["functions"], self._record_bfcl,
-                                                        underscore_names=self.bfcl_underscore_names)
-            return self._bfcl_tool_cache[key]
-        return [tool for name in task.data["services"] for tool in self._tools_of(name)]
+    def _tools_key(self, task: Task) -> Hashable:
+        return tuple(task.data["services"])  # the tools are the services' own: the same for tasks of one domain
 
-    def _tools_of(self, service: str) -> list[Tool]:
-        # Built once per env: pydantic schema generation costs milliseconds, a reset should not.
-        if service not in self._service_tools:
-            tools = self._services[service].tools()
-            for tool in tools:
-                tool.fn = self._recorded(tool.name, tool.fn)
-            self._service_tools[service] = tools
-        return self._service_tools[service]
+    def _tools(self, task: Task) -> list[Tool]:
+        # Built once per set of services: each tool calls this env's services, loaded for the episode.
+        tools = [tool for name in task.data["services"] for tool in self._services[name].tools()]
+        for tool in tools:
+            tool.fn = self._recorded(tool.name, tool.fn)
+        return tools
 
     def _recorded(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def call(**arguments: Any) -> ToolOutput:
@@ -278,23 +242,12 @@ class ToolUseEnv(AgentEnv):
 
         return call
 
-    def _record_bfcl(self, name: str, arguments: dict[str, Any]) -> str:
-        self._bfcl_calls.append({"name": name, "arguments": arguments})
-        return f"{name} was called. (BFCL episodes end after this reply.)"
-
     def _system_prompt(self, task: Task) -> str:
-        if self._bfcl is not None:
-            extra = self._bfcl.get("system") or ""
-            return _BFCL_PROMPT + (f"\n\n{extra}" if extra else "")
         intro = _DOMAIN_PROMPTS.get(task.data.get("domain", ""), "You are an assistant with tools.")
         return (f"{intro} {_CALL_SYNTAX} When the request is done, answer the user in plain text with no tool "
                 "call; the user may then ask something else.")
 
     def _on_reply(self, text: str) -> ToolOutput | None:
-        if self._bfcl is not None:
-            self._bfcl_answered = True
-            self.end_episode()
-            return ToolOutput("Answer recorded.")
         assert self.task is not None
         turns = self.task.data["turns"]
         self._replies.append(text)
@@ -336,52 +289,38 @@ class ToolUseEnv(AgentEnv):
         self._turn_report = (self._turn_report or []) + items
 
     # ----------------------------------------------------------------------------------------- branching
-    _EPISODE_FIELDS = ("_bfcl", "_user_turn", "_calls", "_replies", "_decided", "_turn_report", "_gold_left",
-                       "_gold_unmet", "_bfcl_calls", "_bfcl_answered")
+    _EPISODE_FIELDS = ("_user_turn", "_calls", "_replies", "_decided", "_turn_report", "_gold_left", "_gold_unmet")
 
     def _snapshot_state(self) -> dict[str, Any]:
         assert self.task is not None
-        services = {} if self._bfcl is not None else {
-            name: self._services[name].state() for name in self.task.data["services"]}
-        fields = _copy({name: getattr(self, name) for name in self._EPISODE_FIELDS})
+        services = {name: self._services[name].state() for name in self.task.data["services"]}
+        fields = copy_plain({name: getattr(self, name) for name in self._EPISODE_FIELDS})
         return {"services": services, "fields": fields}
 
     def _restore_state(self, state: dict[str, Any]) -> None:
-        for name, value in _copy(state["fields"]).items():
+        for name, value in copy_plain(state["fields"]).items():
             setattr(self, name, value)
         for name, data in state["services"].items():
             self._services[name].load(data)
 
     # -------------------------------------------------------------------------------------------- steps
-    def step(self, action: Any) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
-        """One agent step; adds ToolRL components every step and the turn's checklist when a turn ends."""
-        bfcl = self.task is not None and self._bfcl is not None
-        if bfcl:
-            self.end_episode()  # in BFCL the agent's first reply is the whole answer
-        user_turn = self._user_turn
+    def _before_step(self) -> None:
         self._step_calls = 0
-        observation, reward, terminated, truncated, info = super().step(action)
-        components = info["reward_components"]
-        calls = [{"name": c["name"], "arguments": c["arguments"]} for c in info["tool_calls"]]
-        if components.get("format", 1.0) == 0.0:
-            scores = {"tool_name": 0.0, "param_names": 0.0, "param_values": 0.0}
-        elif bfcl:
-            assert self._bfcl is not None
-            # The recorded calls carry BFCL's own names (tools may show them with underscores).
-            scores = step_scores(self._bfcl["functions"], self._bfcl_calls, self._bfcl["ground_truth"])
-        else:
-            scores = self._step_scores(user_turn, calls)
-        components.update(scores)
-        components["calls"] = float(len(calls))
-        if self._turn_report is not None:
-            info["turn_checklist"] = self._turn_report
-            info["user_turn"] = user_turn + 1
-            if not (terminated or truncated):
-                info["checklist"] = list(self._decided)
-            self._turn_report = None
-        return observation, reward, terminated, truncated, info
+        self._step_user_turn = self._user_turn  # a text answer moves the user turn on; this step scores against it
 
-    def _step_scores(self, user_turn: int, calls: list[dict[str, Any]]) -> dict[str, float]:
+    def _step_extra(self, step: StepReport) -> Mapping[str, Any]:
+        """The criteria decided at this step when it ended a user turn (or the episode)."""
+        if self._turn_report is None:
+            return {}
+        extra: dict[str, Any] = {TURN_CHECKLIST: _criteria_info(self._turn_report),
+                                 USER_TURN: self._step_user_turn + 1}
+        if not step.ended:
+            extra[CHECKLIST_SO_FAR] = _criteria_info(self._decided)
+        self._turn_report = None
+        return extra
+
+    def _toolrl_scores(self, calls: list[dict[str, Any]]) -> dict[str, float]:
+        user_turn = self._step_user_turn
         if user_turn >= len(self._gold_left):
             return toolrl_scores(calls, [])
         assert self.task is not None
@@ -409,16 +348,11 @@ class ToolUseEnv(AgentEnv):
         key = (task.source, task.id)
         plan = self._plans.get(key)
         if plan is None:
-            if len(self._plans) > 4096:
-                self._plans.clear()
-            plan = _make_plan(task.data)
-            self._plans[key] = plan
+            plan = self._plans[key] = _make_plan(task.data)
         return plan
 
     def _grade(self, submitted: bool) -> Grade:
         assert self.task is not None
-        if self._bfcl is not None:
-            return self._grade_bfcl()
         data = self.task.data
         turns = data["turns"]
         plan = self._plan(self.task)
@@ -438,10 +372,10 @@ class ToolUseEnv(AgentEnv):
         required = {c["id"] for c in plan.criteria if c.get("required", True)}
         decided = {item["id"]: item for item in self._decided}
         diff = [] if state_match else diff_paths(plan.gold, world)
-        units = [{"id": "state", "passed": state_match, "evidence": "; ".join(diff) or "final state equals gold"}]
-        units += [{"id": c["id"], "passed": decided[c["id"]]["passed"], "evidence": decided[c["id"]]["evidence"]}
+        units = [Unit("state", state_match, "; ".join(diff) or "final state equals gold")]
+        units += [Unit(c["id"], decided[c["id"]]["passed"], decided[c["id"]]["evidence"])
                   for c in plan.criteria if c["id"] in required]
-        outcome = float(all(unit["passed"] for unit in units))
+        outcome = float(all(unit.passed for unit in units))
         weights = sum(item["weight"] for item in self._decided)
         checklist_score = (sum(item["weight"] for item in self._decided if item["passed"]) / weights if weights
                            else float(outcome))
@@ -466,21 +400,9 @@ class ToolUseEnv(AgentEnv):
                 "efficiency": efficiency if outcome == 1.0 else 0.0,
             },
             units=units,
-            checklist=list(self._decided),
+            checklist=[_criterion(item) for item in self._decided],
             hack_flags=hack_flags,
             details={"calls": n_calls, "gold_calls": gold_calls, "failed_calls": sum(
                 1 for turn in self._calls for c in turn if not c["ok"]), "state_diff": diff,
                 "user_turns_answered": len(self._replies), "user_turns": len(turns)},
-        )
-
-    def _grade_bfcl(self) -> Grade:
-        assert self._bfcl is not None
-        answered = self._bfcl_answered or bool(self._bfcl_calls)
-        verdict = check_bfcl(self._bfcl["category"], self._bfcl["functions"], self._bfcl_calls,
-                             self._bfcl["ground_truth"], answered=answered)
-        return Grade(
-            outcome=float(verdict["valid"]),
-            units=[{"id": "ast", "passed": verdict["valid"], "error": verdict["error"],
-                    "error_type": verdict["error_type"]}],
-            details={"bfcl_category": self._bfcl["category"], "calls": _bounded(self._bfcl_calls)},
         )

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -184,21 +185,7 @@ def result_text(result: Any) -> str:
     """
     if isinstance(result, str):
         return result
-    out: list[str] = []
-    stack = [result]
-    while stack:  # no recursion: a value may nest deeply
-        value = stack.pop()
-        if isinstance(value, str):
-            out.append(value)
-        elif isinstance(value, bool) or value is None:
-            continue
-        elif isinstance(value, int | float):
-            out.append(json.dumps(value))
-        elif isinstance(value, Mapping):
-            stack.extend(reversed(list(value.values())))
-        elif isinstance(value, list | tuple):
-            stack.extend(reversed(value))
-    return "\n".join(out)
+    return "\n".join(_scalars(result))
 
 
 # Words and numbers (a number with its decimal or thousands parts is one token).
@@ -215,9 +202,10 @@ def _token(text: str) -> str:
 
 
 def _scalars(value: Any) -> list[str]:
+    """Every string and number in ``value`` (any nesting of mappings and lists), in order, as text."""
     out: list[str] = []
     stack = [value]
-    while stack:
+    while stack:  # no recursion: a value may nest deeply
         item = stack.pop()
         if isinstance(item, str):
             out.append(item)
@@ -226,9 +214,9 @@ def _scalars(value: Any) -> list[str]:
         elif isinstance(item, int | float):
             out.append(json.dumps(item))
         elif isinstance(item, Mapping):
-            stack.extend(item.values())
+            stack.extend(reversed(list(item.values())))
         elif isinstance(item, list | tuple):
-            stack.extend(item)
+            stack.extend(reversed(item))
     return out
 
 
@@ -355,15 +343,8 @@ def multiset_jaccard(a: Sequence[str], b: Sequence[str]) -> float:
     """
     if not a and not b:
         return 1.0
-    counts_a: dict[str, int] = {}
-    counts_b: dict[str, int] = {}
-    for x in a:
-        counts_a[x] = counts_a.get(x, 0) + 1
-    for x in b:
-        counts_b[x] = counts_b.get(x, 0) + 1
-    inter = sum(min(n, counts_b.get(k, 0)) for k, n in counts_a.items())
-    union = sum(max(counts_a.get(k, 0), counts_b.get(k, 0)) for k in {*counts_a, *counts_b})
-    return inter / union
+    counts_a, counts_b = Counter(a), Counter(b)
+    return (counts_a & counts_b).total() / (counts_a | counts_b).total()
 
 
 def _set_jaccard(a: set[str], b: set[str]) -> float:

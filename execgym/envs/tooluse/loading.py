@@ -30,7 +30,8 @@ import pydantic
 from typing_extensions import TypedDict
 
 from execgym.core.tasks import Task
-from execgym.core.tools import Tool, ToolError
+from execgym.core.tools import Tool
+from execgym.envs.tooluse.gold import GoldCallFailed, gold_calls, replay_gold
 from execgym.envs.tooluse.grading import CRITERION_KINDS, STATE_OPS, evaluate_criterion
 from execgym.envs.tooluse.services import SERVICES
 
@@ -365,25 +366,17 @@ def validate_task_data(data: Any, where: str = "data") -> None:
 
 
 def _dry_run(data: Mapping[str, Any], where: str) -> None:
-    services = {name: SERVICES[name](data.get("world", {}).get(name, {})) for name in data["services"]}
-    owner = {tool: s for s in services.values() for tool in s.tool_names}
-    schemas = {tool: _schemas(s.name)[tool] for tool, s in owner.items()}
-    for t, turn in enumerate(data["turns"]):
-        for s, step in enumerate(turn.get("gold", [])):
-            for c, call in enumerate(step):
-                # The gold calls go through the same schema as the agent's: a gold call the agent could not
-                # make would leave a task no one can win.
-                refused = schemas[call["name"]].validate(call.get("arguments", {}))
-                if refused is not None:
-                    raise _fail(f"{where}.turns[{t}].gold[{s}][{c}].arguments",
-                                f"the schema of {call['name']} refuses them ({refused})")
-                try:
-                    getattr(owner[call["name"]], call["name"])(**json.loads(json.dumps(call.get("arguments", {}))))
-                except ToolError:
-                    continue  # a gold call may fail as the API would (the agent then sees the same error)
-                except Exception as exc:
-                    raise _fail(f"{where}.turns[{t}].gold[{s}][{c}]",
-                                f"{call['name']} cannot run on this world ({type(exc).__name__}: {exc})") from None
+    tools = {tool: schema for name in data["services"] for tool, schema in _schemas(name).items()}
+    for at, _turn, call in gold_calls(data):
+        # The gold calls go through the same schema as the agent's: a gold call the agent could not make
+        # would leave a task no one can win.
+        refused = tools[call["name"]].validate(call.get("arguments", {}))
+        if refused is not None:
+            raise _fail(f"{where}.{at}.arguments", f"the schema of {call['name']} refuses them ({refused})")
+    try:
+        services = replay_gold(data)
+    except GoldCallFailed as exc:
+        raise _fail(f"{where}.{exc.where}", exc.problem) from None
     try:
         state = {name: s.view() for name, s in services.items()}
         for s in services.values():

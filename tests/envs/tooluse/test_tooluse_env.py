@@ -8,9 +8,10 @@ import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from execgym.core import report as R
 from execgym.core.tasks import TaskSet
 from execgym.envs.tooluse import tasks as tooluse_tasks
-from execgym.envs.tooluse.env import ToolUseEnv
+from execgym.envs.tooluse.env import CHECKLIST_SO_FAR, TURN_CHECKLIST, USER_TURN, ToolUseEnv
 from execgym.envs.tooluse.tasks import Scenario, generate_task, shop_world
 
 ENV_ID = "execgym/ToolUse-v0"
@@ -140,21 +141,25 @@ def test_checklist_items_carry_the_evidence_that_decided_them():
                "I cancelled your order."]
     reward, terminated, _, info, infos = play(env, "two-pending", actions)
     assert not terminated and reward == 0.0
-    turn = {item["id"]: item for item in info["turn_checklist"]}
-    assert info["user_turn"] == 1 and info["checklist"] == info["turn_checklist"]
-    bad = next(item for item in turn.values() if item["kind"] == "not_called" and not item["passed"])
+    extra = info[R.EXTRA]
+    turn = {item["id"]: item for item in extra[TURN_CHECKLIST]}
+    assert extra[USER_TURN] == 1 and extra[CHECKLIST_SO_FAR] == extra[TURN_CHECKLIST]
+    assert R.CHECKLIST not in info  # the checklist of all criteria comes at the end
+    bad = next(item for item in turn.values() if item["extra"]["kind"] == "not_called" and not item["passed"])
     assert bad["evidence"] == f'step 2: cancel_order(order_id="{wrong}", reason="no_longer_needed") was called'
-    called = next(item for item in turn.values() if item["kind"] == "called")
+    called = next(item for item in turn.values() if item["extra"]["kind"] == "called")
     assert not called["passed"] and "no successful matching call" in called["evidence"]
-    said = [item for item in turn.values() if item["kind"] == "said"]
+    said = [item for item in turn.values() if item["extra"]["kind"] == "said"]
     assert [s["passed"] for s in said] == [False, False] and "not in the reply" in said[0]["evidence"]
-    assert set(bad) == {"id", "turn", "kind", "description", "passed", "evidence", "weight", "guard"}
-    assert "turn_checklist" not in infos[0] and "turn_checklist" not in infos[1]
+    assert set(bad) == {"id", "description", "passed", "evidence", "weight", "extra"}
+    assert set(bad["extra"]) == {"turn", "kind", "guard"}
+    assert R.EXTRA not in infos[0] and R.EXTRA not in infos[1]
     # The follow-up message arrives after the answer, and the final info lists every criterion.
     _, reward, terminated, _, info = env.step("It cost a lot.")
     assert terminated and reward == 0.0 and info["outcome"] == 0.0
-    assert [item["turn"] for item in info["checklist"]] == sorted(item["turn"] for item in info["checklist"])
-    assert info["turn_checklist"] == [item for item in info["checklist"] if item["turn"] == 2]
+    turns = [item["extra"]["turn"] for item in info["checklist"]]
+    assert turns == sorted(turns) and CHECKLIST_SO_FAR not in info[R.EXTRA]
+    assert info[R.EXTRA][TURN_CHECKLIST] == [item for item in info["checklist"] if item["extra"]["turn"] == 2]
     assert next(u for u in info["units"] if u["id"] == "state")["passed"] is False
     assert "shop.orders" in next(u for u in info["units"] if u["id"] == "state")["evidence"]
 
@@ -177,9 +182,9 @@ def test_truncation_decides_open_and_unreached_turns():
     _, terminated, truncated, info, _ = play(env, task.id, task.oracle[:1])
     assert truncated and not terminated and info["outcome"] == 0.0 and info["submitted"] is False
     assert len(info["checklist"]) == len(task.data["checklist"])
-    later = [item for item in info["checklist"] if item["turn"] > 1]
+    later = [item for item in info["checklist"] if item["extra"]["turn"] > 1]
     assert later and all(not i["passed"] and "ended before turn" in i["evidence"] for i in later)
-    assert {item["id"] for item in info["turn_checklist"]} == {item["id"] for item in info["checklist"]}
+    assert {item["id"] for item in info[R.EXTRA][TURN_CHECKLIST]} == {item["id"] for item in info["checklist"]}
 
 
 def test_toolrl_components_per_step(env):

@@ -129,7 +129,7 @@ def test_mail_reading_never_changes_state_and_sending_does():
     assert mail.comparable_state() != before
 
 
-@pytest.mark.parametrize("module", ["services", "grading", "tasks", "bfcl", "env"])
+@pytest.mark.parametrize("module", ["services", "grading", "gold", "scenario", "tasks", "toolrl", "env"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

@@ -1,82 +1,20 @@
-"""BFCL-format loading and AST checking, on a small folder written here in BFCL's own file layout."""
+"""BFCL-format loading and AST checking, and the BFCL env, on a small folder written here in BFCL's layout."""
 
 from __future__ import annotations
 
-import json
+import filecmp
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 
-from execgym.envs.tooluse.bfcl import check_bfcl, load_bfcl, standardize_string, to_json_schema
+from execgym.envs.bfcl.env import SAMPLE_DIR, BFCLEnv
+from execgym.envs.bfcl.grading import check_bfcl, standardize_string
+from execgym.envs.bfcl.loading import load_bfcl
+from execgym.envs.bfcl.tools import to_json_schema
 from execgym.envs.tooluse.env import ToolUseEnv
 
-AREA = {"name": "calculate_triangle_area", "description": "Area of a triangle.",
-        "parameters": {"type": "dict", "properties": {
-            "base": {"type": "integer", "description": "The base."},
-            "height": {"type": "integer", "description": "The height."},
-            "unit": {"type": "string", "description": "The unit. Default 'units'."}},
-            "required": ["base", "height"]}}
-CIRCLE = {"name": "math.circle_area", "description": "Area of a circle.",
-          "parameters": {"type": "dict", "properties": {"radius": {"type": "float"},
-                                                        "point": {"type": "tuple", "items": {"type": "integer"}}},
-                         "required": ["radius"]}}
-WEATHER = {"name": "get_weather", "description": "Current weather.",
-           "parameters": {"type": "dict", "properties": {"city": {"type": "string"},
-                                                         "unit": {"type": "string", "enum": ["c", "f"]}},
-                          "required": ["city"]}}
-BOOK = {"name": "book_hotel", "description": "Book a hotel.",
-        "parameters": {"type": "dict", "properties": {
-            "city": {"type": "string"}, "nights": {"type": "integer"},
-            "guest": {"type": "dict", "properties": {"name": {"type": "string"}, "vip": {"type": "boolean"}}},
-            "extras": {"type": "array", "items": {"type": "string"}}, "note": {"type": "any"}},
-            "required": ["city", "nights"]}}
-
-ENTRIES = {
-    "simple_python": [
-        ({"id": "simple_python_0", "question": [[{"role": "user", "content": "Area of a triangle, base 10 height 5?"}]],
-          "function": [AREA]},
-         [{"calculate_triangle_area": {"base": [10], "height": [5], "unit": ["units", ""]}}]),
-        ({"id": "simple_python_1", "question": [[{"role": "user", "content": "Area of a circle of radius 5?"}]],
-          "function": [CIRCLE]},
-         [{"math.circle_area": {"radius": [5.0], "point": [[1, 2], ""]}}]),
-        ({"id": "simple_python_2", "question": [[{"role": "system", "content": "Be brief."},
-                                                 {"role": "user", "content": "Weather in New York?"}]],
-          "function": [WEATHER]},
-         [{"get_weather": {"city": ["New York, NY", "NYC"], "unit": ["", "f"]}}]),
-    ],
-    "multiple": [
-        ({"id": "multiple_0", "question": [[{"role": "user", "content": "Book 2 nights in Rome for Ann, a VIP."}]],
-          "function": [WEATHER, BOOK]},
-         [{"book_hotel": {"city": ["Rome"], "nights": [2], "guest": [{"name": ["Ann"], "vip": [True]}],
-                          "extras": ["", ["breakfast"]], "note": [""]}}]),
-    ],
-    "parallel": [
-        ({"id": "parallel_0", "question": [[{"role": "user", "content": "Weather in Paris and in Oslo, in C?"}]],
-          "function": [WEATHER]},
-         [{"get_weather": {"city": ["Paris"], "unit": ["c"]}}, {"get_weather": {"city": ["Oslo"], "unit": ["c"]}}]),
-    ],
-    "parallel_multiple": [
-        ({"id": "parallel_multiple_0", "question": [[{"role": "user", "content": "Weather in Rome; book 3 nights."}]],
-          "function": [WEATHER, BOOK]},
-         [{"get_weather": {"city": ["Rome"], "unit": ["", "c"]}},
-          {"book_hotel": {"city": ["Rome"], "nights": [3], "guest": [""], "extras": [""], "note": [""]}}]),
-    ],
-    "irrelevance": [
-        ({"id": "irrelevance_0", "question": [[{"role": "user", "content": "Who painted the Mona Lisa?"}]],
-          "function": [AREA]}, None),
-    ],
-}
-
-
-def write_bfcl(root: Path, version: str = "v4") -> Path:
-    (root / "possible_answer").mkdir(parents=True, exist_ok=True)
-    for category, rows in ENTRIES.items():
-        name = f"BFCL_{version}_{category}.json"
-        (root / name).write_text("".join(json.dumps(entry) + "\n" for entry, _ in rows))
-        if rows[0][1] is not None:
-            (root / "possible_answer" / name).write_text(
-                "".join(json.dumps({"id": entry["id"], "ground_truth": gt}) + "\n" for entry, gt in rows))
-    return root
+from .entries import BOOK, CIRCLE, ENTRIES, write_bfcl
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +144,7 @@ def test_standardize_string_follows_bfcl():
 
 
 def test_env_episodes_are_one_step_and_graded_by_the_checker(bfcl_dir):
-    env = ToolUseEnv(dataset=f"bfcl:{bfcl_dir}", split="parallel")
+    env = BFCLEnv(dataset=f"bfcl:{bfcl_dir}", split="parallel")
     obs, info = env.reset(options={"task_id": "parallel_0"})
     assert obs == "Weather in Paris and in Oslo, in C?"
     assert info["tools"][0]["function"]["parameters"]["properties"]["unit"] == {"type": "string", "enum": ["c", "f"]}
@@ -219,18 +157,18 @@ def test_env_episodes_are_one_step_and_graded_by_the_checker(bfcl_dir):
 
     env.reset(options={"task_id": "parallel_0"})
     _, reward, terminated, _, info = env.step([call("get_weather", city="Paris", unit="kelvin", extra=1)])
-    assert reward == 0.0 and terminated and info["units"][0]["error_type"].endswith("wrong_count")
+    assert reward == 0.0 and terminated and info["units"][0]["extra"]["error_type"].endswith("wrong_count")
     assert info["reward_components"]["tool_name"] == 0.5 and info["reward_components"]["param_names"] < 1
 
     env.reset(options={"task_id": "parallel_0"})
     _, reward, terminated, _, info = env.step('<tool_call>{"name": "nope"}</tool_call>')
-    assert reward == 0.0 and terminated and info["units"][0]["error_type"] == "format_error"
+    assert reward == 0.0 and terminated and info["units"][0]["extra"]["error_type"] == "format_error"
 
 
 def test_env_oracle_and_text_answers_per_category(bfcl_dir):
     for category in ENTRIES:
         split = "simple" if category == "simple_python" else category
-        env = ToolUseEnv(dataset=f"bfcl:{bfcl_dir}", split=split)
+        env = BFCLEnv(dataset=f"bfcl:{bfcl_dir}", split=split)
         for task_id in env.tasks.ids():
             env.reset(options={"task_id": task_id})
             _, reward, terminated, _, info = env.step(env.task.oracle[0])
@@ -238,14 +176,14 @@ def test_env_oracle_and_text_answers_per_category(bfcl_dir):
             env.reset(options={"task_id": task_id})
             _, reward, terminated, _, _ = env.step("I can't help with that.")
             assert terminated and reward == float(category == "irrelevance"), task_id
-    env = ToolUseEnv(dataset=f"bfcl:{bfcl_dir}", split="irrelevance")
+    env = BFCLEnv(dataset=f"bfcl:{bfcl_dir}", split="irrelevance")
     env.reset()
     _, reward, terminated, _, info = env.step(call("calculate_triangle_area", base=1, height=2))
-    assert reward == 0.0 and terminated and "no function call" in info["units"][0]["error"][0]
+    assert reward == 0.0 and terminated and "no function call" in info["units"][0]["extra"]["error"][0]
 
 
 def test_env_accepts_a_tuple_for_a_list_in_structured_calls(bfcl_dir):
-    env = ToolUseEnv(dataset=f"bfcl:{bfcl_dir}", split="simple")
+    env = BFCLEnv(dataset=f"bfcl:{bfcl_dir}", split="simple")
     env.reset(options={"task_id": "simple_python_1"})
     _, reward, *_ = env.step(call("math.circle_area", radius=5, point=(1, 2)))
     assert reward == 1.0
@@ -253,7 +191,7 @@ def test_env_accepts_a_tuple_for_a_list_in_structured_calls(bfcl_dir):
 
 
 def test_underscore_names_for_apis_that_refuse_dots(bfcl_dir):
-    env = ToolUseEnv(dataset=f"bfcl:{bfcl_dir}", split="simple", bfcl_underscore_names=True)
+    env = BFCLEnv(dataset=f"bfcl:{bfcl_dir}", split="simple", bfcl_underscore_names=True)
     _, info = env.reset(options={"task_id": "simple_python_1"})
     assert [t["function"]["name"] for t in info["tools"]] == ["math_circle_area"]
     _, reward, _, _, info = env.step(call("math_circle_area", radius=5.0))
@@ -277,3 +215,37 @@ def test_json_schema_type_lists_are_types_not_any():
     # a missing type compares values only
     untyped = [{"name": "f", "parameters": {"type": "dict", "properties": {"x": {}}, "required": ["x"]}}]
     assert check_bfcl("simple", untyped, [call("f", x=[1, 2])], [{"f": {"x": [[1, 2]]}}])["valid"]
+
+
+def test_the_bundled_sample_is_the_entries_of_these_tests(tmp_path):
+    written = write_bfcl(tmp_path)
+    for folder in (Path("."), Path("possible_answer")):
+        names = sorted(p.name for p in (written / folder).glob("*.json"))
+        assert names == sorted(p.name for p in (SAMPLE_DIR / folder).glob("*.json"))
+        assert filecmp.cmpfiles(written / folder, SAMPLE_DIR / folder, names, shallow=False)[0] == names
+
+
+def test_the_env_is_registered_and_plays_its_sample_without_a_dataset():
+    env = gym.make("execgym/BFCL-v0", split="irrelevance")
+    obs, info = env.reset(seed=0)
+    assert obs == "Who painted the Mona Lisa?" and info["task_id"] == "irrelevance_0"
+    _, reward, terminated, _, info = env.step(env.unwrapped.task.oracle[0])
+    assert (reward, terminated) == (1.0, True) and info["units"][0]["id"] == "ast"
+    env.close()
+    assert set(BFCLEnv().tasks.splits()) == {"simple", "multiple", "parallel", "parallel_multiple", "irrelevance"}
+
+
+def test_tooluse_refuses_bfcl_naming_the_bfcl_env(bfcl_dir):
+    with pytest.raises(ValueError, match=r"^ToolUseEnv does not read BFCL entries: use gym.make\("
+                                         r"\"execgym/BFCL-v0\"") as caught:
+        ToolUseEnv(dataset=f"bfcl:{bfcl_dir}", split="simple")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("module", ["grading", "tools", "env"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"execgym.envs.bfcl.{module}"), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
