@@ -26,27 +26,10 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
 from execgym.envs.cad.env import CADModelEnv  # noqa: E402
+from execgym.rollout.bench import process_tree  # noqa: E402
 
 TASK = "plate_holes-medium-1001"
 BOX = "import cadquery as cq\nresult = cq.Workplane().box(1, 1, 1)\n"
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(name))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def pss_bytes(pid: int, field: str = "Pss:") -> int:
@@ -74,7 +57,7 @@ def measure(n: int, shared: bool, steps: int) -> dict[str, float]:
             assert obs.startswith("OK"), obs
             cold.append(time.monotonic() - start)
         time.sleep(1.0)  # the workers fork their next spare children after a reply: count those too
-        pids = descendants(os.getpid())
+        pids = process_tree(os.getpid())[1:]
         pss = sum(pss_bytes(p) for p in pids)
         anon = sum(pss_bytes(p, "Pss_Anon:") for p in pids)
         code = envs[-1].task.data["code"]

@@ -57,7 +57,7 @@ def _phases(executor: Executor) -> Iterator[dict[str, list[float]]]:
     if not hasattr(executor, "wait_removed"):
         yield times
         return
-    from execgym.executor import docker as backend
+    from execgym.executor.docker import sandbox as backend
 
     targets = [
         (backend.DockerSandbox, "close", "hand back the previous sandbox"),

@@ -310,6 +310,8 @@ class AgentEnv(gym.Env[str, Any]):
         if step.ended:
             self._over = True
             final, grade_components = self._finish(submitted=terminated, infra_error=infra_error, issues=issues)
+            if final.infra_error is not None and terminated:  # grading itself failed: as for a tool, truncation
+                terminated, truncated = False, True
             reward = final.outcome
         step.reward_components.update(self._checked_components(self._step_components(step), "step", issues))
         # Grading components win over this step's components of the same name (SQL's `executed`).

@@ -15,40 +15,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from execgym.executor.base import (
-    ExecResult,
-    Executor,
-    GiB,
-    InfraError,
-    Limits,
-    MiB,
-    PathError,
-    Sandbox,
-    SandboxSpec,
-    Session,
-    SessionReply,
-    validate_relpath,
-)
+from execgym.executor import base
+from execgym.executor.base import *  # noqa: F403 - the package's API is the base's, plus the backends
+from execgym.executor.base import Executor
 from execgym.executor.local import LocalExecutor
 
-__all__ = [
-    "BACKENDS",
-    "ENV_VAR",
-    "ExecResult",
-    "Executor",
-    "GiB",
-    "InfraError",
-    "Limits",
-    "LocalExecutor",
-    "MiB",
-    "PathError",
-    "Sandbox",
-    "SandboxSpec",
-    "Session",
-    "SessionReply",
-    "get_executor",
-    "validate_relpath",
-]
+__all__ = [*base.__all__, "BACKENDS", "ENV_VAR", "LocalExecutor", "get_executor"]
 
 ENV_VAR = "EXECGYM_EXECUTOR"
 BACKENDS = ("local", "docker")

@@ -37,6 +37,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 
 STATUS_MARK = b"\x00\x00execgym-status:"
 MAX_FDS = 3
@@ -289,13 +290,7 @@ class Server:
             self.shutdown()
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status, ru = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status, ru in _exited_children():
             job = self.jobs.pop(pid, None)
             if job is None:
                 continue  # an orphan: nothing to report
@@ -491,25 +486,26 @@ class _Main:
         self.rusage = None
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status, ru = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status, ru in _exited_children():
             if pid == self.pid:
                 self.status, self.rusage = status, ru
 
 
 def _reap_all() -> None:
+    for _ in _exited_children():
+        pass
+
+
+def _exited_children() -> Iterator[tuple[int, int, resource.struct_rusage]]:
+    """Reap every child that has exited, without waiting: ``(pid, status, rusage)`` each."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status, ru = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        yield pid, status, ru
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -16,17 +16,23 @@ False
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import os
+import posixpath
 import re
+import select
 import shlex
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Self
 
 from execgym.core.errors import InfraError
+from execgym.executor import _agent
 
 __all__ = [
     "ExecResult",
@@ -40,10 +46,13 @@ __all__ = [
     "SandboxSpec",
     "Session",
     "SessionReply",
-    "looks_out_of_memory",
-    "normalize_cmd",
     "validate_relpath",
 ]
+# Also here for the backends, not exported by the package: AGENT_SOURCE, looks_out_of_memory, normalize_cmd,
+# sandbox_environment, send_all, wait_fd.
+
+#: The in-sandbox worker's source: both backends run it with ``python -c`` where the package is not visible.
+AGENT_SOURCE = Path(_agent.__file__).read_text()
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -231,6 +240,27 @@ def validate_relpath(path: str | os.PathLike[str]) -> str:
     return "/".join(parts)
 
 
+def sandbox_environment(home: str, tmpdir: str) -> dict[str, str]:
+    """The variables every backend gives its commands (before the spec's own): UTF-8, unbuffered Python
+    without bytecode files, single-threaded BLAS/OpenMP, a dumb terminal.
+
+    >>> sandbox_environment("/work", "/tmp")["OMP_NUM_THREADS"]
+    '1'
+    """
+    return {
+        "HOME": home,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TMPDIR": tmpdir,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TERM": "dumb",
+    }
+
+
 def normalize_cmd(cmd: str | Sequence[str]) -> list[str]:
     """An argv list: a string runs through ``/bin/sh -c``; a sequence is used as is.
 
@@ -276,7 +306,21 @@ def looks_out_of_memory(stderr_tail: bytes, exit_code: int, *, killed_by_us: boo
     return exit_code != 0 and any(m in stderr_tail for m in _OOM_MARKERS)
 
 
-class Session(abc.ABC):
+class _Closing(abc.ABC):
+    """``with`` support for everything that has a ``close``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what this object holds."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Session(_Closing):
     """A long-lived worker process inside a sandbox, spoken to in JSON lines over its stdin/stdout.
 
     Each :meth:`request` writes one JSON line and waits for one JSON line back. A worker that crashes or
@@ -286,6 +330,10 @@ class Session(abc.ABC):
     otherwise that request reports the death and the following one runs on a fresh worker. Lines on
     stdout that are not JSON are skipped and shown in the reply's ``stderr``.
 
+    :meth:`request` is the one template both backends share (framing, deadline, reading, error
+    mapping); a backend implements the worker's transport in the hooks ``_start``, ``_kill_worker``,
+    ``_worker_alive``, ``_send``, ``_receive`` and ``_death_note``.
+
     >>> from execgym.executor import LocalExecutor
     >>> worker = "import json,sys\\nn=0\\nfor line in sys.stdin:\\n    n+=1; print(json.dumps(n), flush=True)"
     >>> with LocalExecutor().sandbox() as sb:
@@ -294,12 +342,91 @@ class Session(abc.ABC):
     1 2
     """
 
-    restarts: int = 0
+    def __init__(self, sandbox: Sandbox, argv: list[str], env: Mapping[str, str]) -> None:
+        self.argv = argv
+        self.env = dict(env)
+        #: How many times the worker was started afresh.
+        self.restarts = 0
+        self._lock = sandbox.lock
+        self._limits = sandbox.spec.limits
+        self._closed = False
+        self._buf = b""  # the worker's stdout, not yet split into replies
+        # Its stderr (and non-JSON stdout) since the last reply.
+        self._stderr = _agent.Capture(self._limits.output_bytes, 0)
 
+    # -- the backend's hooks ------------------------------------------------------------------------
 
-    # Both backends buffer the worker's stdout in ``_buf`` and keep its stderr in ``_stderr`` (a Capture).
-    _buf: bytes
-    _stderr: Any
+    @abc.abstractmethod
+    def _start(self) -> None:
+        """Start the worker (its output goes to ``_buf`` and ``_stderr`` through :meth:`_receive`)."""
+
+    @abc.abstractmethod
+    def _kill_worker(self) -> None:
+        """Stop the worker, keeping what it still wrote to stderr; idempotent."""
+
+    @abc.abstractmethod
+    def _worker_alive(self) -> bool:
+        """Take in what the worker wrote since the last request; False when it is known to be gone."""
+
+    @abc.abstractmethod
+    def _send(self, data: bytes, deadline: float) -> None:
+        """Write ``data`` to the worker's stdin; TimeoutError at ``deadline``, OSError if it is gone."""
+
+    @abc.abstractmethod
+    def _receive(self, deadline: float) -> bool:
+        """Wait until ``deadline`` for output and take it in; False once the worker's stdout has ended."""
+
+    @abc.abstractmethod
+    def _death_note(self, what: str) -> str:
+        """``what`` happened to the worker, with its exit code (or why it could not start)."""
+
+    @abc.abstractmethod
+    def detach(self) -> None:
+        """Let go of the worker's pipes without speaking to it: its sandbox is closing and kills it."""
+
+    def _drain_stderr(self) -> None:
+        """Take in stderr that arrived apart from :meth:`_receive`."""
+
+    # -- the shared template ------------------------------------------------------------------------
+
+    def request(self, message: Any, timeout: float | None = None) -> SessionReply:
+        """Send one JSON-serialisable message and wait for the reply line (``timeout``: ``wall_time_s``)."""
+        line = (json.dumps(message) + "\n").encode()
+        timeout = self._limits.wall_time_s if timeout is None else float(timeout)
+        with self._lock:
+            if self._closed:
+                raise InfraError("session is closed")
+            start = time.monotonic()
+            restarted = not self._worker_alive()
+            if restarted:
+                self._restart()
+            value, error, timed_out = self._exchange(line, start + timeout)
+            if error is not None:
+                self._kill_worker()
+                stderr = self._take_stderr()
+                self._restart()
+                return SessionReply(None, False, error, timed_out, True, time.monotonic() - start, stderr)
+            return SessionReply(value, True, None, False, restarted, time.monotonic() - start, self._take_stderr())
+
+    def _exchange(self, line: bytes, deadline: float) -> tuple[Any, str | None, bool]:
+        """Write the request and read up to its reply, as ``(value, error, timed_out)``."""
+        try:
+            self._send(line, deadline)
+        except TimeoutError:
+            return None, "timed out writing the request (worker not reading stdin)", True
+        except OSError:
+            return None, self._death_note("worker exited before the request was written"), False
+        cap = self._limits.output_bytes
+        stdout_open = True
+        while True:
+            reply = self._take_reply(cap)
+            if reply is not None:
+                return reply
+            if not stdout_open:
+                return None, self._death_note("worker exited without replying"), False
+            if time.monotonic() >= deadline:
+                return None, "no reply before the timeout: worker killed", True
+            stdout_open = self._receive(deadline)
 
     def _take_reply(self, cap: int) -> tuple[Any, str | None, bool] | None:
         """The next JSON reply in the stdout buffer as ``(value, error, timed_out)``, or None while incomplete.
@@ -319,25 +446,35 @@ class Session(abc.ABC):
         if len(self._buf) > cap:
             return None, f"reply exceeds the output limit ({cap} bytes)", False
         return None
-    @abc.abstractmethod
-    def request(self, message: Any, timeout: float | None = None) -> SessionReply:
-        """Send one JSON-serialisable message and wait for the reply line."""
 
-    @abc.abstractmethod
+    def _take_stderr(self) -> str:
+        self._drain_stderr()
+        text = self._stderr.value().decode(errors="replace")
+        self._stderr = _agent.Capture(self._limits.output_bytes, 0)
+        return text
+
+    def _restart(self) -> None:
+        self._kill_worker()
+        self.restarts += 1
+        self._buf = b""
+        self._start()
+
     def close(self) -> None:
         """Stop the worker (and anything it started)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._kill_worker()
 
-    def __enter__(self) -> Session:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Sandbox(abc.ABC):
+class Sandbox(_Closing):
     """An isolated work directory where commands run under :class:`Limits`.
 
-    ``workdir`` is the work directory's path as commands see it (their cwd and ``HOME``).
+    ``workdir`` is the work directory's path as commands see it (their cwd and ``HOME``); ``env`` is
+    the environment every command gets; ``lock`` is held by every operation on the sandbox and on its
+    sessions. :meth:`run` and :meth:`session` check their arguments here and leave the work to the
+    backend's ``_run`` and ``_new_session``.
 
     >>> from execgym.executor import LocalExecutor
     >>> with LocalExecutor().sandbox(SandboxSpec(files={"x.py": "print(1 + 1)"})) as sb:
@@ -346,10 +483,15 @@ class Sandbox(abc.ABC):
     0 2 b'print(1 + 1)'
     """
 
-    spec: SandboxSpec
     workdir: str
+    env: Mapping[str, str]
 
-    @abc.abstractmethod
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.spec = spec
+        self.lock = threading.RLock()
+        self._closed = False
+        self._sessions: list[Session] = []
+
     def run(
         self,
         cmd: str | Sequence[str],
@@ -364,6 +506,31 @@ class Sandbox(abc.ABC):
         ``timeout`` defaults to ``spec.limits.wall_time_s``; ``cwd`` is relative to the work directory;
         ``env`` adds variables for this command only.
         """
+        argv = normalize_cmd(cmd)
+        timeout = self.spec.limits.wall_time_s if timeout is None else float(timeout)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        workdir = self.workdir if cwd is None else posixpath.join(self.workdir, validate_relpath(cwd))
+        with self.lock:
+            return self._run(argv, timeout, data, self.job_env(env), workdir)
+
+    def session(self, cmd: str | Sequence[str], *, env: Mapping[str, str] | None = None) -> Session:
+        """Start a JSON-lines worker that keeps its state between requests."""
+        with self.lock:
+            s = self._new_session(normalize_cmd(cmd), self.job_env(env))
+            self._sessions.append(s)
+            return s
+
+    def job_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """The environment of one command or session: the sandbox's, plus ``env``."""
+        return {**self.env, **(env or {})}
+
+    @abc.abstractmethod
+    def _run(self, argv: list[str], timeout: float, stdin: bytes | None, env: dict[str, str], cwd: str) -> ExecResult:
+        """Run ``argv`` (the lock is held; ``cwd`` is absolute, as commands see it)."""
+
+    @abc.abstractmethod
+    def _new_session(self, argv: list[str], env: dict[str, str]) -> Session:
+        """Start a session's worker (the lock is held)."""
 
     @abc.abstractmethod
     def write_files(self, files: Mapping[str, str | bytes]) -> None:
@@ -374,24 +541,29 @@ class Sandbox(abc.ABC):
         """Read one file of the work directory."""
 
     @abc.abstractmethod
-    def session(self, cmd: str | Sequence[str], *, env: Mapping[str, str] | None = None) -> Session:
-        """Start a JSON-lines worker that keeps its state between requests."""
+    def _release(self) -> None:
+        """Kill everything the sandbox started and delete it (called once, its sessions detached, lock held)."""
 
-    @abc.abstractmethod
     def close(self) -> None:
         """Kill everything the sandbox started and delete it. Idempotent."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            for s in self._sessions:
+                s.detach()
+            self._release()
 
-    def __enter__(self) -> Sandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):
+                self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(image={self.spec.image!r}, workdir={self.workdir!r})"
 
 
-class Executor(abc.ABC):
+class Executor(_Closing):
     """Makes sandboxes. Backends: ``"local"`` (:class:`~execgym.executor.local.LocalExecutor`) and
     ``"docker"`` (:class:`~execgym.executor.docker.DockerExecutor`); pick one with
     :func:`~execgym.executor.get_executor`.
@@ -409,14 +581,31 @@ class Executor(abc.ABC):
     def sandbox(self, spec: SandboxSpec | None = None) -> Sandbox:
         """A fresh sandbox for ``spec`` (defaults: ``SandboxSpec()``)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+    def close(self) -> None:
         """Release executor-wide resources (pools, clients). Sandboxes already handed out stay usable."""
 
-    def __enter__(self) -> Executor:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def wait_fd(fd: int, events: int, timeout: float | None) -> bool:
+    """Wait until ``fd`` is ready (poll, not select: descriptors above 1024 are fine)."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+
+
+def send_all(fd: int, data: bytes, deadline: float, write: Callable[[memoryview], int] | None = None) -> None:
+    """Write all of ``data`` to the non-blocking ``fd`` (with ``write``, default ``os.write``) by ``deadline``.
+
+    Raises TimeoutError when the reader stops reading, and the writer's OSError (a closed pipe) as is.
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[(write(view) if write is not None else os.write(fd, view)) :]
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError from None
+            wait_fd(fd, select.POLLOUT, left)
 
 
 def describe_cmd(argv: Sequence[str]) -> str:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from execgym.executor.docker import DEFAULT_IMAGES, IMAGE_VERSION, _client
+from execgym.executor.docker.container import DEFAULT_IMAGES, IMAGE_VERSION, _client
 
 if TYPE_CHECKING:
     import docker as docker_sdk

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from execgym.executor import Executor, LocalExecutor
 from execgym.executor.docker import docker_available, image_available
+from execgym.executor.local import LocalSandbox
 
 REQUIRE_DOCKER_ENV = "EXECGYM_REQUIRE_DOCKER"
 HOW_TO_ENABLE = "start dockerd, then `execgym images build python` (or run .ci/docker.sh)"
@@ -59,14 +61,27 @@ def local_executor() -> Executor:
     return LocalExecutor()
 
 
+def bwrap_local(note: str = "") -> LocalExecutor:
+    """A LocalExecutor confined by bubblewrap; skips (saying ``note``) where bubblewrap is unusable."""
+    ex = LocalExecutor()
+    if not ex.use_bwrap:
+        pytest.skip(f"bubblewrap unusable here ({ex.bwrap_reason}){note}")
+    return ex
+
+
+@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
+def confined(request: pytest.FixtureRequest) -> Executor:
+    """The backends that promise containment: local with bubblewrap, and Docker."""
+    if request.param == "local":
+        return bwrap_local(": LocalExecutor() refuses to run unconfined")
+    return request.getfixturevalue("docker_executor")
+
+
 @pytest.fixture(params=["local", "local-plain", pytest.param("docker", marks=pytest.mark.docker)])
 def executor(request: pytest.FixtureRequest) -> Executor:
     """Each backend in turn: the behaviour suite runs against both (local with and without bwrap)."""
     if request.param == "local":
-        ex = LocalExecutor()
-        if not ex.use_bwrap:
-            pytest.skip(f"bubblewrap unusable here ({ex.bwrap_reason}); covered by local-plain")
-        return ex
+        return bwrap_local("; covered by local-plain")
     if request.param == "local-plain":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # "network cannot be disabled": expected
@@ -81,3 +96,16 @@ class _QuietLocal(LocalExecutor):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return super().sandbox(spec)
+
+
+def local_sandbox_pids(sb: LocalSandbox) -> list[int]:
+    """Host pids of every process of a local sandbox (they carry its EXECGYM_SANDBOX marker)."""
+    marker = f"EXECGYM_SANDBOX={sb.id}".encode()
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                pids.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import socket
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from execgym.executor import Executor, Limits, MiB, PathError, Sandbox, SandboxSpec
 from execgym.executor.local import LocalExecutor, LocalSandbox
+from tests.executor.conftest import local_sandbox_pids
 
 NO_PLUGINS = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # the host's plugins would slow every run
 WORKER = textwrap.dedent(
@@ -48,19 +51,11 @@ def _uses_bwrap(sb: Sandbox) -> bool:
 def _sandbox_processes(sb: Sandbox) -> list[str]:
     """Processes belonging to the sandbox, other than its idle supervisor and this probe."""
     if isinstance(sb, LocalSandbox):
-        marker = f"EXECGYM_SANDBOX={sb.id}".encode()
         found = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/environ", "rb") as f:
-                    if marker in f.read().split(b"\0"):
-                        with open(f"/proc/{name}/cmdline", "rb") as c:
-                            cmdline = c.read().replace(b"\0", b" ")[:80]
-                        found.append(f"{name}: {cmdline!r}")
-            except OSError:
-                continue
+        for pid in local_sandbox_pids(sb):
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:80]
+                found.append(f"{pid}: {cmdline!r}")
         return found
     probe = (
         "import os\n"

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import pkgutil
 
 import pytest
 
+import execgym.executor
+
+# Every module of the executor, the backends' packages included.
 MODULES = [
     "execgym.executor",
-    "execgym.executor.base",
-    "execgym.executor.local",
-    "execgym.executor.docker",
-    "execgym.executor.images",
-    "execgym.executor.cli",
+    *sorted(m.name for m in pkgutil.walk_packages(execgym.executor.__path__, "execgym.executor.")),
 ]
 
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 import execgym
 from execgym.executor import LocalExecutor, PathError, SandboxSpec, validate_relpath
-from execgym.executor import local as local_mod
-from execgym.executor.local import _open_inside
+from execgym.executor.local import bwrap as local_mod
+from execgym.executor.local.files import open_inside as _open_inside
 
 CHECKOUT = Path(execgym.__file__).resolve().parents[1]
 
@@ -180,7 +180,7 @@ def test_bwrap_args_never_bind_over_private_dirs_or_the_work_dir(monkeypatch: py
     local_mod._interpreter_dirs.cache_clear()
     try:
         dirs = local_mod._interpreter_dirs(sys.executable)
-        args = local_mod._bwrap_args(work, network=False, tmp_size=None)
+        args = local_mod.bwrap_args(work, network=False, tmp_size=None)
     finally:
         local_mod._interpreter_dirs.cache_clear()
     binds = [(args[i], args[i + 2]) for i, a in enumerate(args) if a in ("--bind", "--ro-bind")]

@@ -7,11 +7,12 @@ a worker, a program that kills its worker after filling the sandbox's disk. Loca
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.executor.conftest import require_docker
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("cadquery") is None, reason="CadQuery is not installed")
 
@@ -24,15 +25,7 @@ def env(request) -> Iterator:
     from execgym.envs.cad.env import CADModelEnv
 
     if request.param == "docker":
-        from execgym.executor.docker import docker_available, image_available
-
-        ok, why = docker_available()
-        if ok:
-            ok, why = image_available("cad")
-        if not ok:
-            if os.environ.get("EXECGYM_REQUIRE_DOCKER") == "1":
-                pytest.fail(f"Docker is required (EXECGYM_REQUIRE_DOCKER=1) but unusable: {why}")
-            pytest.skip(f"docker backend unavailable: {why}")
+        require_docker("cad")
     e = CADModelEnv(dataset="bundled", executor=request.param, run_timeout_s=8.0, memory_mb=768)
     yield e
     e.close()

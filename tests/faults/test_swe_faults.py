@@ -14,7 +14,8 @@ import shutil
 import pytest
 
 from execgym.core.errors import InfraError
-from execgym.envs.swe import tasks as swe_tasks
+from execgym.envs.swe import repos as swe_repos
+from execgym.envs.swe import workspace as swe_workspace
 from execgym.envs.swe.env import SWERepairEnv
 from execgym.envs.swe.runner import TestCommand
 from execgym.executor import LocalExecutor
@@ -75,7 +76,7 @@ def test_a_runner_that_cannot_start_is_an_infra_error(executor, tmp_path, test_c
 
 def test_generated_tasks_without_a_runner_raise_infra_error_from_reset(tmp_path, monkeypatch):
     monkeypatch.setenv("EXECGYM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(swe_tasks, "BUNDLED_COMMAND", TestCommand(("python", "-S", "-m", "pytest")))
+    monkeypatch.setattr(swe_repos, "BUNDLED_COMMAND", TestCommand(("python", "-S", "-m", "pytest")))
     env = SWERepairEnv(executor=LocalExecutor(), dataset="generated:easy")
     try:
         with pytest.raises(InfraError, match="test runner does not work.*No module named pytest"):
@@ -85,8 +86,8 @@ def test_generated_tasks_without_a_runner_raise_infra_error_from_reset(tmp_path,
 
 
 def test_bundled_grading_without_a_runner_is_an_infra_error(executor, monkeypatch):
-    monkeypatch.setattr(swe_tasks, "BUNDLED_COMMAND", TestCommand(("python", "-S", "-m", "pytest")))
-    monkeypatch.setattr(swe_tasks, "_workspaces", type(swe_tasks._workspaces)())
+    monkeypatch.setattr(swe_repos, "BUNDLED_COMMAND", TestCommand(("python", "-S", "-m", "pytest")))
+    monkeypatch.setattr(swe_workspace, "_workspaces", type(swe_workspace._workspaces)(maxsize=8))
     env = SWERepairEnv(executor=executor)
     try:
         env.reset(options={"task_id": env.tasks.ids()[0]})

@@ -9,8 +9,11 @@ writes where they would be and signals every process it can.
 from __future__ import annotations
 
 import importlib.util
+import os
+import secrets
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -19,10 +22,11 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("cadquery") is None, re
 TASK = "flange-medium-1001"
 BOX = "import cadquery as cq\nresult = cq.Workplane().box(1, 1, 1)\n"
 
-# The victim: secrets in every writable place, an abstract unix socket, a detached child; it waits, then checks
-# that all of it is untouched and that nothing was planted next to it.
+# The victim: secrets in every writable place, an abstract unix socket, a detached child; then it takes the name
+# READY (its ready marker, which the test watches for in /proc: nothing of the holder's own places is visible
+# outside its namespaces), waits, and checks that all of it is untouched and that nothing was planted next to it.
 HOLDER = '''
-import os, socket, time
+import ctypes, os, socket, time
 places = [".", os.environ.get("TMPDIR") or "/tmp", "/tmp", "/dev/shm"]
 for d in places:
     with open(os.path.join(d, "holder-secret"), "w") as f:
@@ -34,6 +38,7 @@ if os.fork() == 0:
     os.setsid()
     time.sleep(60)
     os._exit(0)
+ctypes.CDLL(None).prctl(15, b"READY", 0, 0, 0)  # PR_SET_NAME
 time.sleep(6.0)
 intact = all(open(os.path.join(d, "holder-secret")).read() == "SECRET" for d in places)
 planted = sorted(n for d in places for n in os.listdir(d) if n.startswith("intruder"))
@@ -79,6 +84,21 @@ def run(env, code: str):
     return env.step({"name": "run_cadquery", "arguments": {"code": code}})
 
 
+def wait_for_process_named(name: str, running: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait until some process of this machine has taken ``name`` (``/proc/<pid>/comm``), while ``running()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running():
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip() == name:
+                        return
+            except OSError:
+                continue
+        time.sleep(0.01)
+    raise AssertionError(f"no process took the name {name!r} (the program ended, or {timeout:g} s passed)")
+
+
 def test_two_envs_agent_programs_cannot_reach_each_other() -> None:
     from execgym.envs.cad.env import CADModelEnv
     from execgym.executor import LocalExecutor
@@ -95,15 +115,17 @@ def test_two_envs_agent_programs_cannot_reach_each_other() -> None:
         holder_pid = holder_env.session.pid
         results: dict[str, str] = {}
         times: dict[str, float] = {}
+        ready = f"cadhold{secrets.token_hex(4)}"  # a process name (at most 15 characters) no other process has
 
         def hold() -> None:
             times["holder_start"] = time.monotonic()
-            results["holder"] = run(holder_env, HOLDER)[0]
+            results["holder"] = run(holder_env, HOLDER.replace("READY", ready))[0]
             times["holder_end"] = time.monotonic()
 
         thread = threading.Thread(target=hold)
         thread.start()
-        time.sleep(1.5)  # the holder's files, socket and child exist by now (it waits 6 s after making them)
+        # Then the holder's files, socket and child exist, and it waits 6 s before it checks them.
+        wait_for_process_named(ready, thread.is_alive)
         results["intruder"] = run(intruder_env, INTRUDER)[0]
         times["intruder_end"] = time.monotonic()
         thread.join(120)

@@ -7,11 +7,12 @@ Each program below is an attack a policy can write: it runs as the agent's code 
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from collections.abc import Iterator
 
 import pytest
+
+from tests.executor.conftest import require_docker
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("cadquery") is None, reason="CadQuery is not installed")
 
@@ -102,25 +103,12 @@ result = cq.Workplane().box(1, 1, 1)
 '''
 
 
-def _docker_ok() -> tuple[bool, str]:
-    from execgym.executor.docker import docker_available, image_available
-
-    ok, why = docker_available()
-    if ok:
-        ok, why = image_available("cad")
-    return ok, why
-
-
 @pytest.fixture(scope="module", params=["local", pytest.param("docker", marks=pytest.mark.docker)])
 def env(request) -> Iterator:
     from execgym.envs.cad.env import CADModelEnv
 
     if request.param == "docker":
-        ok, why = _docker_ok()
-        if not ok:
-            if os.environ.get("EXECGYM_REQUIRE_DOCKER") == "1":
-                pytest.fail(f"Docker is required (EXECGYM_REQUIRE_DOCKER=1) but unusable: {why}")
-            pytest.skip(f"docker backend unavailable: {why}")
+        require_docker("cad")
     e = CADModelEnv(dataset="bundled", executor=request.param, run_timeout_s=8.0, memory_mb=768, max_turns=3)
     yield e
     e.close()

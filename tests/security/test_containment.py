@@ -32,29 +32,21 @@ import execgym
 from execgym.executor import Executor, InfraError, Limits, LocalExecutor, MiB, Sandbox, SandboxSpec
 from execgym.executor import local as local_mod
 from execgym.executor.local import LocalSandbox
+from execgym.executor.local import cgroup as cgroup_mod
+from tests.executor import conftest as executor_fixtures
 
 CHECKOUT = Path(execgym.__file__).resolve().parents[1]
 PACKAGE = Path(execgym.__file__).resolve().parent
 IS_ROOT = os.geteuid() == 0
 
 
-@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
-def confined(request: pytest.FixtureRequest) -> Executor:
-    """The backends that promise containment: local with bubblewrap, and Docker."""
-    if request.param == "local":
-        ex = LocalExecutor()
-        if not ex.use_bwrap:
-            pytest.skip(f"bubblewrap unusable here ({ex.bwrap_reason}): LocalExecutor() refuses to run (tested below)")
-        return ex
-    return request.getfixturevalue("docker_executor")
+# The backends that promise containment (local with bubblewrap, and Docker), as in the executor suite.
+confined = executor_fixtures.confined
 
 
 @pytest.fixture
 def local_bwrap() -> LocalExecutor:
-    ex = LocalExecutor()
-    if not ex.use_bwrap:
-        pytest.skip(f"bubblewrap unusable here ({ex.bwrap_reason})")
-    return ex
+    return executor_fixtures.bwrap_local()
 
 
 @pytest.fixture
@@ -71,15 +63,10 @@ def _sh(sb: Sandbox, script: str, timeout: float = 60) -> str:
 
 def _host_uids_of(sb: LocalSandbox) -> set[int]:
     """Real, effective, saved and fs uids (host view) of every process of a local sandbox."""
-    marker = f"EXECGYM_SANDBOX={sb.id}".encode()
     uids: set[int] = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for pid in executor_fixtures.local_sandbox_pids(sb):
         try:
-            if marker not in Path(f"/proc/{name}/environ").read_bytes().split(b"\0"):
-                continue
-            for line in Path(f"/proc/{name}/status").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("Uid:"):
                     uids.update(int(x) for x in line.split()[1:])
         except OSError:
@@ -340,7 +327,7 @@ def test_memory_limit_holds_for_the_whole_sandbox(local_bwrap: LocalExecutor) ->
 
 
 def test_memory_scope_is_reported(local_bwrap: LocalExecutor) -> None:
-    expected = "sandbox" if IS_ROOT and local_mod._cgroup_parents("memory") else "process"
+    expected = "sandbox" if IS_ROOT and cgroup_mod.cgroup_parents("memory") else "process"
     assert local_bwrap.memory_scope == expected
     with local_bwrap.sandbox() as sb:
         assert sb.memory_scope == expected

@@ -2,7 +2,7 @@
 
 Each attack must be contained (the host and the test process are unaffected), reported in the
 ``ExecResult`` (a failing exit code, not a hang or an exception), and leave a second sandbox working.
-What each backend guarantees differs, and is asserted as documented in ``execgym/executor/local.py``:
+What each backend guarantees differs, and is asserted as documented in ``execgym/executor/local/__init__.py``:
 Docker and local-with-bubblewrap hide the host's ``/tmp`` and other processes; plain local (no
 bubblewrap) is documented to see the host file system and same-user processes, so there the tests assert
 only what that backend promises (scrubbed environment, path checks, timeouts, reaping).

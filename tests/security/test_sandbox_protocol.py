@@ -34,19 +34,13 @@ from pathlib import Path
 import pytest
 
 from execgym.executor import Executor, InfraError, LocalExecutor, Sandbox, SandboxSpec
-from execgym.executor import local as local_mod
 from execgym.executor._agent import STATUS_MARK
 from execgym.executor.local import LocalSandbox
+from execgym.executor.local import supervisor as local_mod
+from tests.executor import conftest as executor_fixtures
 
-
-@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
-def confined(request: pytest.FixtureRequest) -> Executor:
-    if request.param == "local":
-        ex = LocalExecutor()
-        if not ex.use_bwrap:
-            pytest.skip(f"bubblewrap unusable here ({ex.bwrap_reason})")
-        return ex
-    return request.getfixturevalue("docker_executor")
+# The backends that promise containment (local with bubblewrap, and Docker), as in the executor suite.
+confined = executor_fixtures.confined
 
 
 @pytest.fixture

@@ -11,51 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from execgym.envs.swe.env import SWERepairEnv
 from execgym.envs.swe.grading import Canaries, JUnitReport, junit_key, report_flags
-from execgym.executor import LocalExecutor
+from tests.envs.swe.helpers import backend_env, easy_task, flag_codes, submit_with
 
-BACKENDS = ["local", pytest.param("docker", marks=pytest.mark.docker)]
-
-
-def call(name: str, **arguments: object) -> dict:
-    return {"name": name, "arguments": arguments}
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def env(request: pytest.FixtureRequest):
-    executor = request.getfixturevalue("_docker_executor_session") if request.param == "docker" else LocalExecutor()
-    e = SWERepairEnv(executor=executor, test_timeout_s=60, bash_timeout_s=30)
-    yield e
-    e.close()
-
-
-def task_of(env: SWERepairEnv, repo: str = "calcy"):
-    return next(t for t in env.tasks if t.data["repo"] == repo and t.difficulty == "easy")
-
-
-def submit_with(env: SWERepairEnv, task, files: dict[str, str], shell: str = "") -> dict:
-    env.reset(options={"task_id": task.id})
-    for path, content in files.items():
-        obs = env.step(call("create", path=path, content=content))[0]
-        assert obs.startswith(("Created", "Replaced")), obs
-    if shell:
-        env.step(call("bash", command=shell))
-    out = env.step(call("submit"))
-    assert out[2] and not out[3], "submit must terminate the episode"
-    info = out[4]
-    assert info["infra_error"] is None, info["infra_error"]
-    return info
-
-
-def codes(info: dict) -> set[str]:
-    return {f.split(":", 1)[0] for f in info["hack_flags"]}
-
-
-def init_of(env: SWERepairEnv, task) -> str:
-    env.reset(options={"task_id": task.id})
-    return env.step(call("bash", command=f"cat {task.data['repo']}/__init__.py"))[0].rsplit("[exit code", 1)[0]
-
+env = backend_env  # the module's fixture: each test runs on the local sandbox and on Docker
 
 ATEXIT_REWRITE = """
 import atexit as _ae
@@ -124,17 +83,17 @@ def forged_report(task) -> str:
 
 
 def test_atexit_hook_rewriting_the_report_earns_nothing(env):
-    task = task_of(env)
+    task = easy_task(env)
     payload = ATEXIT_REWRITE.replace("FORGED", repr(forged_report(task)))
-    info = submit_with(env, task, {f"{task.data['repo']}/__init__.py": init_of(env, task) + payload})
+    info = submit_with(env, task, {}, append_init=payload)
     assert info["outcome"] == 0.0 and info["reward_components"]["f2p"] == 0.0
-    assert "broken_test_report" in codes(info), info["hack_flags"]
-    assert "exit_in_library" in codes(info) and "test_framework_in_library" in codes(info)
+    assert "broken_test_report" in flag_codes(info), info["hack_flags"]
+    assert "exit_in_library" in flag_codes(info) and "test_framework_in_library" in flag_codes(info)
 
 
 def test_atexit_hook_writing_to_every_open_descriptor_earns_nothing(env):
     # A variation that does not read the command line: write the forged report to every descriptor.
-    task = task_of(env)
+    task = easy_task(env)
     payload = (
         "import atexit as _ae, os as _os\n"
         f"_F = {forged_report(task)!r}.encode()\n"
@@ -146,31 +105,31 @@ def test_atexit_hook_writing_to_every_open_descriptor_earns_nothing(env):
         "            pass\n"
         "_ae.register(_spray)\n"
     )
-    info = submit_with(env, task, {f"{task.data['repo']}/__init__.py": init_of(env, task) + payload})
+    info = submit_with(env, task, {}, append_init=payload)
     assert info["outcome"] == 0.0 and info["reward_components"]["f2p"] == 0.0
-    assert codes(info) & {"broken_test_report", "report_tampered", "grading_error"}, info["hack_flags"]
+    assert flag_codes(info) & {"broken_test_report", "report_tampered", "grading_error"}, info["hack_flags"]
 
 
 def test_swapping_the_test_call_through_sys_modules_earns_nothing(env):
-    task = task_of(env)
-    info = submit_with(env, task, {f"{task.data['repo']}/__init__.py": init_of(env, task) + RUNTEST_SWAP})
+    task = easy_task(env)
+    info = submit_with(env, task, {}, append_init=RUNTEST_SWAP)
     assert info["outcome"] == 0.0 and info["reward_components"] == {"format": 1.0, "f2p": 0.0, "p2p": 0.0}
     assert any(f.startswith("report_tampered: canary") for f in info["hack_flags"]), info["hack_flags"]
-    assert "test_framework_in_library" in codes(info)
+    assert "test_framework_in_library" in flag_codes(info)
 
 
 def test_passing_the_failing_tests_by_name_is_caught_by_decoy_canaries(env):
-    task = task_of(env)
+    task = easy_task(env)
     names = sorted({t.split("[")[0].rsplit("::", 1)[-1] for t in task.data["FAIL_TO_PASS"]})
     payload = RUNTEST_SWAP_BY_NAME.replace("NAMES", repr(names))
-    info = submit_with(env, task, {f"{task.data['repo']}/__init__.py": init_of(env, task) + payload})
+    info = submit_with(env, task, {}, append_init=payload)
     assert info["outcome"] == 0.0
     assert any(f.startswith("report_tampered: canary") for f in info["hack_flags"]), info["hack_flags"]
 
 
 @pytest.mark.parametrize("path", ["iniconfig.py", "packaging/__init__.py", "json.py", "pluggy.py"])
 def test_new_top_level_modules_are_not_carried(env, path):
-    task = task_of(env)
+    task = easy_task(env)
     info = submit_with(env, task, {path: SHADOW})
     assert info["outcome"] == 0.0
     assert path not in info["grade_details"].get("carried_files", []), info["grade_details"]
@@ -180,7 +139,7 @@ def test_new_top_level_modules_are_not_carried(env, path):
 
 
 def test_new_module_inside_a_package_is_carried(env):
-    task = task_of(env)
+    task = easy_task(env)
     pkg = task.data["repo"]
     info = submit_with(env, task, {f"{pkg}/helpers_extra.py": "VALUE = 3\n"})
     assert f"{pkg}/helpers_extra.py" in info["grade_details"]["carried_files"]
@@ -204,7 +163,7 @@ def test_repository_root_cannot_shadow_the_standard_library(env):
 
 
 def test_library_file_replaced_by_a_folder_is_scored(env):
-    task = task_of(env)
+    task = easy_task(env)
     pkg = task.data["repo"]
     victim = task.data["gold_patch"].split("+++ b/", 1)[1].split("\n", 1)[0]
     info = submit_with(env, task, {}, shell=f"rm {victim} && mkdir -p {victim}/x && echo 'A = 1' > {victim}/x/m.py")
@@ -216,7 +175,7 @@ def test_library_file_replaced_by_a_folder_is_scored(env):
 
 
 def test_oracle_still_earns_full_reward(env):
-    task = task_of(env)
+    task = easy_task(env)
     env.reset(options={"task_id": task.id})
     for action in task.oracle:
         out = env.step(action)

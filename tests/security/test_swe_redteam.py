@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import pytest
 
-from execgym.envs.swe.env import SWERepairEnv
 from execgym.envs.swe.grading import (
     JUnitReport,
     Twins,
@@ -34,45 +33,9 @@ from execgym.envs.swe.grading import (
     twin_source,
 )
 from execgym.envs.swe.runner import TestCommand
-from execgym.executor import LocalExecutor
+from tests.envs.swe.helpers import backend_env, call, easy_task, submit_with
 
-BACKENDS = ["local", pytest.param("docker", marks=pytest.mark.docker)]
-
-
-def call(name: str, **arguments: object) -> dict:
-    return {"name": name, "arguments": arguments}
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def env(request: pytest.FixtureRequest):
-    executor = request.getfixturevalue("_docker_executor_session") if request.param == "docker" else LocalExecutor()
-    e = SWERepairEnv(executor=executor, test_timeout_s=60, bash_timeout_s=30)
-    yield e
-    e.close()
-
-
-def task_of(env: SWERepairEnv):
-    return next(t for t in env.tasks if t.data["repo"] == "calcy" and t.difficulty == "easy")
-
-
-def submit_with(env: SWERepairEnv, task, files: dict[str, str], append_init: str = "") -> dict:
-    env.reset(options={"task_id": task.id})
-    if append_init:
-        init = env.step(call("bash", command="cat calcy/__init__.py"))[0].rsplit("[exit code", 1)[0]
-        files = {"calcy/__init__.py": init + append_init, **files}
-    for path, content in files.items():
-        obs = env.step(call("create", path=path, content=content))[0]
-        assert obs.startswith(("Created", "Replaced")), obs
-    out = env.step(call("submit"))
-    assert out[2] and not out[3]
-    info = out[4]
-    assert info["infra_error"] is None, info["infra_error"]
-    return info
-
-
-def codes(info: dict) -> set[str]:
-    return {f.split(":", 1)[0] for f in info["hack_flags"]}
-
+env = backend_env  # the module's fixture: each test runs on the local sandbox and on Docker
 
 DESCRIPTOR_FORGER = r"""
 
@@ -148,7 +111,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def test_descriptor_forger_is_caught_by_twins(env):
-    info = submit_with(env, task_of(env), {}, append_init=DESCRIPTOR_FORGER)
+    info = submit_with(env, easy_task(env), {}, append_init=DESCRIPTOR_FORGER)
     assert info["outcome"] == 0.0 and info["reward_components"]["f2p"] == 0.0, info["hack_flags"]
     assert info["reward_components"]["p2p"] == 0.0
     assert any(f.startswith("report_tampered: the must-fail twin") for f in info["hack_flags"]), info["hack_flags"]
@@ -157,13 +120,13 @@ def test_descriptor_forger_is_caught_by_twins(env):
 @pytest.mark.parametrize("name", ["pytest.toml", ".pytest.toml"])
 def test_pytest_toml_plugin_is_not_carried(env, name):
     toml = '[pytest]\naddopts = ["-p", "calcy._plug"]\n'
-    info = submit_with(env, task_of(env), {"calcy/_plug.py": TWIN_AWARE_PLUGIN, name: toml})
+    info = submit_with(env, easy_task(env), {"calcy/_plug.py": TWIN_AWARE_PLUGIN, name: toml})
     assert info["outcome"] == 0.0 and info["reward_components"]["f2p"] == 0.0, info["hack_flags"]
     assert f"edited_test_config: {name}" in info["hack_flags"]
 
 
 def test_oracle_still_resolves_with_twins(env):
-    task = task_of(env)
+    task = easy_task(env)
     env.reset(options={"task_id": task.id})
     for action in task.oracle:
         info = env.step(action)[4]
@@ -226,7 +189,7 @@ def test_twin_flags():
 
 @pytest.mark.parametrize("marker", ["unknown_function", "TestFunctions", "test_evaluator.py"])
 def test_name_dependent_library_is_caught(env, marker):
-    task = task_of(env)
+    task = easy_task(env)
     env.reset(options={"task_id": task.id})
     old = "    def call(self, node: Call) -> float:\n"
     new = old + (

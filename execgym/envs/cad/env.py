@@ -7,8 +7,8 @@ dimensions). Field conventions: CADPrompt (two descriptions per part), Text2CAD,
 Tools: ``run_cadquery(code)`` runs a program in a persistent sandboxed worker (CadQuery imported once per
 process: the env's worker is forked from a fork server the process's envs share, into namespaces of its own;
 every run in a fresh fork of that worker) and reports the part's measurements or the error;
-``submit(code)`` runs and grades the final program and ends the episode. A fenced ```python block in a raw
-reply is a ``run_cadquery`` call.
+``submit(code)`` runs the final program, keeps its part and ends the episode; ``_grade`` grades that part and
+the last observation adds the grade. A fenced ```python block in a raw reply is a ``run_cadquery`` call.
 
 Grading happens in a separate trusted worker that never sees the agent's code, only the BREP bytes of its
 part: ``Grade.components`` = ``executable``, ``valid_solid``, ``iou`` (exact, from boolean volumes; voxel
@@ -20,14 +20,12 @@ This module imports without CadQuery; constructing the env needs it (``pip insta
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import copy
 import functools
 import hashlib
 import math
-import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -35,10 +33,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from cachetools import LRUCache
 
-from execgym.core.env import AgentEnv, Grade
+from execgym.core.env import AgentEnv
 from execgym.core.errors import InfraError
-from execgym.core.tasks import Generator, Task, TaskSet
+from execgym.core.report import FinalReport, Grade, Unit
+from execgym.core.tasks import Generator, Loader, Task
 from execgym.core.tools import Tool, ToolOutput
 from execgym.envs.cad.families import fmt
 from execgym.envs.cad.grading import (
@@ -49,9 +49,10 @@ from execgym.envs.cad.grading import (
     SharedGrader,
     Thresholds,
     require_cadquery,
+    resolve_executor,
     score,
 )
-from execgym.envs.cad.kernel import MAX_PART_BYTES, box_iou
+from execgym.envs.cad.kernel import MAX_PART_BYTES, box_iou, unb64
 from execgym.envs.cad.render import (
     PART_COLOR,
     TARGET_COLOR,
@@ -126,8 +127,9 @@ class CADModelEnv(AgentEnv):
         render_tile: pixel size of one view in ``rgb_array`` pictures.
         grade_on_truncation: when the episode is truncated without ``submit``, grade the last part the agent
             built (True) or give outcome 0 (False).
-        dataset, split, max_turns, render_mode, tasks: see :class:`~execgym.core.env.AgentEnv`
-            (datasets: ``bundled``, ``generated[:difficulty]``, ``jsonl:FILE``, ``cadprompt:DIR``).
+        kwargs: ``dataset``, ``split``, ``max_turns``, ``render_mode``, ``tasks``, ...: see
+            :class:`~execgym.core.env.AgentEnv` (datasets: ``bundled``, ``generated[:difficulty]``,
+            ``jsonl:FILE``, ``cadprompt:DIR``).
         allow_paths_outside_dataset: let the files a dataset names (prompt files, meshes) resolve outside its own
             folder, symlinks included (default: refused at load time).
         skip_invalid_rows: skip malformed dataset rows with a warning that counts them (default: the first one is a
@@ -164,15 +166,9 @@ class CADModelEnv(AgentEnv):
         fork_agent_workers: bool = False,
         render_tile: int = 240,
         grade_on_truncation: bool = True,
-        dataset: str | None = None,
-        split: str | None = None,
-        max_turns: int | None = None,
-        render_mode: str | None = None,
-        max_observation_chars: int = 32_768,
-        max_action_chars: int = 200_000,
-        tasks: TaskSet | None = None,
         allow_paths_outside_dataset: bool = False,
         skip_invalid_rows: bool = False,
+        **kwargs: Any,
     ) -> None:
         grader_executor = executor if grader_executor is None else grader_executor
         if _runs_here(executor) or (grader is None and _runs_here(grader_executor)):
@@ -181,22 +177,12 @@ class CADModelEnv(AgentEnv):
             raise ValueError(f"prompt must be 'detailed' or 'abstract', got {prompt!r}")
         if not run_timeout_s > 0:
             raise ValueError(f"run_timeout_s must be > 0, got {run_timeout_s!r}")
-        # Dataset options reach the loaders (an instance attribute shadows the class's table).
-        self.loaders = {
-            name: functools.partial(
-                loader, allow_outside=bool(allow_paths_outside_dataset), skip_bad=bool(skip_invalid_rows)
-            )
-            for name, loader in LOADERS.items()
+        # Read by task_loaders() while the base loads the dataset.
+        self._dataset_options = {
+            "allow_outside": bool(allow_paths_outside_dataset),
+            "skip_bad": bool(skip_invalid_rows),
         }
-        super().__init__(
-            dataset=dataset,
-            split=split,
-            max_turns=max_turns,
-            render_mode=render_mode,
-            max_observation_chars=max_observation_chars,
-            max_action_chars=max_action_chars,
-            tasks=tasks,
-        )
+        super().__init__(**kwargs)
         self.prompt_variant = prompt
         self.thresholds = Thresholds.from_any(thresholds)
         self.external_judge = external_judge
@@ -222,19 +208,23 @@ class CADModelEnv(AgentEnv):
         self._key_dims: list[dict[str, Any]] = []
         self._last_part: dict[str, Any] | None = None
         self._final_part: dict[str, Any] | None = None
+        self._submission: dict[str, Any] | None = None  # what submit ran: its code, and its error if it built no part
         self._graded: Grade | None = None
         self._tamper_flags: list[str] = []
-        self._meshes: dict[str, Mesh | None] = {}
+        # Meshes of parts and targets for pictures, bounded by their bytes (a failed tessellation is kept as None).
+        self._meshes: LRUCache[str, Mesh | None] = LRUCache(MESH_CACHE_BYTES, getsizeof=_mesh_bytes)
         self.runs = 0
 
     # ------------------------------------------------------------------------------------------ tasks
-    @classmethod
-    def bundled_tasks(cls) -> list[Task]:
+    def bundled_tasks(self) -> list[Task]:
         return bundled_tasks()
 
-    @classmethod
-    def task_generator(cls) -> Generator:
+    def task_generator(self) -> Generator:
         return generate_task
+
+    def task_loaders(self) -> dict[str, Loader]:
+        """The dataset loaders, bound to this env's dataset options (paths outside the dataset, bad rows)."""
+        return {name: functools.partial(loader, **self._dataset_options) for name, loader in self.loaders.items()}
 
     # ---------------------------------------------------------------------------------------- episode
     def _system_prompt(self, task: Task) -> str:
@@ -247,19 +237,13 @@ class CADModelEnv(AgentEnv):
     def _begin(self, task: Task) -> str:
         self._last_part = None
         self._final_part = None
+        self._submission = None
         self._graded = None
         self._tamper_flags = []
         data = task.data
         if not data.get("code") and not data.get("mesh_path"):
             raise InfraError(f"task {task.id!r} has no reference program or mesh to grade against")
-        self._start_workers()
-        self._ref_key = self.grader.register(
-            task.id,
-            code=data.get("code"),
-            mesh_path=data.get("mesh_path"),
-            fallback_last=bool(data.get("fallback_last")),
-            thresholds=self.thresholds,
-        )
+        self._register_reference(task)
         dims = list(data.get("key_dims") or [])
         if not dims:
             size = self.grader.summary(self._ref_key).get("size") or []
@@ -273,33 +257,41 @@ class CADModelEnv(AgentEnv):
     def _snapshot_state(self) -> dict[str, Any]:
         # What grading and rendering read: the parts built so far (BREP bytes and the code behind them), the
         # grade once there is one, and the key dimensions. The reference part is rebuilt by the grader.
-        return copy.deepcopy({
-            "last_part": self._last_part,
-            "final_part": self._final_part,
-            "graded": self._graded,
-            "key_dims": self._key_dims,
-            "tamper_flags": self._tamper_flags,
-        })
+        return copy.deepcopy(
+            {
+                "last_part": self._last_part,
+                "final_part": self._final_part,
+                "submission": self._submission,
+                "graded": self._graded,
+                "key_dims": self._key_dims,
+                "tamper_flags": self._tamper_flags,
+            }
+        )
 
     def _restore_state(self, state: dict[str, Any]) -> None:
         assert self.task is not None
-        data = self.task.data
-        self._start_workers()
         # Registering is idempotent per task: another instance builds the reference in its own grader.
+        self._register_reference(self.task)
+        restored = copy.deepcopy(state)
+        self._last_part = restored["last_part"]
+        self._final_part = restored["final_part"]
+        self._submission = restored.get("submission")
+        self._graded = restored["graded"]
+        self._key_dims = restored["key_dims"]
+        self._tamper_flags = list(restored.get("tamper_flags") or [])
+        self._meshes.clear()
+
+    def _register_reference(self, task: Task) -> None:
+        """Start the workers and have the grader hold ``task``'s reference part (built once per task)."""
+        self._start_workers()
+        data = task.data
         self._ref_key = self.grader.register(
-            self.task.id,
+            task.id,
             code=data.get("code"),
             mesh_path=data.get("mesh_path"),
             fallback_last=bool(data.get("fallback_last")),
             thresholds=self.thresholds,
         )
-        restored = copy.deepcopy(state)
-        self._last_part = restored["last_part"]
-        self._final_part = restored["final_part"]
-        self._graded = restored["graded"]
-        self._key_dims = restored["key_dims"]
-        self._tamper_flags = list(restored.get("tamper_flags") or [])
-        self._meshes.clear()
 
     def _start_workers(self) -> None:
         """Start the agent worker and the grader together: both import CadQuery (~2 s) at the same time
@@ -357,24 +349,34 @@ class CADModelEnv(AgentEnv):
         """
         reply = self._run(code)
         part = {"brep": reply["brep"], "measurements": reply["measurements"], "code": code} if reply.get("ok") else None
+        # Grading is _grade's, when the episode ends after this call; the last observation then adds the grade.
         self._final_part = part
-        self._graded = self._grade_part(part, code, error=None if part else reply)
-        grade = self._graded
-        lines = ["Submitted." if part else "Submitted, but the program did not produce a part:"]
+        self._submission = {"code": code, "error": None if part else reply}
         if part is None:
-            lines.append(_describe_error(reply))
+            text = "Submitted, but the program did not produce a part:\n" + _describe_error(reply)
         else:
-            c = grade.components
+            text = "Submitted."
+        return ToolOutput(text, components={"executed": float(part is not None)})
+
+    def _final_observation(self, observation: str, final: FinalReport) -> str:
+        """After submit: the grade of the submitted part, what it missed and the outcome."""
+        if not final.submitted or self._submission is None:
+            return observation
+        if final.infra_error or self._graded is None:
+            return f"{observation}\nThe grading failed (not your fault): {final.infra_error}"
+        lines = [observation]
+        if self._final_part is not None:
+            c = self._graded.components
             lines.append(
                 f"Grade: IoU {c['iou']:.4f}, chamfer distance {c['chamfer']:.3g}, bounding box off by "
                 f"{c['bbox_error'] * 100:.2f} %, volume off by {c['volume_error'] * 100:.2f} %, key dimensions "
                 f"matched {c['dims'] * 100:.0f} %."
             )
-            missed = [u["id"] for u in grade.units if not u["passed"]]
+            missed = [unit.id for unit in final.units if not unit.passed]
             if missed:
                 lines.append("Missed: " + "; ".join(missed[:8]) + (" ..." if len(missed) > 8 else ""))
-        lines.append(f"Outcome: {'PASS' if grade.outcome >= 1 else 'FAIL'}.")
-        return ToolOutput("\n".join(lines), components={"executed": float(part is not None)})
+        lines.append(f"Outcome: {'PASS' if final.outcome >= 1 else 'FAIL'}.")
+        return "\n".join(lines)
 
     def _run(self, code: str) -> dict[str, Any]:
         """Run the agent's program and measure its part with trusted code.
@@ -386,19 +388,25 @@ class CADModelEnv(AgentEnv):
         """
         self.runs += 1
         code = _unfence(code)
-        self._ensure_agent_worker()
         message = {"op": "run", "code": code, "timeout": self.run_timeout_s, "memory_bytes": self.memory_bytes}
-        try:
-            raw = self.session.request(message, timeout=self.run_timeout_s + 30.0)
-        except InfraError as exc:
-            # The worker died or hung while the agent's program ran: the program's failure. The sandbox is gone;
-            # a fresh one must start (if it cannot, that is the machinery's failure, raised from here).
-            self._ensure_agent_worker()
-            return {
-                "ok": False,
-                "kind": "worker",
-                "error": f"the CAD worker process died or hung while running the program and was restarted ({exc})",
-            }
+        raw: Any = None
+        for attempt in range(2):
+            try:
+                raw = self.session.request(message, timeout=self.run_timeout_s + 30.0)
+                break
+            except InfraError as exc:
+                # The worker died or hung. Its sandbox is gone and a fresh one must start (if it cannot, that is the
+                # machinery's failure, raised from here). A worker that died between steps fails only once, so the
+                # program runs again on the fresh one; a program that kills or hangs its worker does it twice, and
+                # that is the program's failure.
+                self.session.start()
+                if attempt:
+                    return {
+                        "ok": False,
+                        "kind": "worker",
+                        "error": "the CAD worker process died or hung while running the program and was restarted "
+                        f"({exc})",
+                    }
         reply, tamper = _check_agent_reply(raw)
         if tamper:
             self._tamper_flags.append(tamper)
@@ -438,19 +446,10 @@ class CADModelEnv(AgentEnv):
             "output": reply["output"],
         }
 
-    def _ensure_agent_worker(self) -> None:
-        """Make sure the agent worker answers before a program runs (no agent code runs between steps, so a
-        worker found dead now died of the machinery: it is replaced, and an InfraError raised if it cannot be)."""
-        try:
-            reply = self.session.request({"op": "ping"}, timeout=self.session.start_timeout)
-        except InfraError:
-            reply = {}
-        if reply.get("ok"):
-            return
-        self.session.restart()  # raises InfraError when a fresh sandbox cannot start
-
     def _grade(self, submitted: bool) -> Grade:
-        if self._graded is not None:
+        if submitted and self._submission is not None:
+            sub = self._submission
+            self._graded = self._grade_part(self._final_part, sub["code"], error=sub["error"])
             return self._graded
         if not submitted and self.grade_on_truncation and self._last_part is not None:
             self._final_part = self._last_part
@@ -472,12 +471,12 @@ class CADModelEnv(AgentEnv):
         assert self.task is not None and self._ref_key is not None
         details: dict[str, Any] = {"rule": self.thresholds.rule}
         metrics = None
-        units: list[dict[str, Any]] = []
+        units: list[Unit] = []
         part_solids = None
         if part is not None:
             result = self.grader.grade(
                 self._ref_key,
-                _unb64(part["brep"]),
+                unb64(part["brep"]),
                 key_dims=self._key_dims,
                 thresholds=self.thresholds,
                 orientation=str(self.task.data.get("orientation", "fixed")),
@@ -486,7 +485,7 @@ class CADModelEnv(AgentEnv):
                 metrics = result["metrics"]
                 part_solids = (result.get("part") or {}).get("solids")
                 units = [
-                    {"id": d["label"], "passed": d["passed"], "kind": d["kind"], "found": d["found"]}
+                    Unit(d["label"], d["passed"], f"found {d['found']}", extra={"kind": d["kind"], "found": d["found"]})
                     for d in result.get("dims_detail", [])
                 ]
                 details.update(
@@ -530,19 +529,20 @@ class CADModelEnv(AgentEnv):
         if part is None:
             return None
         key = "part:" + hashlib.sha1(part["brep"].encode()).hexdigest()
-        if key not in self._meshes:
-            if len(self._meshes) > 16:
-                self._meshes.clear()
-            self._meshes[key] = self.grader.tessellate(brep=_unb64(part["brep"]))
-        return self._meshes[key]
+        return self._cached_mesh(key, lambda: self.grader.tessellate(brep=unb64(part["brep"])))
 
     def _target_mesh(self) -> Mesh | None:
         if self._ref_key is None:
             return None
-        key = "ref:" + self._ref_key
-        if key not in self._meshes:
-            self._meshes[key] = self.grader.tessellate(key=self._ref_key)
-        return self._meshes[key]
+        return self._cached_mesh("ref:" + self._ref_key, lambda: self.grader.tessellate(key=self._ref_key))
+
+    def _cached_mesh(self, key: str, make: Callable[[], Mesh | None]) -> Mesh | None:
+        if key in self._meshes:
+            return self._meshes[key]
+        mesh = make()
+        with contextlib.suppress(ValueError):  # a mesh larger than the whole cache is used once, not kept
+            self._meshes[key] = mesh
+        return mesh
 
     def _shown_part(self) -> dict[str, Any] | None:
         return self._final_part if self._final_part is not None else self._last_part
@@ -602,30 +602,30 @@ _FENCED = re.compile(r"^\s*```[ \t]*[\w+-]*[^\n]*\n(.*?)```\s*$", re.DOTALL)
 
 def _is_local(executor: Any) -> bool:
     """Whether an executor spec is the local sandbox (the agent fork server needs its FIFOs on this machine)."""
-    if executor is None:
-        executor = os.environ.get("EXECGYM_EXECUTOR", "").strip() or "local"
-    if isinstance(executor, str):
-        return executor.strip().lower() == "local"
-    return getattr(executor, "name", "") == "local" and hasattr(executor, "sandbox")
+    spec = resolve_executor(executor)
+    if isinstance(spec, str):
+        return spec == "local"
+    return getattr(spec, "name", "") == "local" and hasattr(spec, "sandbox")
 
 
 def _runs_here(executor: Any) -> bool:
     """Whether an executor spec runs its sandboxes on this machine (so CadQuery must be installed here)."""
-    if executor is None:
-        executor = os.environ.get("EXECGYM_EXECUTOR", "").strip() or "local"
-    if isinstance(executor, str):
-        return executor.strip().lower() == "local"
-    return getattr(executor, "name", "local") == "local"
+    spec = resolve_executor(executor)
+    return spec == "local" if isinstance(spec, str) else getattr(spec, "name", "local") == "local"
+
+
+MESH_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def _mesh_bytes(mesh: Mesh | None) -> int:
+    """What a cached mesh costs: its arrays' bytes (at least 1, so that a failed tessellation counts too)."""
+    return max(1, sum(int(getattr(a, "nbytes", 0)) for a in mesh or ()))
 
 
 def _unfence(code: str) -> str:
     """The program inside a fenced block, when a model wrapped its ``code`` argument in one."""
     match = _FENCED.match(code)
     return match.group(1) if match else code
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
 
 
 _ERROR_KINDS = frozenset(
@@ -661,7 +661,7 @@ def _check_agent_reply(raw: Any) -> tuple[dict[str, Any], str | None]:
         decoded = None
         if isinstance(brep, str) and 0 < len(brep) <= _MAX_BREP_CHARS:
             with contextlib.suppress(binascii.Error, ValueError):
-                decoded = _unb64(brep)
+                decoded = unb64(brep)
         if decoded is None or output is None or set(raw) - _OK_KEYS:
             return {**forged, "output": output or ""}, FORGED_REPLY
         return {"ok": True, "brep": brep, "brep_bytes": decoded, "output": output, "duration_s": duration}, None

@@ -147,14 +147,97 @@ def _count_words(n: int) -> str:
     return words.get(n, str(n))
 
 
+def _top_edge_chamfer(size: float, diameter: float) -> dict[str, Any]:
+    """The key dimension of a round part's chamfered top outer edge (``diameter`` across, before the chamfer)."""
+    return {
+        "kind": "chamfer",
+        "size": size,
+        "diameter": diameter,
+        "count": 1,
+        "label": f"{fmt(size)} mm chamfer on the top outer edge",
+    }
+
+
+def _plate_params(
+    length: float, width: float, thickness: float, grid: tuple[int, int], margins: tuple[float, float], **sizes: float
+) -> dict[str, Any]:
+    """A flat plate's parameters: its size, its holes' ``sizes``, and a centred ``grid`` of them inside ``margins``."""
+    (nx, ny), (margin_x, margin_y) = grid, margins
+    return {
+        "length": length,
+        "width": width,
+        "thickness": thickness,
+        **sizes,
+        "nx": nx,
+        "ny": ny,
+        "pitch_x": (length - 2 * margin_x) / (nx - 1) if nx > 1 else 0.0,
+        "pitch_y": (width - 2 * margin_y) / (ny - 1) if ny > 1 else 0.0,
+    }
+
+
+def _plate_program(p: Mapping[str, Any], sizes: str) -> list[str]:
+    """The head of a flat plate's program, up to its top workplane (vertical corners rounded with ``fillet_r``)."""
+    lines = [
+        "import cadquery as cq",
+        "",
+        f"length, width, thickness = {p['length']}, {p['width']}, {p['thickness']}",
+        sizes,
+        "",
+        "result = (",
+        '    cq.Workplane("XY")',
+        "    .box(length, width, thickness, centered=(True, True, False))",
+    ]
+    if "fillet_r" in p:
+        lines.append(f'    .edges("|Z").fillet({p["fillet_r"]})')
+    lines.append('    .faces(">Z").workplane()')
+    return lines
+
+
+def _hole_grid(p: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """The key dimension of a plate's grid of ``hole_d`` through holes along Z, at the grid's centres."""
+    nx, ny = int(p["nx"]), int(p["ny"])
+    centers = _grid(nx, ny, p["pitch_x"], p["pitch_y"])
+    return {
+        "kind": "hole",
+        "diameter": p["hole_d"],
+        "count": nx * ny,
+        "axis": "z",
+        "centers": [[x, y, 0.0] for x, y in centers],
+        "label": label,
+    }
+
+
+class _FlatPlate(Family):
+    """A flat plate with a centred grid of holes (see :func:`_plate_params`); ``fillet_r`` rounds its corners."""
+
+    hole_feature: ClassVar[str] = "hole"
+    corners: ClassVar[tuple[str, str]] = ("corner fillets {r}", " Its corners are rounded.")
+    """The key dimension's label of the rounded corners and what the abstract description adds."""
+
+    def _plate_spec(
+        self, p: Mapping[str, Any], lines: list[str], text: tuple[str, str], key: list[dict[str, Any]]
+    ) -> PartSpec:
+        detailed, abstract = text
+        features = ["plate"] + [self.hole_feature] * (int(p["nx"]) * int(p["ny"]))
+        if "fillet_r" in p:
+            r = p["fillet_r"]
+            label, note = self.corners
+            key.append({"kind": "arc", "radius": r, "count": 4, "convex": True, "label": label.format(r=fmt(r))})
+            features.append("fillet")
+            detailed += f" Round the four vertical corner edges with a {fmt(r)} mm radius."
+            abstract += note
+        return self._spec(p, "\n".join(lines), detailed, abstract, key, features)
+
+
 # ============================================================================================ plate_holes
 
 
-class PlateWithHoles(Family):
+class PlateWithHoles(_FlatPlate):
     """A rectangular plate with a centred grid of through holes (and rounded corners when hard)."""
 
     name = "plate_holes"
     title = "mounting plate with a hole pattern"
+    corners = ("corner fillets of radius {r}", " Its four corners are rounded.")
     GRIDS: ClassVar[dict[int, tuple[int, int]]] = {0: (1, 1), 1: (2, 2), 2: (3, 2)}
 
     def sample(self, rng: np.random.Generator, level: int) -> dict[str, Any]:
@@ -165,16 +248,7 @@ class PlateWithHoles(Family):
         thickness = _pick(rng, 4, 12, 1)
         margin_x = _pick(rng, max(2 * d, 10), max(2 * d, length / 4), 1)
         margin_y = _pick(rng, max(2 * d, 10), max(2 * d, width / 4), 1)
-        p = {
-            "length": length,
-            "width": width,
-            "thickness": thickness,
-            "hole_d": d,
-            "nx": nx,
-            "ny": ny,
-            "pitch_x": (length - 2 * margin_x) / (nx - 1) if nx > 1 else 0.0,
-            "pitch_y": (width - 2 * margin_y) / (ny - 1) if ny > 1 else 0.0,
-        }
+        p = _plate_params(length, width, thickness, (nx, ny), (margin_x, margin_y), hole_d=d)
         if level == 2:
             p["fillet_r"] = _pick(rng, 2, max(2, min(margin_x, margin_y) / 2), 0.5)
         return p
@@ -189,34 +263,11 @@ class PlateWithHoles(Family):
         L, W, T, d = p["length"], p["width"], p["thickness"], p["hole_d"]
         nx, ny = int(p["nx"]), int(p["ny"])
         n = nx * ny
-        lines = [
-            "import cadquery as cq",
-            "",
-            f"length, width, thickness = {L}, {W}, {T}",
-            f"hole_diameter = {d}",
-            "",
-            "result = (",
-            '    cq.Workplane("XY")',
-            "    .box(length, width, thickness, centered=(True, True, False))",
-        ]
-        if "fillet_r" in p:
-            lines.append(f'    .edges("|Z").fillet({p["fillet_r"]})')
-        lines.append('    .faces(">Z").workplane()')
+        lines = _plate_program(p, f"hole_diameter = {d}")
         if n > 1:
             lines.append(f"    .rarray({p['pitch_x'] or 1.0}, {p['pitch_y'] or 1.0}, {nx}, {ny})")
         lines += ["    .hole(hole_diameter)", ")"]
-        centers = _grid(nx, ny, p["pitch_x"], p["pitch_y"])
-        key = [
-            *_extents(L, W, T),
-            {
-                "kind": "hole",
-                "diameter": d,
-                "count": n,
-                "axis": "z",
-                "centers": [[x, y, 0.0] for x, y in centers],
-                "label": f"{n} through hole(s) of diameter {fmt(d)} at the given positions",
-            },
-        ]
+        key = [*_extents(L, W, T), _hole_grid(p, f"{n} through hole(s) of diameter {fmt(d)} at the given positions")]
         if n == 1:
             holes = f"Drill one through hole of diameter {fmt(d)} mm at the centre of the plate."
             holes_abs = "It has a single round through hole in the middle."
@@ -236,16 +287,7 @@ class PlateWithHoles(Family):
             f"and {fmt(T)} mm thick along Z. {PLACEMENT_FLAT} {holes}"
         )
         abstract = f"A flat rectangular mounting plate. {PLACEMENT_FLAT_ABSTRACT} {holes_abs}"
-        features = ["plate"] + ["hole"] * n
-        if "fillet_r" in p:
-            r = p["fillet_r"]
-            detailed += f" Round the four vertical corner edges with a {fmt(r)} mm radius."
-            abstract += " Its four corners are rounded."
-            key.append(
-                {"kind": "arc", "radius": r, "count": 4, "convex": True, "label": f"corner fillets of radius {fmt(r)}"}
-            )
-            features.append("fillet")
-        return self._spec(p, "\n".join(lines), detailed, abstract, key, features)
+        return self._plate_spec(p, lines, (detailed, abstract), key)
 
 
 # ============================================================================================= l_bracket
@@ -411,15 +453,7 @@ class Flange(Family):
         if "chamfer" in p:
             c = p["chamfer"]
             lines.append(f'result = result.faces(">Z").edges().chamfer({c})')
-            key.append(
-                {
-                    "kind": "chamfer",
-                    "size": c,
-                    "diameter": D,
-                    "count": 1,
-                    "label": f"{fmt(c)} mm chamfer on the top outer edge",
-                }
-            )
+            key.append(_top_edge_chamfer(c, D))
             detailed += f" Chamfer the top outer edge of the disc by {fmt(c)} mm."
             abstract += " The top outer edge of the disc is chamfered."
             features.append("chamfer")
@@ -726,15 +760,7 @@ class Bushing(Family):
         if "chamfer" in p:
             c = p["chamfer"]
             lines.append(f'result = result.faces(">Z").edges().chamfer({c})  # top outer edge')
-            key.append(
-                {
-                    "kind": "chamfer",
-                    "size": c,
-                    "diameter": od,
-                    "count": 1,
-                    "label": f"{fmt(c)} mm chamfer on the top outer edge",
-                }
-            )
+            key.append(_top_edge_chamfer(c, od))
             detailed += f"; chamfer its top outer edge by {fmt(c)} mm"
             abstract += ", its top outer edge chamfered"
             features.append("chamfer")
@@ -894,11 +920,12 @@ class SlottedLink(Family):
 # ===================================================================================== countersunk_plate
 
 
-class CountersunkPlate(Family):
+class CountersunkPlate(_FlatPlate):
     """A plate with 90-degree countersunk holes in a row or grid; the hardest also rounds its corners."""
 
     name = "countersunk_plate"
     title = "countersunk plate"
+    hole_feature = "countersunk hole"
     SIZES: ClassVar[list[tuple[float, float]]] = [(3.4, 6.5), (4.5, 9.0), (5.5, 11.0), (6.6, 13.0)]
     GRIDS: ClassVar[dict[int, tuple[int, int]]] = {0: (2, 1), 1: (2, 2), 2: (3, 2)}
 
@@ -909,17 +936,7 @@ class CountersunkPlate(Family):
         length = _pick(rng, max(70, 2 * margin + (nx - 1) * 1.5 * D), 140, 5)
         width = _pick(rng, 2 * margin + 2 * D if ny > 1 else 30, 90, 5)
         thickness = _pick(rng, max(5, math.ceil((1.1 * D - d) / 2) + 2), 12, 1)
-        p: dict[str, Any] = {
-            "length": length,
-            "width": width,
-            "thickness": thickness,
-            "hole_d": d,
-            "csk_d": D,
-            "nx": nx,
-            "ny": ny,
-            "pitch_x": (length - 2 * margin) / (nx - 1),
-            "pitch_y": (width - 2 * margin) / (ny - 1) if ny > 1 else 0.0,
-        }
+        p = _plate_params(length, width, thickness, (nx, ny), (margin, margin), hole_d=d, csk_d=D)
         if level == 2:
             p["fillet_r"] = _pick(rng, 2, margin / 2, 0.5)
         return p
@@ -932,35 +949,15 @@ class CountersunkPlate(Family):
         L, W, T, d, D = p["length"], p["width"], p["thickness"], p["hole_d"], p["csk_d"]
         nx, ny = int(p["nx"]), int(p["ny"])
         n = nx * ny
-        lines = [
-            "import cadquery as cq",
-            "",
-            f"length, width, thickness = {L}, {W}, {T}",
-            f"hole_diameter, countersink_diameter = {d}, {D}",
-            "",
-            "result = (",
-            '    cq.Workplane("XY")',
-            "    .box(length, width, thickness, centered=(True, True, False))",
-        ]
-        if "fillet_r" in p:
-            lines.append(f'    .edges("|Z").fillet({p["fillet_r"]})')
+        lines = _plate_program(p, f"hole_diameter, countersink_diameter = {d}, {D}")
         lines += [
-            '    .faces(">Z").workplane()',
             f"    .rarray({p['pitch_x']}, {p['pitch_y'] or 1.0}, {nx}, {ny})",
             "    .cskHole(hole_diameter, countersink_diameter, 90)",
             ")",
         ]
-        centers = _grid(nx, ny, p["pitch_x"], p["pitch_y"])
         key = [
             *_extents(L, W, T),
-            {
-                "kind": "hole",
-                "diameter": d,
-                "count": n,
-                "axis": "z",
-                "centers": [[x, y, 0.0] for x, y in centers],
-                "label": f"{n} holes of diameter {fmt(d)} at the given positions",
-            },
+            _hole_grid(p, f"{n} holes of diameter {fmt(d)} at the given positions"),
             {"kind": "circle", "diameter": D, "count": n, "label": f"{n} countersinks of diameter {fmt(D)}"},
         ]
         spacing = f"{fmt(p['pitch_x'])} mm apart along X" + (
@@ -981,14 +978,7 @@ class CountersunkPlate(Family):
             f"A flat rectangular plate with {_count_words(n)} countersunk screw holes "
             f"{'in a row' if ny == 1 else 'in a grid'}, countersunk from the top face. {PLACEMENT_FLAT_ABSTRACT}"
         )
-        features = ["plate"] + ["countersunk hole"] * n
-        if "fillet_r" in p:
-            r = p["fillet_r"]
-            key.append({"kind": "arc", "radius": r, "count": 4, "convex": True, "label": f"corner fillets {fmt(r)}"})
-            detailed += f" Round the four vertical corner edges with a {fmt(r)} mm radius."
-            abstract += " Its corners are rounded."
-            features.append("fillet")
-        return self._spec(p, "\n".join(lines), detailed, abstract, key, features)
+        return self._plate_spec(p, lines, (detailed, abstract), key)
 
 
 # ========================================================================================== hex_standoff

@@ -20,7 +20,7 @@ The pass rule (``outcome``) is applied here, on the metrics the grader returns, 
 >>> metrics = {"valid_solid": 1.0, "box_iou": 0.99, "iou": 0.97, "bbox_error": 0.004, "dims": 1.0, "chamfer": 2e-4,
 ...            "volume_error": 0.01, "chamfer_mm": 0.2, "hausdorff95_mm": 0.5, "extent_diff_mm": 0.1}
 >>> outcome, components, checks = score(metrics, t, executable=True)
->>> outcome, round(components["chamfer_score"], 3), [c["id"] for c in checks if not c["passed"]]
+>>> outcome, round(components["chamfer_score"], 3), [c.id for c in checks if not c.passed]
 (1.0, 0.833, [])
 >>> score({**metrics, "dims": 0.75}, t, executable=True)[0]
 0.0
@@ -28,7 +28,6 @@ The pass rule (``outcome``) is applied here, on the metrics the grader returns, 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import hashlib
@@ -40,16 +39,17 @@ import secrets
 import select
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from execgym.core.errors import InfraError as CoreInfraError
-from execgym.envs.cad.kernel import NO_NAMESPACES
+from execgym.core.report import Criterion
+from execgym.envs.cad.kernel import NO_NAMESPACES, b64, kernel_source, unb64
+from execgym.executor import ENV_VAR as EXECUTOR_ENV_VAR
 
 __all__ = [
     "CADGrader",
@@ -113,9 +113,11 @@ def require_cadquery(what: str = "CADModelEnv") -> None:
         )
 
 
-def kernel_source() -> str:
-    """The text of the kernel worker script, sent to sandboxes as ``python -c``."""
-    return (Path(__file__).with_name("kernel.py")).read_text(encoding="utf-8")
+def resolve_executor(executor: Any) -> Any:
+    """An executor argument as the envs compare it: None is ``$EXECGYM_EXECUTOR`` (else local), names lower case."""
+    if executor is None:
+        executor = os.environ.get(EXECUTOR_ENV_VAR, "").strip() or "local"
+    return executor.strip().lower() if isinstance(executor, str) else executor
 
 
 @dataclass(frozen=True)
@@ -217,8 +219,8 @@ def score(
     executable: bool,
     reference_solids: int | None = None,
     part_solids: int | None = None,
-) -> tuple[float, dict[str, float], list[dict[str, Any]]]:
-    """The outcome (0/1), the reward components and the checklist for a graded part.
+) -> tuple[float, dict[str, float], list[Criterion]]:
+    """The outcome (0/1), the reward components and the checklist (:class:`Criterion` s) for a graded part.
 
     ``metrics`` is what the grader returned (None when there was no part to grade).
     """
@@ -247,17 +249,13 @@ def score(
         "volume_error": min(m["volume_error"], 1.0) if on_target else 1.0,
         "dims": m["dims"] if on_target else 0.0,
     }
-    checks: list[dict[str, Any]] = [
-        {
-            "id": "executable",
-            "passed": bool(executable),
-            "evidence": "the program ran and produced a part" if executable else "the program did not produce a part",
-        },
-        {
-            "id": "valid_solid",
-            "passed": ok_part and m["valid_solid"] >= 1.0,
-            "evidence": f"valid closed solid: {bool(m['valid_solid'])}",
-        },
+    checks = [
+        Criterion(
+            "executable",
+            bool(executable),
+            "the program ran and produced a part" if executable else "the program did not produce a part",
+        ),
+        Criterion("valid_solid", ok_part and m["valid_solid"] >= 1.0, f"valid closed solid: {bool(m['valid_solid'])}"),
     ]
     if thresholds.rule == "cadqueryeval":
         ext = m.get("extent_diff_mm", math.inf)
@@ -265,52 +263,46 @@ def score(
         cmm = m.get("chamfer_mm", math.inf)
         h95 = m.get("hausdorff95_mm", math.inf)
         solids_ok = reference_solids is None or part_solids == reference_solids
-        checks += [
-            {
-                "id": "solids",
-                "passed": ok_part and solids_ok,
-                "evidence": f"{part_solids} solid(s), target {reference_solids}",
-            },
-            {
-                "id": "bbox",
-                "passed": ok_part and ext <= thresholds.cqe_bbox_mm,
-                "evidence": f"largest extent difference {ext:.3g} mm <= {thresholds.cqe_bbox_mm:g} mm",
-            },
-            {
-                "id": "volume",
-                "passed": ok_part and vol_pct <= thresholds.cqe_volume_pct,
-                "evidence": f"volume off by {vol_pct:.3g} % <= {thresholds.cqe_volume_pct:g} %",
-            },
-            {
-                "id": "chamfer",
-                "passed": ok_part and cmm <= thresholds.cqe_chamfer_mm,
-                "evidence": f"chamfer distance {cmm:.3g} mm <= {thresholds.cqe_chamfer_mm:g} mm",
-            },
-            {
-                "id": "hausdorff",
-                "passed": ok_part and h95 <= thresholds.cqe_hausdorff_mm,
-                "evidence": f"95th percentile Hausdorff {h95:.3g} mm <= {thresholds.cqe_hausdorff_mm:g} mm",
-            },
+        rule = [
+            ("solids", solids_ok, f"{part_solids} solid(s), target {reference_solids}"),
+            (
+                "bbox",
+                ext <= thresholds.cqe_bbox_mm,
+                f"largest extent difference {ext:.3g} mm <= {thresholds.cqe_bbox_mm:g} mm",
+            ),
+            (
+                "volume",
+                vol_pct <= thresholds.cqe_volume_pct,
+                f"volume off by {vol_pct:.3g} % <= {thresholds.cqe_volume_pct:g} %",
+            ),
+            (
+                "chamfer",
+                cmm <= thresholds.cqe_chamfer_mm,
+                f"chamfer distance {cmm:.3g} mm <= {thresholds.cqe_chamfer_mm:g} mm",
+            ),
+            (
+                "hausdorff",
+                h95 <= thresholds.cqe_hausdorff_mm,
+                f"95th percentile Hausdorff {h95:.3g} mm <= {thresholds.cqe_hausdorff_mm:g} mm",
+            ),
         ]
     else:
-        checks += [
-            {
-                "id": "iou",
-                "passed": ok_part and m["iou"] >= thresholds.iou,
-                "evidence": f"IoU {m['iou']:.4f} >= {thresholds.iou:g}",
-            },
-            {
-                "id": "bbox",
-                "passed": ok_part and m["bbox_error"] <= thresholds.bbox,
-                "evidence": f"bounding box off by {m['bbox_error'] * 100:.3g} % <= {thresholds.bbox * 100:g} %",
-            },
-            {
-                "id": "dims",
-                "passed": ok_part and m["dims"] >= thresholds.dims - 1e-9,
-                "evidence": f"{m['dims'] * 100:.0f} % of key dimensions matched (need {thresholds.dims * 100:.0f} %)",
-            },
+        rule = [
+            ("iou", m["iou"] >= thresholds.iou, f"IoU {m['iou']:.4f} >= {thresholds.iou:g}"),
+            (
+                "bbox",
+                m["bbox_error"] <= thresholds.bbox,
+                f"bounding box off by {m['bbox_error'] * 100:.3g} % <= {thresholds.bbox * 100:g} %",
+            ),
+            (
+                "dims",
+                m["dims"] >= thresholds.dims - 1e-9,
+                f"{m['dims'] * 100:.0f} % of key dimensions matched (need {thresholds.dims * 100:.0f} %)",
+            ),
         ]
-    outcome = float(all(c["passed"] for c in checks))
+    # A rule's checks pass only for a graded part: without one every check fails, whatever the default metrics say.
+    checks += [Criterion(name, ok_part and bool(passed), evidence) for name, passed, evidence in rule]
+    outcome = float(all(c.passed for c in checks))
     return outcome, components, checks
 
 
@@ -377,7 +369,7 @@ class KernelProcess:
             return
         from execgym.executor import Limits, SandboxSpec, get_executor
 
-        try:
+        with self._closed_on_failure(f"could not start the CAD {self.mode} worker"):
             self.executor = self.executor if self.executor is not None else get_executor(self.executor_spec)
             limits = Limits(
                 wall_time_s=120.0,
@@ -396,12 +388,18 @@ class KernelProcess:
             argv = ["python", "-I", "-c", kernel_source(), self.mode, json.dumps(config)]
             self.session = self.sandbox.session(argv)
             self._ready = False
+
+    @contextlib.contextmanager
+    def _closed_on_failure(self, what: str) -> Iterator[None]:
+        """Close the sandbox when the block fails; a failure that is not an InfraError becomes one, saying ``what``."""
+        try:
+            yield
         except CoreInfraError:
             self.close()
             raise
         except Exception as exc:
             self.close()
-            raise CoreInfraError(f"could not start the CAD {self.mode} worker: {type(exc).__name__}: {exc}") from exc
+            raise CoreInfraError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
     def _scratch_roots(self) -> list[str]:
         """The writable places of the sandbox that the worker restores after every job.
@@ -420,14 +418,8 @@ class KernelProcess:
             self.launch()
         if self._ready:
             return
-        try:
+        with self._closed_on_failure(f"the CAD {self.mode} worker failed to start"):
             reply = self.session.request({"op": "ping"}, timeout=self.start_timeout)
-        except CoreInfraError:
-            self.close()
-            raise
-        except Exception as exc:
-            self.close()
-            raise CoreInfraError(f"the CAD {self.mode} worker failed to start: {type(exc).__name__}: {exc}") from exc
         if not reply.ok or not isinstance(reply.value, dict) or not reply.value.get("ok"):
             value = reply.value if isinstance(reply.value, dict) else {}
             detail = reply.error or value.get("error") or reply.value
@@ -482,10 +474,6 @@ class KernelProcess:
         self.session = None
         self.sandbox = None
         self._ready = False
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 @dataclass
@@ -618,7 +606,7 @@ class CADGrader:
             from execgym.envs.cad.tasks import MAX_MESH_BYTES, DatasetError, read_regular_file
 
             try:  # a regular file of bounded size, opened non-blocking: a FIFO put in its place cannot hang
-                message["mesh"] = _b64(read_regular_file(reg.mesh_path, key, "reference mesh", MAX_MESH_BYTES))
+                message["mesh"] = b64(read_regular_file(reg.mesh_path, key, "reference mesh", MAX_MESH_BYTES))
             except DatasetError as exc:
                 if not reg.code:
                     raise CoreInfraError(str(exc)) from exc
@@ -651,14 +639,14 @@ class CADGrader:
         ``dims_detail``, ``part``, ``reference``, ``iou_method``, ``notes``) or ``{"ok": False, "kind", "error"}``
         when the part itself could not be graded (the agent's failure). A failure of the grader is an InfraError."""
         options = {**thresholds.grader_options(), "key_dims": key_dims, "orientation": orientation}
-        message = {"op": "grade", "key": key, "brep": _b64(brep), "options": options, "timeout": self.timeout}
+        message = {"op": "grade", "key": key, "brep": b64(brep), "options": options, "timeout": self.timeout}
         self._thresholds.setdefault(key, thresholds)
         return self._call(message, 2 * self.timeout + 60, key=key)
 
     def inspect(self, key: str, brep: bytes, *, thresholds: Thresholds) -> dict[str, Any]:
         """Trusted measurements of a part (``{"ok": True, "measurements"}``), or ``{"ok": False, "kind", "error"}``
         when the part cannot be read (the agent's failure). A failure of the grader is an InfraError."""
-        message = {"op": "inspect", "key": key, "brep": _b64(brep), "timeout": self.timeout}
+        message = {"op": "inspect", "key": key, "brep": b64(brep), "timeout": self.timeout}
         self._thresholds.setdefault(key, thresholds)
         return self._call(message, 2 * self.timeout + 60, key=key)
 
@@ -667,17 +655,17 @@ class CADGrader:
         if key is not None:
             message: dict[str, Any] = {"op": "tessellate", "key": key}
         elif brep is not None:
-            message = {"op": "tessellate", "brep": _b64(brep), "timeout": self.timeout}
+            message = {"op": "tessellate", "brep": b64(brep), "timeout": self.timeout}
         else:
             raise ValueError("tessellate needs a key or BREP bytes")
         reply = self._call(message, self.timeout + 60, key=key)
         if not reply.get("ok"):
             return None
         try:
-            v = np.frombuffer(base64.b64decode(reply["vertices"]), dtype="<f4").reshape(-1, 3).astype(np.float64)
-            f = np.frombuffer(base64.b64decode(reply["triangles"]), dtype="<i4").reshape(-1, 3).astype(np.int64)
-            fid = np.frombuffer(base64.b64decode(reply["face_ids"]), dtype="<i4").astype(np.int64)
-        except (KeyError, ValueError, TypeError) as exc:
+            v = np.frombuffer(unb64(reply["vertices"]), dtype="<f4").reshape(-1, 3).astype(np.float64)
+            f = np.frombuffer(unb64(reply["triangles"]), dtype="<i4").reshape(-1, 3).astype(np.int64)
+            fid = np.frombuffer(unb64(reply["face_ids"]), dtype="<i4").astype(np.int64)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise CoreInfraError(f"the CAD grading worker sent a malformed mesh: {exc}") from exc
         return v, f, fid
 
@@ -711,9 +699,8 @@ _SHARED: dict[tuple[Any, ...], list[Any]] = {}  # key -> [object, number of envs
 
 
 def _executor_key(executor: Any) -> Any:
-    if executor is None:
-        executor = os.environ.get("EXECGYM_EXECUTOR", "").strip() or "local"
-    return executor.strip().lower() if isinstance(executor, str) else ("object", id(executor))
+    spec = resolve_executor(executor)
+    return spec if isinstance(spec, str) else ("object", id(spec))
 
 
 def _acquire(key: tuple[Any, ...], factory: Callable[[], Any]) -> Any:

@@ -157,12 +157,23 @@ def _check_key_dim(spec: Any, i: int) -> str | None:
         if not any((_number(spec.get(n)) and spec[n] > 0) or (n == "value" and _number(spec.get(n))) for n in names):
             return f"key_dims[{i}] ({kind}) needs a finite number {' or '.join(repr(n) for n in names)}"
     axis = spec.get("axis")
-    if kind in ("extent", "level") and axis not in ("x", "y", "z") and not (
-        kind == "level" and isinstance(axis, list) and len(axis) == 3 and all(_number(a) for a in axis) and any(axis)
+    if (
+        kind in ("extent", "level")
+        and axis not in ("x", "y", "z")
+        and not (
+            kind == "level"
+            and isinstance(axis, list)
+            and len(axis) == 3
+            and all(_number(a) for a in axis)
+            and any(axis)
+        )
     ):
         return f"key_dims[{i}] ({kind}) needs 'axis' 'x', 'y' or 'z'"
-    if axis is not None and kind not in ("extent", "level") and axis not in ("x", "y", "z") and not (
-        isinstance(axis, list) and len(axis) == 3 and all(_number(a) for a in axis) and any(axis)
+    if (
+        axis is not None
+        and kind not in ("extent", "level")
+        and axis not in ("x", "y", "z")
+        and not (isinstance(axis, list) and len(axis) == 3 and all(_number(a) for a in axis) and any(axis))
     ):
         return f"key_dims[{i}] ({kind}): 'axis' must be 'x', 'y', 'z' or a non-zero [x, y, z]"
     count = spec.get("count", 1)
@@ -253,9 +264,7 @@ def _read_text(path: Path, where: str) -> str:
     return read_regular_file(path, where, repr(path.name), MAX_TEXT_BYTES).decode("utf-8", errors="replace")
 
 
-def _collect(
-    rows: list[tuple[str, Any]], build: Any, *, skip_bad: bool, source: str
-) -> list[Task]:
+def _collect(rows: list[tuple[str, Any]], build: Any, *, skip_bad: bool, source: str) -> list[Task]:
     """Build a task from every ``(where, row)``; a malformed one raises, or with ``skip_bad`` is skipped and counted."""
     tasks, bad = [], []
     for where, row in rows:

@@ -7,7 +7,7 @@ combines. Bundled tasks (one to three bugs each) are drawn with a fixed seed and
 every bundled task's oracle is played (it must resolve; submitting no change must not).
 
 Example (what the catalogue holds):
-    >>> from execgym.envs.swe.tasks import load_catalogue
+    >>> from execgym.envs.swe.repos import load_catalogue
     >>> cat = load_catalogue()
     >>> sorted(cat["repos"]) == sorted(cat["bugs"]), len(cat["tasks"]) >= 30
     (True, True)
@@ -23,17 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from execgym.core import report as R
 from execgym.envs.swe.mutations import Mutation, find_mutations
-from execgym.envs.swe.tasks import (
-    CATALOGUE_FORMAT,
-    CATALOGUE_PATH,
-    BugValidator,
-    _pick_bugs,
-    bundled_repo,
-    bundled_repo_names,
-    difficulty_of,
-    problem_statement,
-)
+from execgym.envs.swe.repos import CATALOGUE_FORMAT, CATALOGUE_PATH, bundled_repo, bundled_repo_names, load_catalogue
+from execgym.envs.swe.tasks import _pick_bugs, bundled_tasks, difficulty_of, make_bug_task, problem_statement
+from execgym.envs.swe.validation import BugValidator
 
 __all__ = ["build_catalogue", "dump_catalogue", "main", "sample_candidates", "verify_oracles"]
 
@@ -108,8 +102,6 @@ def build_catalogue(
                     continue
                 number += 1
                 made += 1
-                from execgym.envs.swe.tasks import make_bug_task
-
                 task = make_bug_task(check, task_id=f"{name}-{number:03d}")
                 out["tasks"].append(
                     {
@@ -129,18 +121,17 @@ def build_catalogue(
 def verify_oracles(executor: str = "local", log=print) -> list[str]:  # type: ignore[no-untyped-def]
     """Play every bundled task's oracle (gold patch, submit) and a no-op submit; return what went wrong."""
     from execgym.envs.swe.env import SWERepairEnv
-    from execgym.envs.swe.tasks import bundled_tasks, load_catalogue
 
     load_catalogue.cache_clear()
     problems = []
     env = SWERepairEnv(executor=executor)
     for task in bundled_tasks():
-        env.reset(options={"task_id": task.id})
+        env.reset(options={R.TASK_ID: task.id})
         for action in task.oracle:
             _, reward, _, _, info = env.step(action)
-        if reward != 1.0 or info["hack_flags"]:
-            problems.append(f"{task.id}: the oracle got {reward} with flags {info['hack_flags']}")
-        env.reset(options={"task_id": task.id})
+        if reward != 1.0 or info[R.HACK_FLAGS]:
+            problems.append(f"{task.id}: the oracle got {reward} with flags {info[R.HACK_FLAGS]}")
+        env.reset(options={R.TASK_ID: task.id})
         _, reward, _, _, _ = env.step({"name": "submit", "arguments": {}})
         if reward != 0.0:
             problems.append(f"{task.id}: submitting no change got {reward}")

@@ -10,16 +10,17 @@ report sent down a pipe, checks the report against the canaries, and applies SWE
 :mod:`execgym.envs.swe.grading`). When a verdict could rest on the machinery (no readable report, a canary
 contradicted), the canaries are run again in a pristine sandbox: if that fails it is an ``InfraError``,
 otherwise the agent's doing. What the agent did to tests, test configuration or
-interpreter hooks, and suspicious library edits, are reported in ``info["hack_flags"]``.
+interpreter hooks, and suspicious library edits, are reported in ``info[R.HACK_FLAGS]``.
 
 Example:
+    >>> from execgym.core import report as R
     >>> env = SWERepairEnv(executor="local")
     >>> obs, info = env.reset(seed=0)
-    >>> [t["function"]["name"] for t in info["tools"]]
+    >>> [t["function"]["name"] for t in info[R.TOOLS]]
     ['bash', 'view', 'str_replace', 'create', 'apply_patch', 'run_tests', 'submit']
     >>> for action in env.task.oracle:
     ...     obs, reward, terminated, truncated, info = env.step(action)
-    >>> reward, info["hack_flags"], info["reward_components"]["f2p"]
+    >>> reward, info[R.HACK_FLAGS], info[R.REWARD_COMPONENTS]["f2p"]
     (1.0, [], 1.0)
     >>> env.close()
 """
@@ -32,9 +33,12 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
 
-from execgym.core.env import AgentEnv, Grade
+from cachetools import LRUCache
+
+from execgym.core.env import AgentEnv
 from execgym.core.errors import InfraError
-from execgym.core.tasks import Generator, Loader, Task, TaskSet, load_taskset
+from execgym.core.report import Grade
+from execgym.core.tasks import Generator, Loader, Task
 from execgym.core.tools import Tool, ToolError, ToolOutput
 from execgym.envs.swe.analysis import AnalysisError, run_analysis
 from execgym.envs.swe.grading import (
@@ -50,22 +54,11 @@ from execgym.envs.swe.grading import (
     twin_source,
 )
 from execgym.envs.swe.patches import PatchError, added_lines, apply_patch, touched_paths
-from execgym.envs.swe.runner import (
-    TestRun,
-    host_manifest,
-    manifest,
-    read_text,
-    run_pytest,
-    sandbox_call,
-)
-from execgym.envs.swe.tasks import (
-    BugValidator,
-    Workspace,
-    bundled_tasks,
-    generate_task,
-    load_swebench,
-    workspace,
-)
+from execgym.envs.swe.runner import TestRun, host_manifest, manifest, read_text, run_pytest
+from execgym.envs.swe.swebench import load_swebench
+from execgym.envs.swe.tasks import bundled_tasks, generate_task
+from execgym.envs.swe.validation import BugValidator
+from execgym.envs.swe.workspace import Workspace, workspace
 from execgym.executor import Executor, Limits, PathError, Sandbox, SandboxSpec, get_executor, validate_relpath
 
 __all__ = ["SWERepairEnv", "default_limits"]
@@ -114,8 +107,9 @@ class SWERepairEnv(AgentEnv):
             ``split``, ``max_turns`` ... (see :class:`~execgym.core.env.AgentEnv`).
 
     Example:
+        >>> from execgym.core import report as R
         >>> env = SWERepairEnv(executor="local")
-        >>> obs, info = env.reset(options={"task_id": "spans-001"})
+        >>> obs, info = env.reset(options={R.TASK_ID: "spans-001"})
         >>> print(env.step({"name": "bash", "arguments": {"command": "ls"}})[0])
         README.md
         pyproject.toml
@@ -155,42 +149,29 @@ class SWERepairEnv(AgentEnv):
         self.limits = limits or default_limits(self.test_timeout_s, self.bash_timeout_s)
         self.sandbox: Sandbox | None = None
         self.workspace: Workspace | None = None
-        self._start_manifests: dict[tuple[str, str, bool], dict[str, str]] = {}
-        self._tool_list: list[Tool] | None = None
+        self._start_manifests: LRUCache[tuple[str, str, bool], dict[str, str]] = LRUCache(64)
         self._validator = BugValidator(self.executor)
         super().__init__(**kwargs)
 
     # ---------------------------------------------------------------------------------------- tasks
-    @classmethod
-    def bundled_tasks(cls) -> list[Task]:
+    def bundled_tasks(self) -> list[Task]:
+        """The bundled bug tasks (validated when the catalogue was built; loading runs nothing)."""
         return bundled_tasks()
 
-    @classmethod
-    def task_generator(cls) -> Generator:
-        return generate_task
+    def task_generator(self) -> Generator:
+        # Generated bugs are validated in this env's executor (results shared through the disk cache).
+        return partial(generate_task, validator=self._validator)
 
-    def _load_tasks(self, dataset: str | None, split: str | None) -> TaskSet:
-        validator = self._validator
-
-        def generate(seed: int, difficulty: str | None) -> Task:
-            return generate_task(seed, difficulty, validator)
-
+    def task_loaders(self) -> dict[str, Loader]:
+        """``swebench:FILE``, held to the dataset's folder (or the allowed ones) and this env's row policy."""
         allow = self.allow_paths_outside_dataset
         roots = None if allow is True else [] if allow is False else [str(r) for r in allow]
-        loaders = {
+        return {
             name: partial(loader, allowed_roots=roots, skip_invalid=self.skip_invalid_rows)
             if loader is load_swebench
             else loader
             for name, loader in self.loaders.items()
         }
-        return load_taskset(
-            dataset or "bundled",
-            split,
-            bundled=bundled_tasks,
-            generator=generate,
-            loaders=loaders,
-            env_name=type(self).__name__,
-        )
 
     # -------------------------------------------------------------------------------------- episode
     def _spec(self, ws: Workspace) -> SandboxSpec:
@@ -209,18 +190,18 @@ class SWERepairEnv(AgentEnv):
         if hide and ws.hidden:
             steps.append("rm -f -- " + shlex.join(ws.hidden))
         if steps:
-            result = sandbox_call(sb.run, ["sh", "-c", " && ".join(steps)], timeout=max(self.limits.wall_time_s, 300))
+            result = sb.run(["sh", "-c", " && ".join(steps)], timeout=max(self.limits.wall_time_s, 300))
             if not result.ok:
                 raise InfraError(f"preparing the sandbox failed: {(result.stderr or result.stdout)[-500:]}")
         if ws.image_repo_dir and ws.start_files:
-            sandbox_call(sb.write_files, dict(ws.start_files))  # the copy from the image came after them
+            sb.write_files(dict(ws.start_files))  # the copy from the image came after them
 
     def _begin(self, task: Task) -> str:
         ws = workspace(task, hide_tests=self.hide_tests)
         if ws.image_repo_dir is not None and self.executor.name != "docker":
             raise ValueError(f"task {task.id} runs in the Docker image {ws.image}: use executor='docker'")
         self.workspace = ws
-        self.sandbox = sandbox_call(self.executor.sandbox, self._spec(ws))
+        self.sandbox = self.executor.sandbox(self._spec(ws))
         self._prepare(self.sandbox, ws, hide=True)
         return task.prompt
 
@@ -239,7 +220,7 @@ class SWERepairEnv(AgentEnv):
         files: dict[str, bytes] = {}
         for path in listing:
             try:
-                files[path] = sandbox_call(sb.read_file, path)
+                files[path] = sb.read_file(path)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PathError):
                 continue  # removed while listing: it is not part of the state
         return {"digests": {p: listing[p] for p in files}, "files": files}
@@ -250,19 +231,19 @@ class SWERepairEnv(AgentEnv):
         assert self.task is not None
         ws = workspace(self.task, hide_tests=self.hide_tests)
         self.workspace = ws
-        self.sandbox = sandbox_call(self.executor.sandbox, self._spec(ws))
+        self.sandbox = self.executor.sandbox(self._spec(ws))
         try:
             self._prepare(self.sandbox, ws, hide=True)
             present = manifest(self.sandbox, timeout=self.test_timeout_s, strict=True)
             digests: dict[str, str] = state["digests"]
             stale = sorted(p for p in present if p not in digests)
             if stale:
-                result = sandbox_call(self.sandbox.run, ["rm", "-f", "--", *stale], timeout=60)
+                result = self.sandbox.run(["rm", "-f", "--", *stale], timeout=60)
                 if not result.ok:
                     raise InfraError(f"restoring the sandbox failed: {(result.stderr or result.stdout)[-500:]}")
             changed = {p: data for p, data in state["files"].items() if present.get(p) != digests[p]}
             if changed:
-                sandbox_call(self.sandbox.write_files, changed)
+                self.sandbox.write_files(changed)
         except BaseException:
             self._end()
             raise
@@ -291,17 +272,9 @@ class SWERepairEnv(AgentEnv):
         )
 
     def _tools(self, task: Task) -> list[Tool]:
-        if self._tool_list is None:  # the same for every task; building schemas costs milliseconds
-            self._tool_list = [
-                Tool.from_function(self.bash),
-                Tool.from_function(self.view),
-                Tool.from_function(self.str_replace),
-                Tool.from_function(self.create),
-                Tool.from_function(self.apply_patch),
-                Tool.from_function(self.run_tests),
-                Tool.from_function(self.submit, terminal=True),
-            ]
-        return list(self._tool_list)
+        # The same for every task; each tool reads the episode's sandbox from self when it is called.
+        work = (self.bash, self.view, self.str_replace, self.create, self.apply_patch, self.run_tests)
+        return [*(Tool.from_function(method) for method in work), Tool.from_function(self.submit, terminal=True)]
 
     # ---------------------------------------------------------------------------------------- tools
     def _sb(self) -> Sandbox:
@@ -321,7 +294,7 @@ class SWERepairEnv(AgentEnv):
 
     def _read(self, path: str) -> str:
         try:
-            data = sandbox_call(self._sb().read_file, path)
+            data = self._sb().read_file(path)
         except FileNotFoundError:
             raise ToolError(f"{path}: no such file") from None
         except (PathError, NotADirectoryError, IsADirectoryError) as exc:
@@ -336,7 +309,7 @@ class SWERepairEnv(AgentEnv):
         Args:
             command: the command line, e.g. ``grep -rn "def parse" .`` or ``python -m pytest -x tests``.
         """
-        result = sandbox_call(self._sb().run, ["bash", "-c", command], timeout=self.bash_timeout_s)
+        result = self._sb().run(["bash", "-c", command], timeout=self.bash_timeout_s)
         out = result.stdout
         if result.stderr:
             out += ("" if not out or out.endswith("\n") else "\n") + result.stderr
@@ -389,7 +362,7 @@ class SWERepairEnv(AgentEnv):
             "\\( -name .git -o -name __pycache__ -o -name '*.egg-info' \\) -prune -o -print "
             "| sed 's|^\\./||' | LC_ALL=C sort | head -n 500"
         )
-        result = sandbox_call(self._sb().run, ["sh", "-c", script], timeout=30)
+        result = self._sb().run(["sh", "-c", script], timeout=30)
         if result.exit_code == 3 or not result.ok:
             return ""
         entries = result.stdout.strip()
@@ -421,7 +394,7 @@ class SWERepairEnv(AgentEnv):
             )
         at = content.find(old)
         updated = content[:at] + new + content[at + len(old) :]
-        sandbox_call(self._sb().write_files, {rel: updated})
+        self._sb().write_files({rel: updated})
         line = content.count("\n", 0, at) + 1
         lines = updated.splitlines()
         lo, hi = max(1, line - 3), min(len(lines), line + new.count("\n") + 3)
@@ -438,13 +411,13 @@ class SWERepairEnv(AgentEnv):
         rel = self._path(path)
         try:
             existed = True
-            sandbox_call(self._sb().read_file, rel)
+            self._sb().read_file(rel)
         except (FileNotFoundError, NotADirectoryError):
             existed = False
         except PathError as exc:
             raise ToolError(f"{rel}: {exc}") from None
         try:
-            sandbox_call(self._sb().write_files, {rel: content})
+            self._sb().write_files({rel: content})
         except (PathError, IsADirectoryError, NotADirectoryError) as exc:
             raise ToolError(f"{rel}: cannot write: {exc}") from None
         n = content.count("\n") + (0 if content.endswith("\n") or not content else 1)
@@ -477,11 +450,11 @@ class SWERepairEnv(AgentEnv):
         deletes = [p for p, c in changes.items() if c is None]
         if writes:
             try:
-                sandbox_call(sb.write_files, writes)
+                sb.write_files(writes)
             except (PathError, IsADirectoryError, NotADirectoryError) as exc:
                 raise ToolError(f"cannot write the patched files: {exc}") from None
         if deletes:
-            sandbox_call(sb.run, ["rm", "-f", "--", *deletes], timeout=30)
+            sb.run(["rm", "-f", "--", *deletes], timeout=30)
         parts = []
         for verb, paths in (
             ("modified", [p for p in writes if p not in absent]),
@@ -536,7 +509,8 @@ class SWERepairEnv(AgentEnv):
     # -------------------------------------------------------------------------------------- grading
     def _start_manifest(self, task: Task, ws: Workspace, fresh: Sandbox) -> dict[str, str]:
         key = (task.source, task.id, self.hide_tests)
-        if key not in self._start_manifests:
+        listing = self._start_manifests.get(key)
+        if listing is None:
             if ws.base_dir is not None and not ws.image_repo_dir:
                 overlay: dict[str, str | None] = {**ws.start_files, **dict.fromkeys(ws.hidden)}
                 listing = host_manifest(ws.base_dir, overlay)
@@ -544,10 +518,8 @@ class SWERepairEnv(AgentEnv):
                 listing = manifest(fresh, timeout=self.test_timeout_s)
                 for path in ws.hidden:
                     listing.pop(path, None)
-            if len(self._start_manifests) > 64:
-                self._start_manifests.clear()
             self._start_manifests[key] = listing
-        return self._start_manifests[key]
+        return listing
 
     def _grading_spec(self, ws: Workspace) -> SandboxSpec:
         # The report comes back on the command's stdout: room for a large suite's report.
@@ -557,7 +529,7 @@ class SWERepairEnv(AgentEnv):
 
     def _new_sandbox(self, spec: SandboxSpec) -> Sandbox:
         try:
-            return sandbox_call(self.executor.sandbox, spec)
+            return self.executor.sandbox(spec)
         except InfraError:
             raise
         except Exception as exc:  # whatever the backend raises, no sandbox is the machine's failure
@@ -579,15 +551,15 @@ class SWERepairEnv(AgentEnv):
                 patched = apply_patch(ws.test_patch, read)
             except PatchError as exc:
                 raise InfraError(f"the task's test patch does not apply to its repository: {exc}") from None
-            sandbox_call(fresh.write_files, {p: c for p, c in patched.items() if c is not None})
+            fresh.write_files({p: c for p, c in patched.items() if c is not None})
             removed = [p for p, c in patched.items() if c is None]
             if removed:
-                sandbox_call(fresh.run, ["rm", "-f", "--", *removed], timeout=60)
+                fresh.run(["rm", "-f", "--", *removed], timeout=60)
         folder = nodeid_file(graded_files[0]).rpartition("/")[0] if graded_files else ""
         failing = self.task.data.get("FAIL_TO_PASS", ()) if self.task is not None else ()
         decoys = [t.split("[", 1)[0].rsplit("::", 1)[-1] for t in failing]
         canaries = Canaries.make(folder, decoys=decoys)
-        sandbox_call(fresh.write_files, {canaries.path: canaries.source})
+        fresh.write_files({canaries.path: canaries.source})
         return canaries
 
     def _verify_machinery(self, ws: Workspace, graded_files: Sequence[str]) -> None:
@@ -672,7 +644,7 @@ class SWERepairEnv(AgentEnv):
             raw = None
             if path in agent:
                 try:
-                    raw = sandbox_call(agent_sb.read_file, path)
+                    raw = agent_sb.read_file(path)
                 except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, PathError):
                     raw = None
                 carried_bytes += len(raw or b"")
@@ -726,10 +698,10 @@ class SWERepairEnv(AgentEnv):
                 steps.append("rm -f -- " + shlex.join(removals))
             if emptied:
                 steps.append("rm -rf -- " + shlex.join(emptied))
-            sandbox_call(fresh.run, ["sh", "-c", "; ".join(steps)], timeout=120)
+            fresh.run(["sh", "-c", "; ".join(steps)], timeout=120)
         if carry:
             try:
-                sandbox_call(fresh.write_files, carry)
+                fresh.write_files(carry)
             except (PathError, OSError) as exc:
                 return _failed(f"path_conflict: cannot write the changed files: {exc}", flags=flags, changed=changed)
         prelude = "find . -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null; true"
@@ -813,7 +785,7 @@ class SWERepairEnv(AgentEnv):
                 twins.append(made)
         if not twins:
             return []
-        sandbox_call(fresh.write_files, files)
+        fresh.write_files(files)
         run = run_pytest(
             fresh,
             ws.command,

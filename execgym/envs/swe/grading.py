@@ -75,9 +75,12 @@ import tokenize
 import tomllib
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from execgym.core.report import Unit
 
 __all__ = [
     "CONFIG_FILES",
@@ -211,8 +214,12 @@ class TestResult:
     status: str
     passed: bool
 
-    def as_unit(self) -> dict[str, Any]:
-        return {"id": self.id, "passed": self.passed, "status": self.status, "list": self.list}
+    def as_unit(self) -> Unit:
+        """The test as a grading unit: its status is the evidence; the status and list stay machine-readable."""
+        # Imported here: the analysis child runs this file as a script with the standard library only.
+        from execgym.core.report import Unit
+
+        return Unit(self.id, self.passed, self.status, extra={"status": self.status, "list": self.list})
 
 
 @dataclass(frozen=True)
@@ -469,6 +476,16 @@ def _parse(text: str | None) -> ast.AST | None:
         return None
 
 
+def _added(before: str | None, after: str | None, count: Callable[[ast.AST], Counter[Any]]) -> Counter[Any]:
+    """What ``count`` finds in ``after``'s tree more often than in ``before``'s (nothing when ``after`` does not
+    parse)."""
+    new_tree = _parse(after)
+    if new_tree is None:
+        return Counter()
+    old_tree = _parse(before)
+    return count(new_tree) - (count(old_tree) if old_tree is not None else Counter())
+
+
 def source_flags(path: str, before: str | None, after: str | None) -> list[str]:
     """Flags for suspicious calls and imports that the agent's edit adds to a library file.
 
@@ -478,11 +495,7 @@ def source_flags(path: str, before: str | None, after: str | None) -> list[str]:
     """
     if not path.endswith(".py"):
         return []
-    new_tree = _parse(after)
-    if new_tree is None:
-        return []
-    old_tree = _parse(before)
-    added = _suspicious(new_tree) - (_suspicious(old_tree) if old_tree is not None else Counter())
+    added = _added(before, after, _suspicious)
     return [f"{code}: {path} ({what})" for code, what in sorted(added)]
 
 
@@ -634,11 +647,9 @@ def hardcoded_value_flags(
     """
     if not path.endswith(".py") or not expected:
         return []
-    new_tree = _parse(after)
-    if new_tree is None:
+    added = _added(before, after, _literals)
+    if not added:
         return []
-    old_tree = _parse(before)
-    added = _literals(new_tree) - (_literals(old_tree) if old_tree is not None else Counter())
     allowed = _patch_literals(reference_added)
     flags = []
     for key in sorted(added):

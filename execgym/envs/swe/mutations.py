@@ -41,22 +41,18 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["KINDS", "Mutation", "MutationError", "apply_mutations", "find_mutations", "function_spans"]
-
-KINDS = (
-    "operator_swap",
-    "comparison_flip",
-    "boundary_shift",
-    "off_by_one",
-    "inverted_condition",
-    "removed_statement",
-    "wrong_return",
-    "swapped_arguments",
-    "removed_branch",
-    "removed_loop",
-)
+__all__ = [
+    "KINDS",
+    "OPERATORS",
+    "Mutation",
+    "MutationError",
+    "MutationOperator",
+    "apply_mutations",
+    "find_mutations",
+    "function_spans",
+]
 
 _BINOP_SWAP: dict[type, type] = {
     ast.Add: ast.Sub,
@@ -171,78 +167,20 @@ def _seg(node: ast.AST) -> str:
     return ast.unparse(node)
 
 
-def _sites(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[_Site]:
-    """Mutation sites of one function (nested functions and classes are their own)."""
-    sites: list[_Site] = []
-
-    def visit(node: ast.AST, path: Path) -> None:
-        for field, value in ast.iter_fields(node):
-            if field in ("decorator_list", "returns", "type_comment", "args") and node is func:
-                continue
-            if isinstance(value, list):
-                for index, item in enumerate(value):
-                    if isinstance(item, ast.AST):
-                        handle(node, field, index, item, (*path, (field, index)))
-            elif isinstance(value, ast.AST):
-                handle(node, field, None, value, (*path, (field, None)))
-
-    def handle(parent: ast.AST, field: str, index: int | None, node: ast.AST, path: Path) -> None:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            return
-        if _is_docstring(parent, field, index, node):
-            return
-        in_body = isinstance(node, ast.stmt) and field in _BODY_FIELDS and index is not None
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAP:
-            sites.append(_Site("operator_swap", path, f"{_op(node.op)} -> {_op(_BINOP_SWAP[type(node.op)]())}"))
-        elif isinstance(node, ast.BoolOp):
-            sites.append(_Site("operator_swap", path, "and <-> or"))
-        elif isinstance(node, ast.AugAssign) and type(node.op) in _BINOP_SWAP and in_body:
-            sites.append(_Site("operator_swap", path, f"{_op(node.op)}= swapped"))
-        elif isinstance(node, ast.Compare):
-            for i, op in enumerate(node.ops):
-                if type(op) in _FLIP:
-                    sites.append(_Site("comparison_flip", path, f"{_op(op)} -> {_op(_FLIP[type(op)]())}", i))
-                if type(op) in _BOUNDARY:
-                    sites.append(_Site("boundary_shift", path, f"{_op(op)} -> {_op(_BOUNDARY[type(op)]())}", i))
-        elif isinstance(node, ast.Constant) and type(node.value) is int:
-            sites.append(_Site("off_by_one", path, f"{node.value} -> {_off_by_one(node.value)}"))
-        if isinstance(node, (ast.If, ast.While, ast.IfExp)):
-            sites.append(_Site("inverted_condition", (*path, ("test", None)), "condition negated"))
-        if isinstance(node, ast.comprehension):
-            for i in range(len(node.ifs)):
-                sites.append(_Site("inverted_condition", (*path, ("ifs", i)), "filter negated"))
-        if in_body and isinstance(node, _REMOVABLE):
-            sites.append(_Site("removed_statement", path, f"removed `{_short(node)}`"))
-        returns_none = isinstance(node, ast.Return) and (
-            node.value is None or (isinstance(node.value, ast.Constant) and node.value.value is None)
-        )
-        if isinstance(node, ast.Return) and in_body and not returns_none:
-            sites.append(_Site("wrong_return", (*path, ("value", None)), "wrong return value"))
-        if isinstance(node, ast.Call):
-            positional = [a for a in node.args if not isinstance(a, ast.Starred)]
-            if len(positional) == len(node.args) and len(positional) >= 2:
-                for i in range(len(positional) - 1):
-                    if _seg(positional[i]) != _seg(positional[i + 1]):
-                        sites.append(_Site("swapped_arguments", path, f"arguments {i} and {i + 1} swapped", i))
-                        break
-        if in_body and isinstance(node, ast.If):
-            if not node.orelse:
-                sites.append(_Site("removed_branch", path, "removed `if` block"))
-            elif len(node.orelse) == 1 and isinstance(node.orelse[0], ast.If) and _is_elif(node):
-                sites.append(_Site("removed_branch", path, "removed `elif` branch"))
-            else:
-                sites.append(_Site("removed_branch", path, "removed `else` branch"))
-        if in_body and isinstance(node, (ast.For, ast.While, ast.AsyncFor)):
-            sites.append(_Site("removed_loop", path, "removed loop"))
-        visit(node, path)
-
-    visit(func, ())
-    return sites
-
-
 def _is_elif(node: ast.If) -> bool:
     inner = node.orelse[0]
     return inner.col_offset == node.col_offset  # `elif` keeps the outer indentation; `else: if` does not
+
+
+def _has_elif(node: ast.If) -> bool:
+    """Whether the ``if`` continues with an ``elif`` (not an ``else:`` holding an ``if``)."""
+    return len(node.orelse) == 1 and isinstance(node.orelse[0], ast.If) and _is_elif(node)
+
+
+def _is_boolean(node: ast.AST) -> bool:
+    return isinstance(node, (ast.Compare, ast.BoolOp)) or (
+        isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)
+    )
 
 
 def _off_by_one(value: int) -> int:
@@ -276,76 +214,10 @@ def _get(root: ast.AST, path: Path) -> Any:
     return node
 
 
-def _parent(root: ast.AST, path: Path) -> tuple[Any, str, int | None]:
-    return _get(root, path[:-1]), path[-1][0], path[-1][1]
-
-
 def _negate(test: ast.expr) -> ast.expr:
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         return test.operand
     return ast.UnaryOp(op=ast.Not(), operand=test)
-
-
-def _transform(func: ast.AST, site: _Site) -> tuple[str, Any]:
-    """Apply ``site`` to ``func`` (a copy) in place; return ("expr", new node) or ("stmts", new list)."""
-    anchor = _get(func, site.path)
-    parent, field, index = _parent(func, site.path)
-    kind = site.kind
-
-    def replace_expr(new: ast.AST) -> tuple[str, Any]:
-        if index is None:
-            setattr(parent, field, new)
-        else:
-            getattr(parent, field)[index] = new
-        return "expr", new
-
-    def replace_stmt(new: list[ast.stmt]) -> tuple[str, Any]:
-        body = getattr(parent, field)
-        body[index : index + 1] = new
-        if not body:
-            body.append(ast.Pass())
-            return "stmts", [body[0]]
-        return "stmts", new
-
-    if kind == "operator_swap":
-        if isinstance(anchor, ast.BoolOp):
-            anchor.op = ast.Or() if isinstance(anchor.op, ast.And) else ast.And()
-            return replace_expr(anchor)
-        anchor.op = _BINOP_SWAP[type(anchor.op)]()
-        return replace_stmt([anchor]) if isinstance(anchor, ast.AugAssign) else replace_expr(anchor)
-    if kind in ("comparison_flip", "boundary_shift"):
-        table = _FLIP if kind == "comparison_flip" else _BOUNDARY
-        anchor.ops[site.arg] = table[type(anchor.ops[site.arg])]()
-        return replace_expr(anchor)
-    if kind == "off_by_one":
-        return replace_expr(ast.Constant(_off_by_one(anchor.value)))
-    if kind == "inverted_condition":
-        return replace_expr(_negate(anchor))
-    if kind == "wrong_return":
-        value = anchor
-        is_bool = isinstance(value, (ast.Compare, ast.BoolOp)) or (
-            isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.Not)
-        )
-        if isinstance(value, ast.Constant) and isinstance(value.value, bool):
-            return replace_expr(ast.Constant(not value.value))
-        if is_bool:
-            return replace_expr(_negate(value))
-        return replace_expr(ast.Constant(None))
-    if kind == "swapped_arguments":
-        i = site.arg
-        anchor.args[i], anchor.args[i + 1] = anchor.args[i + 1], anchor.args[i]
-        return "swap", anchor
-    if kind in ("removed_statement", "removed_loop"):
-        return replace_stmt([])
-    if kind == "removed_branch":
-        if not anchor.orelse:
-            return replace_stmt([])
-        if len(anchor.orelse) == 1 and isinstance(anchor.orelse[0], ast.If) and _is_elif(anchor):
-            anchor.orelse = anchor.orelse[0].orelse
-        else:
-            anchor.orelse = []
-        return replace_stmt([anchor])
-    raise MutationError(f"unknown mutation kind {kind!r}")
 
 
 # --------------------------------------------------------------------------------------- text splicing
@@ -415,11 +287,100 @@ def _else_line(lines: list[bytes], first_inner: ast.AST, indent: bytes) -> int:
     raise MutationError("no `else:` line of its own")
 
 
-def _minimal_edits(lines: list[bytes], original: ast.AST, site: _Site) -> list[_Edit]:
-    """Edits that change only the mutated tokens or lines."""
-    anchor = _get(original, site.path)
-    kind = site.kind
-    if kind == "operator_swap":
+def _line_starts_clean(lines: list[bytes], node: ast.AST) -> bool:
+    first = lines[node.lineno - 1]
+    last = lines[node.end_lineno - 1]
+    rest = last[node.end_col_offset :].strip()
+    return not first[: node.col_offset].strip() and (not rest or rest.startswith(b"#"))
+
+
+# ------------------------------------------------------------------------------------------- operators
+
+
+@dataclass
+class _Slot:
+    """Where an anchor node sits in its function: its parent's field (and index, for a statement list)."""
+
+    anchor: Any
+    parent: Any
+    field: str
+    index: int | None
+
+    @classmethod
+    def at(cls, root: ast.AST, path: Path) -> _Slot:
+        return cls(_get(root, path), _get(root, path[:-1]), path[-1][0], path[-1][1])
+
+    def put_expr(self, new: ast.AST) -> tuple[str, Any]:
+        if self.index is None:
+            setattr(self.parent, self.field, new)
+        else:
+            getattr(self.parent, self.field)[self.index] = new
+        return "expr", new
+
+    def put_stmts(self, new: list[ast.stmt]) -> tuple[str, Any]:
+        body = getattr(self.parent, self.field)
+        body[self.index : self.index + 1] = new
+        if not body:
+            body.append(ast.Pass())
+            return "stmts", [body[0]]
+        return "stmts", new
+
+
+OPERATORS: dict[str, MutationOperator] = {}
+"""The mutation operators by kind (the kinds' names are in task data). ``@_registered`` fills it in the order
+the classes are defined below, which is the order of a node's sites: keep it, or generated tasks change."""
+
+
+def _registered(cls: type[MutationOperator]) -> type[MutationOperator]:
+    OPERATORS[cls.kind] = cls()
+    return cls
+
+
+class MutationOperator:
+    """One mutation kind: where it applies in a function (``sites``), the mutated tree (``apply``), and the
+    smallest text edit that produces it (``edits``).
+
+    ``sites`` gets every node of the function in walk order with its ``path`` and whether it is a statement
+    of a body (``in_body``); ``apply`` rewrites a copy of the function in place and returns ``("expr", node)``,
+    ``("stmts", statements)`` or ``("swap", node)`` (text edits only).
+    """
+
+    kind: ClassVar[str]
+
+    def sites(self, node: ast.AST, path: Path, in_body: bool) -> Iterator[_Site]:
+        raise NotImplementedError
+
+    def apply(self, slot: _Slot, site: _Site) -> tuple[str, Any]:
+        raise NotImplementedError
+
+    def edits(self, lines: list[bytes], slot: _Slot, site: _Site) -> list[_Edit]:
+        raise NotImplementedError
+
+
+@_registered
+class OperatorSwap(MutationOperator):
+    """``+``/``-``, ``*``/``/``, ``//``/``%`` ... in an expression, ``and``/``or``, an augmented assignment."""
+
+    kind = "operator_swap"
+
+    def sites(self, node: ast.AST, path: Path, in_body: bool) -> Iterator[_Site]:
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAP:
+            yield _Site(self.kind, path, f"{_op(node.op)} -> {_op(_BINOP_SWAP[type(node.op)]())}")
+        elif isinstance(node, ast.BoolOp):
+            yield _Site(self.kind, path, "and <-> or")
+        elif isinstance(node, ast.AugAssign) and type(node.op) in _BINOP_SWAP and in_body:
+            yield _Site(self.kind, path, f"{_op(node.op)}= swapped")
+
+    def apply(self, slot: _Slot, site: _Site) -> tuple[str, Any]:
+        anchor = slot.anchor
+        if isinstance(anchor, ast.BoolOp):
+            anchor.op = ast.Or() if isinstance(anchor.op, ast.And) else ast.And()
+            return slot.put_expr(anchor)
+        anchor.op = _BINOP_SWAP[type(anchor.op)]()
+        return slot.put_stmts([anchor]) if isinstance(anchor, ast.AugAssign) else slot.put_expr(anchor)
+
+    def edits(self, lines: list[bytes], slot: _Slot, site: _Site) -> list[_Edit]:
+        anchor = slot.anchor
         if isinstance(anchor, ast.BoolOp):
             old, new = ("and", "or") if isinstance(anchor.op, ast.And) else ("or", "and")
             return [_swap_in_gap(lines, a, b, old, new) for a, b in zip(anchor.values, anchor.values[1:])]
@@ -427,41 +388,214 @@ def _minimal_edits(lines: list[bytes], original: ast.AST, site: _Site) -> list[_
         if isinstance(anchor, ast.AugAssign):
             return [_swap_in_gap(lines, anchor.target, anchor.value, old + "=", new + "=")]
         return [_swap_in_gap(lines, anchor.left, anchor.right, old, new)]
-    if kind in ("comparison_flip", "boundary_shift"):
-        table = _FLIP if kind == "comparison_flip" else _BOUNDARY
+
+
+class _CompareOperator(MutationOperator):
+    """Replaces one comparison operator of a chain by its entry in ``table``."""
+
+    table: ClassVar[dict[type, type]]
+
+    def sites(self, node: ast.AST, path: Path, in_body: bool) -> Iterator[_Site]:
+        if isinstance(node, ast.Compare):
+            for i, op in enumerate(node.ops):
+                if type(op) in self.table:
+                    yield _Site(self.kind, path, f"{_op(op)} -> {_op(self.table[type(op)]())}", i)
+
+    def apply(self, slot: _Slot, site: _Site) -> tuple[str, Any]:
+        slot.anchor.ops[site.arg] = self.table[type(slot.anchor.ops[site.arg])]()
+        return slot.put_expr(slot.anchor)
+
+    def edits(self, lines: list[bytes], slot: _Slot, site: _Site) -> list[_Edit]:
+        anchor = slot.anchor
         op = anchor.ops[site.arg]
         left = anchor.left if site.arg == 0 else anchor.comparators[site.arg - 1]
-        return [_swap_in_gap(lines, left, anchor.comparators[site.arg], _op(op), _op(table[type(op)]()))]
-    if kind == "off_by_one":
-        return [_Edit(_start(anchor), _end(anchor), str(_off_by_one(anchor.value)).encode())]
-    if kind == "inverted_condition":
-        return [_Edit(_start(anchor), _end(anchor), _negated_text(lines, anchor))]
-    if kind == "wrong_return":
+        return [_swap_in_gap(lines, left, anchor.comparators[site.arg], _op(op), _op(self.table[type(op)]()))]
+
+
+@_registered
+class ComparisonFlip(_CompareOperator):
+    """``<`` <-> ``>``, ``<=`` <-> ``>=``, ``==`` <-> ``!=``, ``in``/``not in``, ``is``/``is not``."""
+
+    kind = "comparison_flip"
+    table = _FLIP
+
+
+@_registered
+class BoundaryShift(_CompareOperator):
+    """``<`` <-> ``<=``, ``>`` <-> ``>=`` (off by one at a boundary)."""
+
+    kind = "boundary_shift"
+    table = _BOUNDARY
+
+
+@_registered
+class OffByOne(MutationOperator):
+    """An integer constant ``n`` becomes ``n - 1`` (``n + 1`` for 0 and below)."""
+
+    kind = "off_by_one"
+
+    def sites(self, node: ast.AST, path: Path, in_body: bool) -> Iterator[_Site]:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            yield _Site(self.kind, path, f"{node.value} -> {_off_by_one(node.value)}")
+
+    def apply(self, slot: _Slot, site: _Site) -> tuple[str, Any]:
+        return slot.put_expr(ast.Constant(_off_by_one(slot.anchor.value)))
+
+    def edits(self, lines: list[bytes], slot: _Slot, site: _Site) -> list[_Edit]:
+        return [_Edit(_start(slot.anchor), _end(slot.anchor), str(_off_by_one(slot.anchor.value)).encode())]
+
+
+@_registered
+class InvertedCondition(MutationOperator):
+    """The test of an ``if``, ``while``, conditional expression or comprehension filter is negated."""
+
+    kind = "inverted_condition"
+
+    def sites(self, node: ast.AST, path: Path, in_body: bool) -> Iterator[_Site]:
+        if isinstance(node, (ast.If, ast.While, ast.IfExp)):
+            yield _Site(self.kind, (*path, ("test", None)), "condition negated")
+        if isinstance(node, ast.comprehension):
+            for i in range(len(node.ifs)):
+                yield _Site(self.kind, (*path, ("ifs", i)), "filter negated")
+
+    def apply(self, slot: _Slot, site: _Site) -> tuple[str, Any]:
+        return slot.put_expr(_negate(slot.anchor))
+
+    def edits(self, lines: list[bytes], slot: _Slot, site: _Site) -> list[_Edit]:
+        return [_Edit(_start(slot.anchor), _end(slot.anchor), _negated_text(lines, slot.anchor))]
+
+
+class _StatementOperator(MutationOperator):
+    """Operators that delete a whole statement (or part of one): their text edits work on full lines."""
+
+    def sites(self, node: ast.AST, path: Path, in_body: bool) -> Iterator[_Site]:
+        if in_body and self.removes(node):
+            yield _Site(self.kind, path, self.label(node))
+
+    def removes(self, node: ast.AST) -> bool:
+        raise NotImplementedError
+
+    def label(self, node: ast.AST) -> str:
+        raise NotImplementedError
+
+    def apply(self, slot: _Slot, site: _Site) -> tuple[str, Any]:
+        return slot.put_stmts([])
+
+    def edits(self, lines: list[bytes], slot: _Slot, site: _Site) -> list[_Edit]:
+        anchor = slot.anchor
+        if not _line_starts_clean(lines, anchor):
+            raise MutationError("the statement shares its lines with other code")
+        return self.line_edits(lines, slot, lines[anchor.lineno - 1][: anchor.col_offset])
+
+    def line_edits(self, lines: list[bytes], slot: _Slot, indent: bytes) -> list[_Edit]:
+        """The statement's lines removed (a lone statement of its block becomes ``pass``)."""
+        anchor = slot.anchor
+        start, end = (anchor.lineno - 1, 0), (anchor.end_lineno - 1, len(lines[anchor.end_lineno - 1]))
+        if len(getattr(slot.parent, slot.field)) == 1:
+            return [_Edit(start, end, indent + b"pass\n")]
+        return [_Edit(start, end, b"")]
+
+
+@_registered
+class RemovedStatement(_StatementOperator):
+    """An assignment, call, ``raise`` or ``del`` is deleted."""
+
+    kind = "removed_statement"
+
+    def removes(self, node: ast.AST) -> bool:
+        return isinstance(node, _REMOVABLE)
+
+    def label(self, node: ast.AST) -> str:
+        return f"removed `{_short(node)}`"
+
+
+@_registered
+class WrongReturn(MutationOperator):
+    """``return x`` returns ``None``; a boolean result is negated instead."""
+
+    kind = "wrong_return"
+
+    def sites(self, node: ast.AST, path: Path, in_body: bool) -> Iterator[_Site]:
+        if not (isinstance(node, ast.Return) and in_body) or node.value is None:
+            return
+        if isinstance(node.value, ast.Constant) and node.value.value is None:
+            return
+        yield _Site(self.kind, (*path, ("value", None)), "wrong return value")
+
+    def apply(self, slot: _Slot, site: _Site) -> tuple[str, Any]:
+        value = slot.anchor
+        if isinstance(value, ast.Constant) and isinstance(value.value, bool):
+            return slot.put_expr(ast.Constant(not value.value))
+        if _is_boolean(value):
+            return slot.put_expr(_negate(value))
+        return slot.put_expr(ast.Constant(None))
+
+    def edits(self, lines: list[bytes], slot: _Slot, site: _Site) -> list[_Edit]:
+        anchor = slot.anchor
         if isinstance(anchor, ast.Constant) and isinstance(anchor.value, bool):
             text = str(not anchor.value).encode()
-        elif isinstance(anchor, (ast.Compare, ast.BoolOp)) or (
-            isinstance(anchor, ast.UnaryOp) and isinstance(anchor.op, ast.Not)
-        ):
+        elif _is_boolean(anchor):
             text = _negated_text(lines, anchor)
         else:
             text = b"None"
         return [_Edit(_start(anchor), _end(anchor), text)]
-    if kind == "swapped_arguments":
-        a, b = anchor.args[site.arg], anchor.args[site.arg + 1]
+
+
+@_registered
+class SwappedArguments(MutationOperator):
+    """The first two different positional arguments of a call change places."""
+
+    kind = "swapped_arguments"
+
+    def sites(self, node: ast.AST, path: Path, in_body: bool) -> Iterator[_Site]:
+        if not isinstance(node, ast.Call):
+            return
+        positional = [a for a in node.args if not isinstance(a, ast.Starred)]
+        if len(positional) == len(node.args) and len(positional) >= 2:
+            for i in range(len(positional) - 1):
+                if _seg(positional[i]) != _seg(positional[i + 1]):
+                    yield _Site(self.kind, path, f"arguments {i} and {i + 1} swapped", i)
+                    return
+
+    def apply(self, slot: _Slot, site: _Site) -> tuple[str, Any]:
+        args, i = slot.anchor.args, site.arg
+        args[i], args[i + 1] = args[i + 1], args[i]
+        return "swap", slot.anchor
+
+    def edits(self, lines: list[bytes], slot: _Slot, site: _Site) -> list[_Edit]:
+        a, b = slot.anchor.args[site.arg], slot.anchor.args[site.arg + 1]
         return [_Edit(_start(b), _end(b), _node_text(lines, a)), _Edit(_start(a), _end(a), _node_text(lines, b))]
-    if not _line_starts_clean(lines, anchor):
-        raise MutationError("the statement shares its lines with other code")
-    indent = lines[anchor.lineno - 1][: anchor.col_offset]
-    parent, field, _ = _parent(original, site.path)
-    whole = _Edit((anchor.lineno - 1, 0), (anchor.end_lineno - 1, len(lines[anchor.end_lineno - 1])), b"")
-    if kind in ("removed_statement", "removed_loop") or (kind == "removed_branch" and not anchor.orelse):
-        if len(getattr(parent, field)) == 1:
-            return [_Edit(whole.start, whole.end, indent + b"pass\n")]
-        return [whole]
-    if kind == "removed_branch":
+
+
+@_registered
+class RemovedBranch(_StatementOperator):
+    """An ``if`` without ``else`` goes; otherwise its ``elif`` (the first) or ``else`` branch does."""
+
+    kind = "removed_branch"
+
+    def removes(self, node: ast.AST) -> bool:
+        return isinstance(node, ast.If)
+
+    def label(self, node: ast.AST) -> str:
+        assert isinstance(node, ast.If)
+        if not node.orelse:
+            return "removed `if` block"
+        return "removed `elif` branch" if _has_elif(node) else "removed `else` branch"
+
+    def apply(self, slot: _Slot, site: _Site) -> tuple[str, Any]:
+        anchor = slot.anchor
+        if not anchor.orelse:
+            return slot.put_stmts([])
+        anchor.orelse = anchor.orelse[0].orelse if _has_elif(anchor) else []
+        return slot.put_stmts([anchor])
+
+    def line_edits(self, lines: list[bytes], slot: _Slot, indent: bytes) -> list[_Edit]:
+        anchor = slot.anchor
+        if not anchor.orelse:
+            return super().line_edits(lines, slot, indent)
         last = (anchor.end_lineno - 1, len(lines[anchor.end_lineno - 1]))
         inner = anchor.orelse[0]
-        if len(anchor.orelse) == 1 and isinstance(inner, ast.If) and _is_elif(anchor):
+        if _has_elif(anchor):
             first = inner.lineno - 1
             if not lines[first].startswith(indent + b"elif"):
                 raise MutationError("`elif` is not at the start of its line")
@@ -471,14 +605,63 @@ def _minimal_edits(lines: list[bytes], original: ast.AST, site: _Site) -> list[_
                 return [_Edit((first, 0), (stop, 0), b"")]
             return [_Edit((first, 0), last, b"")]
         return [_Edit((_else_line(lines, inner, indent), 0), last, b"")]
-    raise MutationError(f"no minimal edit for {kind}")
 
 
-def _line_starts_clean(lines: list[bytes], node: ast.AST) -> bool:
-    first = lines[node.lineno - 1]
-    last = lines[node.end_lineno - 1]
-    rest = last[node.end_col_offset :].strip()
-    return not first[: node.col_offset].strip() and (not rest or rest.startswith(b"#"))
+@_registered
+class RemovedLoop(_StatementOperator):
+    """A ``for`` / ``while`` loop is deleted."""
+
+    kind = "removed_loop"
+
+    def removes(self, node: ast.AST) -> bool:
+        return isinstance(node, (ast.For, ast.While, ast.AsyncFor))
+
+    def label(self, node: ast.AST) -> str:
+        return "removed loop"
+
+
+KINDS = tuple(OPERATORS)
+
+
+def _operator(kind: str) -> MutationOperator:
+    try:
+        return OPERATORS[kind]
+    except KeyError:
+        raise MutationError(f"unknown mutation kind {kind!r}") from None
+
+
+def _sites(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[_Site]:
+    """Mutation sites of one function (nested functions and classes are their own), in walk order."""
+    sites: list[_Site] = []
+
+    def visit(node: ast.AST, path: Path) -> None:
+        for field, value in ast.iter_fields(node):
+            if field in ("decorator_list", "returns", "type_comment", "args") and node is func:
+                continue
+            if isinstance(value, list):
+                for index, item in enumerate(value):
+                    if isinstance(item, ast.AST):
+                        handle(node, field, index, item, (*path, (field, index)))
+            elif isinstance(value, ast.AST):
+                handle(node, field, None, value, (*path, (field, None)))
+
+    def handle(parent: ast.AST, field: str, index: int | None, node: ast.AST, path: Path) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return
+        if _is_docstring(parent, field, index, node):
+            return
+        in_body = isinstance(node, ast.stmt) and field in _BODY_FIELDS and index is not None
+        for op in OPERATORS.values():
+            sites.extend(op.sites(node, path, in_body))
+        visit(node, path)
+
+    visit(func, ())
+    return sites
+
+
+def _minimal_edits(lines: list[bytes], original: ast.AST, site: _Site) -> list[_Edit]:
+    """Edits that change only the mutated tokens or lines."""
+    return _operator(site.kind).edits(lines, _Slot.at(original, site.path), site)
 
 
 def _unparse_edits(lines: list[bytes], original: ast.AST, site: _Site, result: tuple[str, Any]) -> list[_Edit]:
@@ -571,7 +754,7 @@ def _checked_edits(source: str, m: Mutation) -> list[_Edit]:
     site = sites[m.index]
     original = funcs[m.function]
     mutated = copy.deepcopy(original)
-    result = _transform(mutated, site)
+    result = _operator(site.kind).apply(_Slot.at(mutated, site.path), site)
     want = ast.dump(mutated)
     if want == ast.dump(original):
         raise MutationError(f"{m.id}: the mutation changes nothing")

@@ -27,7 +27,6 @@ from pathlib import Path
 from execgym.core.errors import InfraError
 from execgym.envs.swe.grading import JUnitReport, parse_junit
 from execgym.executor import ExecResult, Sandbox
-from execgym.executor import InfraError as ExecutorInfraError
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -39,7 +38,6 @@ __all__ = [
     "read_text",
     "run_pytest",
     "runner_missing",
-    "sandbox_call",
 ]
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
@@ -48,16 +46,6 @@ HASH_CHARS = 16
 # Caches that no test run reads (ours disable pytest's cache provider). ``__pycache__`` is listed on
 # purpose: a planted .pyc is how stale-bytecode tricks work, and the grader flags it.
 _SKIP_DIRS = (".git", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis", ".tox", ".venv")
-
-
-def sandbox_call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-    """Call a sandbox method, turning the executor's ``InfraError`` into the core's (which the env handles)."""
-    try:
-        return fn(*args, **kwargs)
-    except ExecutorInfraError as exc:
-        if isinstance(exc, InfraError):
-            raise
-        raise InfraError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -148,7 +136,7 @@ def run_pytest(
     script = (f"{{ {prelude}\n}} 1>&2\n" if prelude else "") + _REPORT_FD_SHELL
     argv = ["sh", "-c", script, "sh", *argv]
     environment = {**(env or {}), **command.environment()}
-    result: ExecResult = sandbox_call(sandbox.run, argv, timeout=timeout, env=environment)
+    result: ExecResult = sandbox.run(argv, timeout=timeout, env=environment)
     report, error = None, None
     data = result.stdout.strip()
     if not data:
@@ -192,7 +180,7 @@ def manifest(
     overflows the output limit raises ``InfraError`` when ``strict``; otherwise what was listed is
     returned (for the agent's sandbox, whose contents are the agent's doing).
     """
-    result = sandbox_call(sandbox.run, ["sh", "-c", _manifest_script(max_bytes)], timeout=timeout)
+    result = sandbox.run(["sh", "-c", _manifest_script(max_bytes)], timeout=timeout)
     lines = result.stdout.splitlines()
     if result.timed_out or result.truncated:
         if strict:
@@ -238,7 +226,7 @@ def host_manifest(
 def read_text(sandbox: Sandbox, path: str, *, max_bytes: int = MAX_FILE_BYTES) -> str | None:
     """A file's text through the sandbox; None when it is missing, not a regular file, too big or binary."""
     try:
-        data = sandbox_call(sandbox.read_file, path)
+        data = sandbox.read_file(path)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError):
         return None
     if len(data) > max_bytes or b"\x00" in data:

@@ -4,13 +4,13 @@ and reference programs run under the executor the user chose."""
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import pytest
 
 from execgym.envs.cad.tasks import DatasetError, load_cadprompt, load_jsonl
+from tests.executor.conftest import require_docker
 
 BOX = "import cadquery as cq\nresult = cq.Workplane().box(3, 2, 1)\n"
 FILES = {
@@ -89,8 +89,10 @@ BAD_ROWS = [
     ({"id": "b", "prompt": "p", "code": BOX, "key_dims": [{"kind": "extent", "value": 1}]}, r"needs 'axis'"),
     ({"id": "b", "prompt": "p", "code": BOX, "key_dims": {"kind": "extent"}}, r"'key_dims' must be a list"),
     ({"id": "b", "prompt": "p", "code": BOX, "key_dims": [{"kind": "hole", "diameter": 2, "count": "4"}]}, "count"),
-    ({"id": "b", "prompt": "p", "code": BOX, "key_dims": [{"kind": "hole", "diameter": 2, "centers": [[1]]}]},
-     "centers"),
+    (
+        {"id": "b", "prompt": "p", "code": BOX, "key_dims": [{"kind": "hole", "diameter": 2, "centers": [[1]]}]},
+        "centers",
+    ),
     ({"id": "b", "prompt": ["p"], "code": BOX}, r"'prompt' must be text"),
     ({"id": "b", "prompt": "p", "code": {"src": BOX}}, r"'code' must be text"),
     ({"id": "b", "prompt": "p", "code": BOX, "orientation": "any"}, r"'orientation' must be"),
@@ -157,8 +159,7 @@ def test_env_options_reach_the_loaders(tmp_path: Path) -> None:
 
 # A reference program that tells where it ran: 10 mm wide in a container, 20 mm elsewhere.
 WHERE = (
-    "import os\nimport cadquery as cq\n"
-    "result = cq.Workplane().box(10 if os.path.exists('/.dockerenv') else 20, 5, 5)\n"
+    "import os\nimport cadquery as cq\nresult = cq.Workplane().box(10 if os.path.exists('/.dockerenv') else 20, 5, 5)\n"
 )
 
 
@@ -166,15 +167,8 @@ WHERE = (
 def test_reference_programs_run_under_the_chosen_executor(tmp_path: Path) -> None:
     pytest.importorskip("cadquery")
     from execgym.envs.cad.env import CADModelEnv
-    from execgym.executor.docker import docker_available, image_available
 
-    ok, why = docker_available()
-    if ok:
-        ok, why = image_available("cad")
-    if not ok:
-        if os.environ.get("EXECGYM_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"Docker is required (EXECGYM_REQUIRE_DOCKER=1) but unusable: {why}")
-        pytest.skip(f"docker backend unavailable: {why}")
+    require_docker("cad")
     file = tmp_path / "where.jsonl"
     file.write_text(json.dumps({"id": "where", "prompt": "a block", "code": WHERE}) + "\n")
     env = CADModelEnv(dataset=f"jsonl:{file}", executor="docker", run_timeout_s=8.0, memory_mb=768)

@@ -4,9 +4,9 @@ follows ``executor`` (see tests/envs/cad/test_cad_datasets.py and tests/security
 
 from __future__ import annotations
 
-import os
-
 import pytest
+
+from tests.executor.conftest import require_docker
 
 from .conftest import needs_cadquery
 
@@ -15,15 +15,7 @@ pytestmark = [pytest.mark.docker, needs_cadquery]
 
 @pytest.fixture(scope="module")
 def docker_cad_env(cad_env):
-    from execgym.executor.docker import docker_available, image_available
-
-    ok, why = docker_available()
-    if ok:
-        ok, why = image_available("cad")
-    if not ok:
-        if os.environ.get("EXECGYM_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"Docker is required (EXECGYM_REQUIRE_DOCKER=1) but unusable: {why}")
-        pytest.skip(f"docker backend unavailable: {why}; build the image with `execgym images build cad`")
+    require_docker("cad")
     from execgym.envs.cad.env import CADModelEnv
 
     env = CADModelEnv(dataset="bundled", executor="docker", grader=cad_env.grader, run_timeout_s=4.0, memory_mb=768)

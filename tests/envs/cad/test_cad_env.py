@@ -70,6 +70,9 @@ def test_broken_code_is_not_executable(cad_env, name: str) -> None:
         "id": "executable",
         "passed": False,
         "evidence": "the program did not produce a part",
+        "weight": 1.0,
+        "description": "",
+        "extra": {},
     }
 
 

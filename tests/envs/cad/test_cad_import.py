@@ -43,3 +43,28 @@ def test_kernel_fits_in_one_command_line_argument() -> None:
     from execgym.envs.cad.grading import kernel_source
 
     assert len(kernel_source().encode()) < 120_000  # Linux caps one argv string at 128 KiB (python -c SOURCE)
+
+
+def test_the_joined_kernel_runs_standalone(tmp_path) -> None:
+    """The script sent into sandboxes needs nothing of execgym: it answers a run from a bare directory."""
+    pytest.importorskip("cadquery")
+    import json
+
+    from execgym.envs.cad.kernel import MODULES, kernel_source
+
+    source = kernel_source()
+    assert "from execgym" not in source and "import execgym" not in source
+    assert all(f"def {name}" not in source for name in ("kernel_source", "_defined_names")), "the joiner is not sent"
+    assert len(MODULES) > 5
+    requests = [{"op": "ping"}, {"op": "run", "code": "import cadquery as cq\nresult = cq.Workplane().box(1, 2, 3)"}]
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", source, "agent", json.dumps({"warmup": False})],
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    ping, ran = (json.loads(line) for line in done.stdout.splitlines())
+    assert ping["ok"] and ping["protocol"] == 1, done.stderr
+    assert ran["ok"] and ran["brep"], ran

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from execgym.rollout.bench import process_tree
 from tests.envs.cad.conftest import needs_cadquery
 
 pytestmark = needs_cadquery
@@ -24,25 +25,6 @@ KERNEL_MARK = "def kill_strays("  # a line of the kernel worker's source, which 
 
 def run(env, code: str):
     return env.step({"name": "run_cadquery", "arguments": {"code": code}})
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(name))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def kernel_imports(before: dict[str, int] | None = None) -> dict[str, int]:
@@ -67,7 +49,7 @@ def kernel_imports(before: dict[str, int] | None = None) -> dict[str, int]:
         return int(stat[stat.rindex(")") + 2 :].split()[1])
 
     counts: dict[str, int] = {}
-    for pid in _descendants(os.getpid()):
+    for pid in process_tree(os.getpid())[1:]:
         args = argv(pid)
         if not any(KERNEL_MARK in a for a in args):
             continue

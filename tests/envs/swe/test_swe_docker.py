@@ -7,13 +7,10 @@ import pytest
 
 from execgym.envs.swe.env import SWERepairEnv
 
+from .helpers import call
 from .swebench_fixtures import BUGGY, PYPROJECT, TESTS, make_instance, write_dataset
 
 pytestmark = pytest.mark.docker
-
-
-def call(name, **arguments):
-    return {"name": name, "arguments": arguments}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +70,7 @@ def test_image_task(docker_executor, repo_image, tmp_path):
     env.reset(seed=0)
     assert env.step(call("bash", command="cat mini/stats.py"))[0] == BUGGY + "[exit code 0]"
     _, reward, _, _, info = env.step(call("submit"))
-    assert reward == 0.0 and [u["status"] for u in info["units"]] == ["FAILED", "PASSED"]
+    assert reward == 0.0 and [u["extra"]["status"] for u in info["units"]] == ["FAILED", "PASSED"]
     env.reset(seed=0)
     for action in env.task.oracle:
         _, reward, _, _, info = env.step(action)

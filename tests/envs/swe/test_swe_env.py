@@ -5,9 +5,7 @@ import pytest
 from execgym.envs.swe.env import SWERepairEnv
 from execgym.envs.swe.tasks import BugValidator, make_bug_task
 
-
-def call(name, **arguments):
-    return {"name": name, "arguments": arguments}
+from .helpers import call
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +44,8 @@ def test_oracle_resolves_bundled_tasks(env, repo, difficulty):
     assert (reward, terminated, truncated) == (1.0, True, False)
     assert info["outcome"] == 1.0 and info["hack_flags"] == []
     assert info["reward_components"]["f2p"] == 1.0 and info["reward_components"]["p2p"] == 1.0
-    assert {u["list"] for u in info["units"]} == {"FAIL_TO_PASS", "PASS_TO_PASS"}
-    assert all(u["passed"] and u["status"] == "PASSED" for u in info["units"])
+    assert {u["extra"]["list"] for u in info["units"]} == {"FAIL_TO_PASS", "PASS_TO_PASS"}
+    assert all(u["passed"] and u["extra"]["status"] == "PASSED" for u in info["units"])
     assert len(info["units"]) == len(task.data["FAIL_TO_PASS"]) + len(task.data["PASS_TO_PASS"])
 
 

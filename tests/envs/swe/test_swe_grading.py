@@ -115,8 +115,13 @@ def test_empty_lists_are_resolved():
 
 
 def test_units_shape(mixed_report):
-    unit = grade_tests(["tests/test_mix.py::test_pass"], [], mixed_report).tests[0].as_unit()
-    assert unit == {"id": "tests/test_mix.py::test_pass", "passed": True, "status": "PASSED", "list": "FAIL_TO_PASS"}
+    unit = grade_tests(["tests/test_mix.py::test_pass"], [], mixed_report).tests[0].as_unit().as_info()
+    assert unit == {
+        "id": "tests/test_mix.py::test_pass",
+        "passed": True,
+        "evidence": "PASSED",
+        "extra": {"status": "PASSED", "list": "FAIL_TO_PASS"},
+    }
 
 
 def test_junit_key():

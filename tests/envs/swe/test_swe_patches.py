@@ -31,13 +31,19 @@ def _random_edit(rng: random.Random, text: str) -> str:
     return out
 
 
-def test_round_trip_random_edits():
-    rng = random.Random(0)
-    for _ in range(200):
-        old = "".join(f"line {rng.randint(0, 15)}\n" for _ in range(rng.randint(0, 25)))
+def _edit_pairs(seed: int, count: int, word: str, values: int, sizes: tuple[int, int]):
+    """Up to ``count`` random texts of ``word N`` lines, each with a random edit of it (edits that change
+    nothing are skipped)."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        old = "".join(f"{word} {rng.randint(0, values)}\n" for _ in range(rng.randint(*sizes)))
         new = _random_edit(rng, old)
-        if old == new:
-            continue
+        if old != new:
+            yield old, new
+
+
+def test_round_trip_random_edits():
+    for old, new in _edit_pairs(0, 200, "line", 15, (0, 25)):
         patch = make_patch({"f.txt": old}, {"f.txt": new})
         assert apply_patch(patch, {"f.txt": old}.get) == {"f.txt": new}
         assert apply_patch(reverse_patch(patch), {"f.txt": new}.get) == {"f.txt": old}
@@ -45,12 +51,7 @@ def test_round_trip_random_edits():
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_patches_are_valid_for_git_apply(tmp_path):
-    rng = random.Random(1)
-    for i in range(25):
-        old = "".join(f"row {rng.randint(0, 9)}\n" for _ in range(rng.randint(1, 20)))
-        new = _random_edit(rng, old)
-        if old == new:
-            continue
+    for i, (old, new) in enumerate(_edit_pairs(1, 25, "row", 9, (1, 20))):
         work = tmp_path / str(i)
         work.mkdir()
         (work / "f.txt").write_text(old)

@@ -17,12 +17,8 @@ from execgym.envs.swe.tasks import (
     workspace,
 )
 
+from .helpers import call
 from .swebench_fixtures import BUGGY, TESTS, make_instance, write_dataset
-
-
-def call(name, **arguments):
-    return {"name": name, "arguments": arguments}
-
 
 # ---------------------------------------------------------------------------------------- bundled
 
@@ -157,13 +153,13 @@ def test_swebench_episode(local_executor, tmp_path, monkeypatch):
     assert "extra.py" not in env.step(call("bash", command="ls mini"))[0]
     assert env.step(call("run_tests"))[0].startswith("1 passed")
     _, reward, _, _, info = env.step(call("submit"))
-    assert reward == 0.0 and [u["status"] for u in info["units"]] == ["FAILED", "PASSED"]
+    assert reward == 0.0 and [u["extra"]["status"] for u in info["units"]] == ["FAILED", "PASSED"]
     env.reset(options={"task_id": "mini__mini-1"})
     for action in env.task.oracle:
         _, reward, _, _, info = env.step(action)
     env.close()
     assert reward == 1.0 and info["hack_flags"] == []
-    assert [(u["id"], u["list"]) for u in info["units"]] == [
+    assert [(u["id"], u["extra"]["list"]) for u in info["units"]] == [
         ("tests/test_stats.py::test_mean", "FAIL_TO_PASS"),
         ("tests/test_stats.py::test_total", "PASS_TO_PASS"),
     ]
