@@ -16,8 +16,10 @@ from typing import Any, NoReturn, TextIO
 import gymnasium as gym
 
 import execgym
+from execgym.core import report as R
+from execgym.core.report import FinalReport
 
-__all__ = ["checked_env_kwargs", "env_keywords", "main", "make_env_checked", "resolve_env_id"]
+__all__ = ["checked_env_kwargs", "checked_wrappers", "env_keywords", "main", "make_env_checked", "resolve_env_id"]
 
 
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -44,27 +46,17 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def _wrappers(items: Sequence[str] | None) -> list[tuple[str, dict[str, Any]]]:
-    """``--wrapper NAME`` or ``--wrapper 'NAME:{"json": "kwargs"}'``, innermost first; unknown names are refused."""
-    import execgym.wrappers
+def checked_wrappers(items: Sequence[str] | None, command: str) -> list[str]:
+    """``--wrapper NAME`` or ``--wrapper 'NAME:{"json": "kwargs"}'`` specs as given, innermost first, each checked
+    by :func:`execgym.wrappers.parse_wrapper_spec` before anything runs (a bad one is one line)."""
+    from execgym.wrappers import parse_wrapper_spec
 
-    known = sorted(n for n in execgym.wrappers.__all__ if isinstance(getattr(execgym.wrappers, n, None), type)
-                   and issubclass(getattr(execgym.wrappers, n), gym.Wrapper))
-    out = []
     for item in items or []:
-        name, _, raw = item.partition(":")
-        if name not in known:
-            raise SystemExit(f"--wrapper: unknown reward wrapper {name!r}; known: {', '.join(known)}")
         try:
-            kwargs = json.loads(raw) if raw else {}
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"--wrapper {item!r}: the kwargs after ':' are not JSON ({exc.msg})") from None
-        except (ValueError, RecursionError) as exc:
-            raise SystemExit(f"--wrapper {item!r}: the kwargs after ':' are not usable JSON ({exc})") from None
-        if not isinstance(kwargs, dict):
-            raise SystemExit(f"--wrapper {item!r}: the kwargs after ':' must be a JSON object")
-        out.append((name, kwargs))
-    return out
+            parse_wrapper_spec(item)
+        except ValueError as exc:
+            raise SystemExit(f"execgym {command}: --wrapper: {exc}") from None
+    return list(items or [])
 
 
 def _timeout(text: str) -> float | None:
@@ -194,7 +186,7 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
         try:
             unwrapped = env.unwrapped
             splits = unwrapped.tasks.splits()  # type: ignore[attr-defined]
-            gen = "yes" if type(unwrapped).task_generator() is not None else "no"  # type: ignore[attr-defined]
+            gen = "yes" if unwrapped.task_generator() is not None else "no"  # type: ignore[attr-defined]
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(splits.items()) if v >= 0)
             rows.append((env_id, type(unwrapped).description, counts, gen))  # type: ignore[attr-defined]
         finally:
@@ -287,7 +279,7 @@ def cmd_play(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
 
 def _play(env: gym.Env[Any, Any], env_id: str, args: argparse.Namespace, out: TextIO, inp: TextIO,
           make_agent: Any) -> int:
-    options = {"task_id": args.task_id} if args.task_id else None
+    options = {R.TASK_ID: args.task_id} if args.task_id else None
     try:
         obs, info = env.reset(seed=args.seed, options=options)
     except (KeyError, ValueError) as exc:
@@ -300,9 +292,9 @@ def _play(env: gym.Env[Any, Any], env_id: str, args: argparse.Namespace, out: Te
     if png is not None and getattr(env.unwrapped, "save_render", None) is None:
         print(f"(--png: {type(env.unwrapped).__name__} draws no picture; no PNG will be written)", file=out)
         png = None
-    print(f"== {env_id} · task {info['task_id']} ({info.get('difficulty')}) ==", file=out)
+    print(f"== {env_id} · task {info[R.TASK_ID]} ({info.get(R.DIFFICULTY)}) ==", file=out)
     print("tools:", file=out)
-    for tool in info["tools"]:
+    for tool in info[R.TOOLS]:
         print(f"  {_tool_line(tool)}", file=out)
     if agent is None:
         print('Type a reply; a tool call is {"name": ..., "arguments": {...}} or <tool_call>...</tool_call>.'
@@ -335,18 +327,19 @@ def _play(env: gym.Env[Any, Any], env_id: str, args: argparse.Namespace, out: Te
             obs, reward, terminated, truncated, info = env.step(action)
             turns += 1
             total += float(reward)
-            comps = ", ".join(f"{k}={v:g}" for k, v in info.get("reward_components", {}).items())
-            print(f"\n{obs}\n[turn {info['turn']} · reward {float(reward):g} · {comps}]\n", file=out)
+            comps = ", ".join(f"{k}={v:g}" for k, v in info.get(R.REWARD_COMPONENTS, {}).items())
+            print(f"\n{obs}\n[turn {info[R.TURN]} · reward {float(reward):g} · {comps}]\n", file=out)
             if png is not None:
-                _save_picture(env, png / f"{info['task_id']}-turn{info['turn']:02d}.png", out)
+                _save_picture(env, png / f"{info[R.TASK_ID]}-turn{info[R.TURN]:02d}.png", out)
     except KeyboardInterrupt:
         stopped = "interrupted"
     if terminated or truncated:
         how = "truncated: the turn limit was reached before the episode ended" if truncated and not terminated \
             else "terminated"
-        print(f"episode over ({how}): outcome {info.get('outcome')}, return {total:g} in {turns} turn(s), "
-              f"hack flags {info.get('hack_flags') or 'none'}"
-              + (f", infra error {info['infra_error']}" if info.get("infra_error") else ""), file=out)
+        final = FinalReport.from_info(info)
+        print(f"episode over ({how}): outcome {info.get(R.OUTCOME)}, return {total:g} in {turns} turn(s), "
+              f"hack flags {final.hack_flags or 'none'}"
+              + (f", infra error {final.infra_error}" if final.infra_error else ""), file=out)
     else:
         print(f"\n({stopped}) episode not finished: no outcome; return so far {total:g} in {turns} turn(s)", file=out)
     return 0
@@ -413,7 +406,7 @@ def _count_records(paths: Sequence[Path]) -> tuple[int, int]:
         try:
             for record in read_trajectories(path):
                 count += 1
-                agent_ended += bool(record.get("agent_error"))
+                agent_ended += bool(record.get(R.AGENT_ERROR))
         except (OSError, ValueError):  # a damaged file: count what reads, the run's results are already out
             continue
     return count, agent_ended
@@ -431,16 +424,16 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     for agent in agents:
         if agent not in AGENTS:
             raise SystemExit(f"execgym run: unknown agent {agent!r}; known agents: {', '.join(AGENTS)}")
-    wrappers = _wrappers(args.wrapper)
+    wrappers = checked_wrappers(args.wrapper, "run")
     agent_kwargs = _key_values(args.agent_arg, "--agent-arg")
     if args.backend == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
             raise SystemExit("execgym run: --backend ray needs Ray: pip install 'execgym[ray]'") from None
-        if wrappers or args.num_envs > 1:
-            raise SystemExit("execgym run: --backend ray takes no --wrapper or --num-envs (its actors each play "
-                             "one episode at a time on the plain env)")
+        if args.num_envs > 1:
+            raise SystemExit("execgym run: --backend ray takes no --num-envs (its actors each play one episode at "
+                             "a time; --workers sets how many play at once)")
     # every env is built once first: a bad keyword, dataset or split is one clear line before anything runs
     kwargs_by_env: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
@@ -473,18 +466,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"\r{env_id} · {agent}: [{bar:<20}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
             try:
-                if args.backend == "ray":
-                    from execgym.rollout.ray import run_baseline_ray
-
-                    summary, results = run_baseline_ray(
-                        env_id, agent, args.episodes, seed=args.seed, env_kwargs=env_kwargs,
-                        agent_kwargs=agent_kwargs, out_dir=out_dir, progress=progress, num_workers=args.workers,
-                        address=args.address, act_timeout_s=args.act_timeout)
-                else:
-                    summary, results = run_baseline(
-                        env_id, agent, args.episodes, seed=args.seed, env_kwargs=env_kwargs,
-                        agent_kwargs=agent_kwargs, wrappers=wrappers, num_envs=args.num_envs, out_dir=out_dir,
-                        progress=progress, act_timeout_s=args.act_timeout)
+                summary, results = run_baseline(
+                    env_id, agent, args.episodes, seed=args.seed, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
+                    wrappers=wrappers, num_envs=args.num_envs, out_dir=out_dir, progress=progress,
+                    act_timeout_s=args.act_timeout, backend=args.backend, num_workers=args.workers,
+                    address=args.address)
             except Exception as exc:  # one env's failure must not lose the rows already finished
                 print(file=sys.stderr)
                 failures.append(f"{env_id.removeprefix('execgym/')} · {agent}: the run failed: "

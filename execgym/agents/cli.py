@@ -21,6 +21,10 @@ def _positive_int(text: str) -> int:
     return parse(text)
 
 
+# dataclass fields whose option is named otherwise (one ``--wrapper`` per spec, as ``execgym run`` takes them)
+_FLAGS = {"wrappers": "--wrapper"}
+
+
 def _value_parser(type_name: str) -> Any:
     if type_name.startswith("dict"):
         return json.loads
@@ -40,7 +44,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, classes: tuple[type,
                 continue
             type_name = str(f.type)
             seen[f.name] = type_name
-            flag = "--" + f.name.replace("_", "-")
+            flag = _FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             owners = [c.__name__.removesuffix("Args") for c in classes if f.name in {g.name for g in
                                                                                        dataclasses.fields(c)}]
@@ -48,6 +52,10 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, classes: tuple[type,
             if type_name == "bool":
                 parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                     help=help_text)
+            elif f.name == "wrappers":
+                parser.add_argument(flag, dest=f.name, action="append", default=None,
+                                    metavar="NAME[:JSON]", help="reward wrapper from execgym.wrappers, innermost first "
+                                    "(repeatable), e.g. 'GatedReward:{\"components\": {\"format\": 0.1}}'")
             else:
                 parser.add_argument(flag, dest=f.name, type=_value_parser(type_name), default=None,
                                     metavar=f.name.upper(), help=help_text)
@@ -59,11 +67,15 @@ def _build_args(cls: type, ns: argparse.Namespace) -> Any:
     foreign = sorted(k for k in given if k not in names)
     if foreign:
         mode = "--sft" if cls.__name__ == "SFTArgs" else "GRPO"
-        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        flags = ", ".join(_FLAGS.get(k, "--" + k.replace("_", "-")) for k in foreign)
         raise SystemExit(f"execgym train: {flags} do not apply to {mode} training")
-    for key in ("dataset", "split", "reward_wrapper"):  # "none" on the command line means None
+    for key in ("dataset", "split"):  # "none" on the command line means None
         if isinstance(given.get(key), str) and given[key].lower() == "none":
             given[key] = None
+    if "wrappers" in given:
+        from execgym.cli import checked_wrappers
+
+        given["wrappers"] = checked_wrappers(given["wrappers"], "train")
     return cls(**given)
 
 
@@ -93,34 +105,34 @@ def _rate(value: Any) -> str:
     return "n/a (every episode errored)" if value is None else f"{value:.3f}"
 
 
+def _train(ns: argparse.Namespace, cls: type, run: Any, command: str, model_hint: str,
+           errors: tuple[type[BaseException], ...]) -> dict[str, Any]:
+    """Build ``cls`` from the options, check the env, and run ``run``; its expected errors are one line."""
+    args = _build_args(cls, ns)
+    if not args.model:
+        raise SystemExit(f"{command}: --model is required ({model_hint})")
+    _check_env(ns, "train")
+    args.env_id = ns.env_id
+    try:
+        result: dict[str, Any] = run(args, on_log=_print_record)
+    except errors as exc:
+        raise SystemExit(f"{command}: {' '.join(str(exc).split())}") from None
+    return result
+
+
 def cmd_train(ns: argparse.Namespace) -> int:
     from execgym.agents.train.grpo import GRPOArgs, train
     from execgym.agents.train.sft import SFTArgs, train_sft
 
     _quiet_transformers()
     if ns.sft:
-        args = _build_args(SFTArgs, ns)
-        if not args.model:
-            raise SystemExit("execgym train --sft: --model is required (a folder or hub id; see execgym init-model)")
-        _check_env(ns, "train")
-        args.env_id = ns.env_id
-        try:
-            result = train_sft(args, on_log=_print_record)
-        except (FileExistsError, RuntimeError, OSError) as exc:
-            raise SystemExit(f"execgym train --sft: {' '.join(str(exc).split())}") from None
+        result = _train(ns, SFTArgs, train_sft, "execgym train --sft", "a folder or hub id; see execgym init-model",
+                        (FileExistsError, RuntimeError, OSError))
         print(f"SFT: greedy success {_rate(result['before']['success_rate'])} -> "
               f"{_rate(result['after']['success_rate'])} after {result['optimizer_steps']} optimizer step(s); "
               f"model in {result['final']}")
         return 0
-    args = _build_args(GRPOArgs, ns)
-    if not args.model:
-        raise SystemExit("execgym train: --model is required (a folder or hub id)")
-    _check_env(ns, "train")
-    args.env_id = ns.env_id
-    try:
-        result = train(args, on_log=_print_record)
-    except (FileExistsError, OSError) as exc:
-        raise SystemExit(f"execgym train: {' '.join(str(exc).split())}") from None
+    result = _train(ns, GRPOArgs, train, "execgym train", "a folder or hub id", (FileExistsError, OSError))
     if not result["trained"]:
         print(f"GRPO: no optimizer step ran ({result['note']}); {result['final']} is the starting model, "
               f"unchanged; log {result['log']}")

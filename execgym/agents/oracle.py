@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 
 from execgym.agents.base import BatchedAgent
+from execgym.core import report as R
 
 __all__ = ["OracleAgent"]
 
@@ -38,7 +39,7 @@ class OracleAgent(BatchedAgent):
     def reset(self, info: dict[str, Any]) -> None:
         unwrapped = self.env.unwrapped
         task = unwrapped.task  # type: ignore[attr-defined]
-        task_id = info.get("task_id")
+        task_id = info.get(R.TASK_ID)
         if task is None or task_id != task.id:
             try:
                 task = unwrapped.tasks.get(str(task_id))  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import jsonschema
 import numpy as np
 
 from execgym.agents.base import BatchedAgent
+from execgym.core import report as R
 
 __all__ = ["RandomAgent", "random_instance"]
 
@@ -88,7 +89,7 @@ class RandomAgent(BatchedAgent):
         self.tools: list[dict[str, Any]] = []
 
     def reset(self, info: dict[str, Any]) -> None:
-        self.tools = [t["function"] for t in info.get("tools", [])]
+        self.tools = [t["function"] for t in info.get(R.TOOLS, [])]
 
     def act(self, observation: str, info: dict[str, Any]) -> Any:
         if not self.tools:

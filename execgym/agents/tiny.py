@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ import gymnasium as gym
 import numpy as np
 
 from execgym.agents.chat import CHATML_TOOLS_TEMPLATE, action_to_text, render_chat
+from execgym.core import report as R
 
-__all__ = ["SPECIAL_TOKENS", "TOOL_TOKENS", "build_tiny_policy", "build_tokenizer", "env_chats"]
+__all__ = ["SPECIAL_TOKENS", "TOOL_TOKENS", "TinyArchitecture", "build_tiny_policy", "build_tokenizer", "env_chats"]
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 _PRETOKENIZE_REGEX = (
@@ -95,60 +97,76 @@ def env_chats(envs: Sequence[gym.Env[Any, Any]], *, episodes: int = 64, seed: in
         randomer = RandomAgent(seed=seed)
         for i in range(episodes):
             obs, info = env.reset(seed=seed + i)
-            tools = info["tools"]
+            tools = info[R.TOOLS]
             agent = randomer if rng.random() < random_fraction else oracle
             agent.reset(info)
-            messages = list(info["messages"])
+            messages = list(info[R.MESSAGES])
             done = False
             while not done:
                 action = action_to_text(agent.act(obs, info))
                 obs, _, terminated, truncated, info = env.step(action)
                 messages.append({"role": "assistant", "content": action})
-                messages.extend(info["new_messages"][1:])
+                messages.extend(info[R.NEW_MESSAGES][1:])
                 done = terminated or truncated
             texts.append(render_chat(renderer, messages, tools, add_generation_prompt=False))
     return texts
 
 
-def build_tiny_policy(
-    out_dir: str | Path,
-    envs: Sequence[gym.Env[Any, Any]],
-    *,
-    episodes: int = 64,
-    vocab_size: int = 2048,
-    hidden_size: int = 128,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    max_positions: int = 4096,
-    tie_embeddings: bool = False,
-    seed: int = 0,
-    extra_texts: Iterable[str] = (),
-) -> Path:
+@dataclass(frozen=True)
+class TinyArchitecture:
+    """The shape of the tiny Qwen2 model (its vocabulary size is the trained tokenizer's, up to ``vocab_size``).
+
+    Input and output embeddings are untied by default: tied, a policy-gradient step that lowers a word as an
+    *answer* also moves it as *context*, which makes RL on a model this small unstable.
+    """
+
+    vocab_size: int = 2048
+    """the most tokens the byte-level BPE tokenizer learns (special and tool tokens included)"""
+    hidden_size: int = 128
+    """the width of the model (its MLP is 4x wider)"""
+    num_layers: int = 2
+    """decoder layers"""
+    num_heads: int = 4
+    """attention heads (half as many key/value heads: grouped-query attention, as Qwen2 has)"""
+    max_positions: int = 4096
+    """the context length"""
+    tie_embeddings: bool = False
+    """share the input and output embeddings (see above for why not)"""
+
+    def config(self, tokenizer: Any) -> Any:
+        """The ``Qwen2Config`` of this shape for ``tokenizer``."""
+        from transformers import Qwen2Config
+
+        return Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden_size,
+            intermediate_size=self.hidden_size * 4,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=max(1, self.num_heads // 2),
+            max_position_embeddings=self.max_positions,
+            tie_word_embeddings=self.tie_embeddings,
+            bos_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+
+
+def build_tiny_policy(out_dir: str | Path, envs: Sequence[gym.Env[Any, Any]], *, episodes: int = 64, seed: int = 0,
+                      extra_texts: Iterable[str] = (), **architecture: Any) -> Path:
     """Build and save (``save_pretrained``) a from-scratch Qwen2-architecture model and its tokenizer.
 
     The tokenizer is trained on ``episodes`` rendered chats per env (see :func:`env_chats`) plus
-    ``extra_texts``; the model's weights are random (seeded). Input and output embeddings are untied by
-    default: tied, a policy-gradient step that lowers a word as an *answer* also moves it as *context*,
-    which makes RL on a model this small unstable. Returns ``out_dir``.
+    ``extra_texts``; the model's weights are random (seeded). ``architecture`` are the fields of
+    :class:`TinyArchitecture` (``vocab_size``, ``hidden_size``, ``num_layers``, ...). Returns ``out_dir``.
     """
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig, Qwen2ForCausalLM
 
+    shape = TinyArchitecture(**architecture)
     texts = env_chats(envs, episodes=episodes, seed=seed) + list(extra_texts)
-    tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 4,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=max(1, num_heads // 2),
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=tie_embeddings,
-        bos_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    tokenizer = build_tokenizer(texts, vocab_size=shape.vocab_size)
+    config = shape.config(tokenizer)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,

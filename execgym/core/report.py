@@ -114,6 +114,17 @@ AGENT_ERROR: Final = "agent_error"
 
 
 # ------------------------------------------------------------------------------------------ typed parts
+def _extra_of(value: Any, fields: tuple[str, ...], what: str) -> dict[str, Any]:
+    """A mapping's keys other than ``fields``, with its own ``extra`` merged in: an env's fields, in one place."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"a {what} must be a {what.title()} or a mapping, got {type(value).__name__}")
+    extra = {str(k): v for k, v in value.items() if k not in fields and k != EXTRA}
+    own = value.get(EXTRA)
+    if isinstance(own, Mapping):
+        extra.update(own)
+    return extra
+
+
 @dataclass
 class Unit:
     """One unit of grading: a unit test, a query check, a geometric check.
@@ -140,10 +151,7 @@ class Unit:
         """``value`` as a Unit; a mapping's keys other than the unit's fields go under ``extra``."""
         if isinstance(value, cls):
             return value
-        if not isinstance(value, Mapping):
-            raise TypeError(f"a unit must be a Unit or a mapping, got {type(value).__name__}")
-        extra = {str(k): v for k, v in value.items() if k not in cls._FIELDS and k != EXTRA}
-        extra.update(value.get(EXTRA) or {})
+        extra = _extra_of(value, cls._FIELDS, "unit")
         return cls(id=str(value.get("id", "")), passed=bool(value.get("passed", False)),
                    evidence=str(value.get("evidence") or ""), extra=extra)
 
@@ -177,10 +185,7 @@ class Criterion:
         """``value`` as a Criterion; a mapping's keys other than the criterion's fields go under ``extra``."""
         if isinstance(value, cls):
             return value
-        if not isinstance(value, Mapping):
-            raise TypeError(f"a criterion must be a Criterion or a mapping, got {type(value).__name__}")
-        extra = {str(k): v for k, v in value.items() if k not in cls._FIELDS and k != EXTRA}
-        extra.update(value.get(EXTRA) or {})
+        extra = _extra_of(value, cls._FIELDS, "criterion")
         weight = value.get("weight", 1.0)
         return cls(id=str(value.get("id", "")), passed=bool(value.get("passed", False)),
                    evidence=str(value.get("evidence") or ""),

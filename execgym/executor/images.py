@@ -1,7 +1,8 @@
 """Builds the sandbox images from ``execgym/assets/docker/<name>/``, offline when no registry answers.
 
-Each image directory holds a ``Dockerfile`` (``ARG BASE``), ``requirements.txt`` (Python packages) and
-``apt-packages.txt`` (extra Debian packages). The build never lets a container reach a package index:
+Each image directory holds ``requirements.txt`` (Python packages) and ``apt-packages.txt`` (extra Debian
+packages); the images share one ``Dockerfile`` (``ARG BASE``) in ``execgym/assets/docker/``, which an image
+directory may override with its own. The build never lets a container reach a package index:
 
 1. Python packages are downloaded on the host as wheels (``pip download --only-binary=:all:`` for
    CPython 3.11 on this machine's architecture) into the build context and installed with
@@ -40,7 +41,7 @@ from execgym.executor.docker.container import DEFAULT_IMAGES, IMAGE_VERSION, _cl
 if TYPE_CHECKING:
     import docker as docker_sdk
 
-__all__ = ["ASSETS", "IMAGES", "ONLINE_BASE", "build_images", "context_hash", "registry_reachable"]
+__all__ = ["ASSETS", "IMAGES", "ONLINE_BASE", "build_images", "context_files", "context_hash", "registry_reachable"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "docker"
 IMAGES = dict(DEFAULT_IMAGES)
@@ -51,17 +52,27 @@ DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 PYTHON_VERSION = "3.11"
 
 
+def context_files(name: str) -> dict[str, Path]:
+    """The files of the image's build context by name: the shared Dockerfile, then the image directory's own.
+
+    >>> sorted(context_files("python"))
+    ['Dockerfile', 'apt-packages.txt', 'requirements.txt']
+    """
+    files = {"Dockerfile": ASSETS / "Dockerfile"}
+    files.update({item.name: item for item in sorted((ASSETS / name).iterdir()) if item.is_file()})
+    return files
+
+
 def context_hash(name: str) -> str:
-    """A hash of everything in the image's asset directory (plus the image version).
+    """A hash of everything in the image's build context (plus the image version).
 
     >>> len(context_hash("python"))
     16
     """
     h = hashlib.sha256(IMAGE_VERSION.encode())
-    for path in sorted((ASSETS / name).rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(ASSETS)).encode())
-            h.update(path.read_bytes())
+    for file_name, path in sorted(context_files(name).items()):
+        h.update(file_name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -192,9 +203,8 @@ def build_image(
     base = bootstrap_base(name, client, log) if offline else ONLINE_BASE
     with tempfile.TemporaryDirectory(prefix=f"execgym-build-{name}-") as tmp:
         ctx = Path(tmp)
-        for item in (ASSETS / name).iterdir():
-            if item.is_file():
-                shutil.copy2(item, ctx / item.name)
+        for file_name, path in context_files(name).items():
+            shutil.copy2(path, ctx / file_name)
         download_wheels(name, ctx / "wheels", log)
         log(f"[images] building {tag} from {base}")
         stream = client.api.build(

@@ -420,7 +420,8 @@ def bench_env(
             t0 = time.perf_counter()
             env.step(call)
             steps.append(time.perf_counter() - t0)
-        unwrapped._tools_by_name["noop"] = noop  # type: ignore[attr-defined]
+        # a copy with the no-op added: the env's own dict is its per-task tool cache, shared with later episodes
+        unwrapped._tools_by_name = {**unwrapped._tools_by_name, "noop": noop}  # type: ignore[attr-defined]
         for _ in range(max(n, 50)):
             t0 = time.perf_counter()
             env.step({"name": "noop", "arguments": {}})

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import gymnasium as gym
 import numpy as np
 
-from execgym.agents import make_agent
 from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S
-from execgym.core.trajectory import RecordTrajectory
-from execgym.rollout.episode import EpisodeResult, run_episode
+from execgym.rollout.episode import AgentFactory, EpisodeResult, Rollout, SyncRollout, env_factory
 
-__all__ = ["RunSummary", "format_table", "run_baseline", "summaries_to_json", "summarise", "wilson_interval"]
+if TYPE_CHECKING:
+    from execgym.wrappers import WrapperSpec
+
+__all__ = ["RunSummary", "format_table", "make_rollout", "run_baseline", "summaries_to_json", "summarise",
+           "wilson_interval"]
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -133,25 +134,39 @@ def summarise(env_id: str, agent: str, results: Sequence[EpisodeResult], *, top_
     )
 
 
-def make_wrapped_env(
+def make_rollout(
     env_id: str,
-    env_kwargs: dict[str, Any] | None = None,
-    wrappers: Sequence[tuple[str, dict[str, Any]]] = (),
+    agent: str | AgentFactory,
+    *,
+    env_kwargs: Mapping[str, Any] | None = None,
+    agent_kwargs: Mapping[str, Any] | None = None,
+    wrappers: Sequence[WrapperSpec] = (),
     record_path: Path | None = None,
-) -> gym.Env[Any, Any]:
-    """``gym.make`` the env, apply reward wrappers from :mod:`execgym.wrappers` by name, innermost first,
-    and record trajectories outermost (so the rewards recorded are the ones paid)."""
-    import execgym.wrappers
+    backend: str = "local",
+    num_envs: int = 1,
+    num_workers: int = 2,
+    address: str | None = None,
+    act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
+) -> Rollout:
+    """The :class:`~execgym.rollout.episode.Rollout` a run plays on: ``backend="ray"`` (``num_workers`` actors
+    on the cluster at ``address``), else ``num_envs`` ready-first slots, else one env after another.
 
-    env: gym.Env[Any, Any] = gym.make(env_id, **(env_kwargs or {}))
-    for name, kwargs in wrappers:
-        cls = getattr(execgym.wrappers, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, gym.Wrapper)):
-            raise ValueError(f"unknown reward wrapper {name!r}; see execgym.wrappers.__all__")
-        env = cls(env, **kwargs)
-    if record_path is not None:
-        env = RecordTrajectory(env, record_path, renders=True)  # pictures for execgym view
-    return env
+    Every backend builds the env the same way (reward ``wrappers`` innermost, the recorder outermost, writing
+    to ``record_path``) and seeds the agents from ``agent_kwargs["seed"]`` upwards.
+    """
+    if backend == "ray":
+        from execgym.rollout.ray import RayRollout
+
+        return RayRollout(env_id, agent, num_workers=num_workers, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
+                          wrappers=wrappers, address=address, record_path=record_path, act_timeout_s=act_timeout_s)
+    if backend != "local":
+        raise ValueError(f"unknown rollout backend {backend!r}; known: local, ray")
+    env_fn = env_factory(env_id, env_kwargs, wrappers, record_path)
+    if num_envs > 1:
+        from execgym.rollout.async_rollout import AsyncRollout
+
+        return AsyncRollout(env_fn, agent, num_slots=num_envs, agent_kwargs=agent_kwargs, act_timeout_s=act_timeout_s)
+    return SyncRollout(env_fn, agent, agent_kwargs=agent_kwargs, act_timeout_s=act_timeout_s)
 
 
 def run_baseline(
@@ -160,57 +175,39 @@ def run_baseline(
     episodes: int,
     *,
     seed: int = 0,
-    env_kwargs: dict[str, Any] | None = None,
-    agent_kwargs: dict[str, Any] | None = None,
-    wrappers: Sequence[tuple[str, dict[str, Any]]] = (),
+    env_kwargs: Mapping[str, Any] | None = None,
+    agent_kwargs: Mapping[str, Any] | None = None,
+    wrappers: Sequence[WrapperSpec] = (),
     num_envs: int = 1,
     out_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
+    backend: str = "local",
+    num_workers: int = 2,
+    address: str | None = None,
 ) -> tuple[RunSummary, list[EpisodeResult]]:
     """Play ``episodes`` episodes (seeds ``seed, seed+1, ...``) of ``agent_name`` on ``env_id``.
 
-    With ``num_envs > 1`` the episodes run ready-first on :class:`~execgym.rollout.AsyncRollout` slots (one
-    env and one agent each); trajectories of all slots go to one file (appends are atomic). An agent call
-    over ``act_timeout_s`` ends its episode as an agent error (``AgentTimeout``); the run goes on with a new
-    agent, since the abandoned call may still hold the old one.
+    The rollout is :func:`make_rollout`'s: with ``num_envs > 1`` the episodes run ready-first on
+    :class:`~execgym.rollout.AsyncRollout` slots (one env and one agent each), with ``backend="ray"`` on Ray
+    actors; trajectories all go to one file in ``out_dir`` (appends are atomic). An agent call over
+    ``act_timeout_s`` ends its episode as an agent error (``AgentTimeout``); the run goes on with a new agent,
+    since the abandoned call may still hold the old one.
     """
     record = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         record = out_dir / f"{env_id.replace('/', '_')}__{agent_name}.jsonl"
-    agent_kwargs = dict(agent_kwargs or {})
 
-    def build() -> gym.Env[Any, Any]:
-        return make_wrapped_env(env_id, env_kwargs, wrappers, record)
+    def on_episode(index: int, result: EpisodeResult, done: list[int] = [0]) -> None:  # noqa: B006 - a counter
+        done[0] += 1
+        if progress:
+            progress(done[0], episodes)
 
-    if num_envs > 1:
-        from execgym.rollout.async_rollout import AsyncRollout
-
-        done = [0]
-
-        def on_episode(index: int, result: EpisodeResult) -> None:
-            done[0] += 1
-            if progress:
-                progress(done[0], episodes)
-
-        with AsyncRollout(build, agent_name, num_slots=num_envs, agent_kwargs={"seed": seed, **agent_kwargs},
-                          act_timeout_s=act_timeout_s) as r:
-            results = r.run(episodes, seed=seed, on_episode=on_episode)
-        return summarise(env_id, agent_name, results), results
-    env = build()
-    agent = make_agent(agent_name, env, seed=seed, **agent_kwargs)
-    results = []
-    try:
-        for i in range(episodes):
-            result = run_episode(env, agent, seed=seed + i, act_timeout_s=act_timeout_s)
-            results.append(result)
-            if (result.agent_error or "").startswith("AgentTimeout"):
-                agent = make_agent(agent_name, env, seed=seed + i + 1, **agent_kwargs)
-            if progress:
-                progress(i + 1, episodes)
-    finally:
-        env.close()
+    with make_rollout(env_id, agent_name, env_kwargs=env_kwargs, agent_kwargs={"seed": seed, **(agent_kwargs or {})},
+                      wrappers=wrappers, record_path=record, backend=backend, num_envs=num_envs,
+                      num_workers=num_workers, address=address, act_timeout_s=act_timeout_s) as rollout:
+        results = rollout.run(episodes, seed=seed, on_episode=on_episode)
     return summarise(env_id, agent_name, results), results
 
 

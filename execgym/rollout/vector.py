@@ -19,8 +19,7 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S, Agent, TimedCaller, check_timeout
-from execgym.rollout.async_rollout import EpisodeSpec, _Tally, episode_specs
-from execgym.rollout.episode import EpisodeResult, episode_tokens
+from execgym.rollout.episode import EpisodeAccumulator, EpisodeResult, EpisodeSpec, episode_specs, error_text
 
 __all__ = ["run_vector", "unbatch_info"]
 
@@ -29,10 +28,10 @@ def unbatch_info(infos: dict[str, Any], index: int) -> dict[str, Any]:
     """The ``info`` of sub-env ``index`` from a vector env's batched info (values plus ``_key`` masks).
 
     Example:
-        >>> batched = {"outcome": np.array([1.0, 0.0]), "_outcome": np.array([True, False]),
+        >>> batched = {"score": np.array([1.0, 0.0]), "_score": np.array([True, False]),
         ...            "parts": {"a": np.array([2, 3]), "_a": np.array([True, True])}, "_parts": np.array([True, True])}
         >>> unbatch_info(batched, 0), unbatch_info(batched, 1)
-        ({'outcome': 1.0, 'parts': {'a': 2}}, {'parts': {'a': 3}})
+        ({'score': 1.0, 'parts': {'a': 2}}, {'parts': {'a': 3}})
     """
     out: dict[str, Any] = {}
     for key, value in infos.items():
@@ -80,8 +79,7 @@ def run_vector(
     callers = [TimedCaller(name=f"execgym-vector{i}-agent") for i in range(n)]
     agents = [agent_fn(i) for i in range(n)]
     results: list[EpisodeResult | None] = [None] * len(specs)
-    playing: list[_Tally | None] = [None] * n
-    observations: list[Any] = [""] * n
+    playing: list[EpisodeAccumulator | None] = [None] * n
     queue = list(enumerate(specs))
     queue.reverse()
     # Sub-envs whose last step ended an episode reset themselves on their next step (next-step autoreset), and
@@ -89,11 +87,10 @@ def run_vector(
     # stepped once more (its action ignored) before it is reset for the next spec.
     autoresetting = np.zeros(n, dtype=np.bool_)
 
-    def end(k: int, result: EpisodeResult) -> None:
-        tally = playing[k]
-        assert tally is not None
-        result.tokens = episode_tokens(agents[k])
-        results[tally.index] = result
+    def end(k: int, *, agent_error: str | None = None) -> None:
+        acc = playing[k]
+        assert acc is not None
+        results[acc.index] = acc.result(agent=agents[k], agent_error=agent_error)
         playing[k] = None
 
     def agent_calls(kind: str, work: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]]) -> dict[int, Any]:
@@ -102,17 +99,15 @@ def run_vector(
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         answers: dict[int, Any] = {}
         for k, future in futures.items():
-            tally = playing[k]
-            assert tally is not None
             try:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 answers[k] = future.result(timeout=left)
             except FutureTimeout:
                 callers[k].abandon()
-                end(k, tally.result(agent_error=f"AgentTimeout: {kind} did not return within {timeout_s:g} s"))
+                end(k, agent_error=f"AgentTimeout: {kind} did not return within {timeout_s:g} s")
                 agents[k] = agent_fn(k)
             except Exception as exc:
-                end(k, tally.result(agent_error=f"{type(exc).__name__}: {exc}"))
+                end(k, agent_error=error_text(exc))
         return answers
 
     def start_free(first: bool = False) -> None:
@@ -124,7 +119,7 @@ def run_vector(
                 mask[k] = True
             if queue:
                 index, spec = queue.pop()
-                playing[k] = _Tally(index, spec)
+                playing[k] = EpisodeAccumulator(spec.seed, index=index)
                 seeds[k] = spec.seed
         if not mask.any():
             return
@@ -134,14 +129,11 @@ def run_vector(
             obs, infos = venv.reset(seed=seeds, options={"reset_mask": mask})
         started: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
         for k in np.flatnonzero(mask):
-            tally = playing[k]
-            if tally is None:
+            acc = playing[k]
+            if acc is None:
                 continue
-            observations[k] = obs[k]
-            tally.info = unbatch_info(infos, int(k))
-            tally.task_id = str(tally.info.get("task_id", ""))
-            tally.t0 = time.perf_counter()
-            started[int(k)] = (agents[k].reset, (tally.info,))
+            acc.begin(obs[k], unbatch_info(infos, int(k)))
+            started[int(k)] = (agents[k].reset, (acc.info,))
         agent_calls("agent.reset", started)
 
     try:
@@ -153,20 +145,18 @@ def run_vector(
                     autoresetting = np.asarray(terminated) | np.asarray(truncated)
                 start_free()
                 continue
-            live = {k: (agents[k].act, (observations[k], t.info)) for k, t in enumerate(playing) if t is not None}
+            live = {k: (agents[k].act, (a.observation, a.info)) for k, a in enumerate(playing) if a is not None}
             actions = agent_calls("agent.act", live)
             if actions:
                 step_actions = tuple(actions.get(k, "") for k in range(n))
                 obs, rewards, terminated, truncated, infos = venv.step(step_actions)
                 autoresetting = np.asarray(terminated) | np.asarray(truncated)
-                for k in actions:
-                    tally = playing[k]
-                    assert tally is not None
-                    observations[k] = obs[k]
-                    tally.add_step(float(rewards[k]), bool(terminated[k]), bool(truncated[k]),
-                                   unbatch_info(infos, k))
-                    if terminated[k] or truncated[k]:
-                        end(k, tally.result())
+                for k, action in actions.items():
+                    acc = playing[k]
+                    assert acc is not None
+                    acc.add_step(action, obs[k], float(rewards[k]), terminated[k], truncated[k], unbatch_info(infos, k))
+                    if acc.over:
+                        end(k)
             start_free()
     finally:
         for caller in callers:

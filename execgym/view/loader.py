@@ -57,9 +57,9 @@ class Episode:
     def error(self) -> str | None:
         """``infra: ...`` or ``agent: ...`` when the episode ended on an infra or agent error."""
         if self.record.get(R.INFRA_ERROR):
-            return f"infra: {self.record['infra_error']}"
+            return f"infra: {self.record[R.INFRA_ERROR]}"
         if self.record.get(R.AGENT_ERROR):
-            return f"agent: {self.record['agent_error']}"
+            return f"agent: {self.record[R.AGENT_ERROR]}"
         return None
 
     def index_row(self) -> dict[str, Any]:

@@ -28,6 +28,12 @@ Every scheme derives from :class:`RewardScheme`, which checks every number a sch
 that is not a real, finite number of magnitude at most 1e9 (NaN, inf, ``1e308``, a str, None) is dropped,
 never paid, and noted in ``info["reward_issues"]`` (see :mod:`execgym.core.finite`).
 
+A wrapper is named the same way everywhere (``execgym run --wrapper``, ``execgym train --wrapper``, the
+rollouts, the trainer): ``"NAME"``, ``'NAME:{"json": "kwargs"}'`` or a ``(name, kwargs)`` pair, read by
+:func:`parse_wrapper_spec` and stacked innermost first by :func:`apply_wrappers`. Each scheme reports what it
+computed under its own ``info`` key, the class attribute ``info_key`` (``GatedReward.info_key`` is
+``"gated_reward"``).
+
 :class:`ScriptedEnv` is an env whose action is the step's ``info``: it makes reward schemes testable on exact
 data (the examples in this package use it).
 
@@ -62,6 +68,7 @@ from execgym.wrappers.hack import HackPenalty
 from execgym.wrappers.normalize import RewardNormalize, RunningStats
 from execgym.wrappers.scripted import ScriptedEnv
 from execgym.wrappers.shaping import PotentialShaping
+from execgym.wrappers.spec import WrapperSpec, apply_wrappers, known_wrappers, parse_wrapper_spec
 
 __all__ = [
     "ChecklistReward",
@@ -79,8 +86,12 @@ __all__ = [
     "RewardScheme",
     "RunningStats",
     "ScriptedEnv",
+    "WrapperSpec",
+    "apply_wrappers",
     "clip_credit",
     "delta_credit",
+    "known_wrappers",
     "min_form_credit",
+    "parse_wrapper_spec",
     "tail_sums",
 ]

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, SupportsFloat
+from typing import Any, Final, SupportsFloat
+
+from execgym.core.report import BREAKDOWN, OUTCOME
 
 __all__ = ["BASE_PART", "BREAKDOWN", "incoming_parts", "pay"]
 
-BREAKDOWN = "reward_breakdown"
-BASE_PART = "outcome"
+# BREAKDOWN is the info key of :mod:`execgym.core.report`, imported here so ``execgym.wrappers._parts.BREAKDOWN``
+# keeps working. The env's own reward is its outcome, so its part is named after the outcome's info key.
+BASE_PART: Final = OUTCOME
 _TOLERANCE = 1e-9
 
 

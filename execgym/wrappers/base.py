@@ -1,12 +1,13 @@
 """RewardScheme: the base every reward wrapper in execgym derives from, and the one place numbers are checked.
 
 A scheme writes :meth:`RewardScheme.reward_parts` (and, if it keeps per-episode state,
-:meth:`RewardScheme.begin_episode`); the base does the rest of ``step``: it reads the parts the wrappers inside
-left (see :mod:`execgym.wrappers._parts`), hands them to the scheme, and pays their sum with the breakdown in
-``info``. Every number a scheme reads (the incoming reward and breakdown, components, the outcome, the values
-of user functions) and every part it pays goes through :func:`execgym.core.finite.number_problem`: a value that
-is not a real, finite number of sane magnitude is dropped and noted in ``info["reward_issues"]``. So no NaN,
-inf, ``1e308``, str or None ever reaches a trainer from any stack of these wrappers, and running statistics are
+:meth:`RewardScheme.begin_episode`, or :meth:`RewardScheme.on_reset` when it needs the reset's ``info``); it names the
+``info`` key of its own report once, as the class attribute ``info_key``. The base does the rest of ``step``: it reads
+the parts the wrappers inside left (see :mod:`execgym.wrappers._parts`), hands them to the scheme, and pays their sum
+with the breakdown in ``info``. Every number a scheme reads (the incoming reward and breakdown, components, the
+outcome, the values of user functions) and every part it pays goes through :func:`execgym.core.finite.number_problem`:
+a value that is not a real, finite number of sane magnitude is dropped and noted in ``info["reward_issues"]``. So no
+NaN, inf, ``1e308``, str or None ever reaches a trainer from any stack of these wrappers, and running statistics are
 never poisoned by one.
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, MutableMapping
-from typing import Any, SupportsFloat
+from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
+from execgym.core import report as R
 from execgym.core.finite import flag_issue, number_problem
 from execgym.wrappers._parts import BREAKDOWN, incoming_parts, pay
 
@@ -78,6 +80,9 @@ class RewardScheme(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.Re
         (0.0, ["Bonus: component 'bonus' = nan is not finite; dropped"])
     """
 
+    info_key: ClassVar[str | None] = None
+    """The ``info`` key under which the scheme reports what it computed (None: it reports nothing)."""
+
     def __init__(self, env: gym.Env[ObsType, ActType]) -> None:
         # A subclass records its own constructor arguments first (the first record wins); this one is for
         # schemes without arguments, so that ``spec`` works for every scheme.
@@ -85,7 +90,10 @@ class RewardScheme(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.Re
         gym.Wrapper.__init__(self, env)
 
     def begin_episode(self) -> None:
-        """Forget the per-episode state (called by ``reset``)."""
+        """Forget the per-episode state (called by ``reset``, before the env resets)."""
+
+    def on_reset(self, info: dict[str, Any]) -> None:
+        """Read the reset's ``info`` (called by ``reset``, after the env reset)."""
 
     def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
         """The parts this step pays, given the incoming ``parts``."""
@@ -103,7 +111,7 @@ class RewardScheme(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.Re
 
     def component(self, info: MutableMapping[str, Any], name: str) -> float | None:
         """The step's ``reward_components[name]``; None when absent or unusable (flagged)."""
-        components = info.get("reward_components")
+        components = info.get(R.REWARD_COMPONENTS)
         if not isinstance(components, Mapping) or name not in components:
             return None
         return self.value(info, components[name], f"component {name!r}")
@@ -115,17 +123,31 @@ class RewardScheme(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.Re
 
     def outcome(self, info: MutableMapping[str, Any], default: float = 0.0) -> float:
         """``info["outcome"]``, or ``default`` when it is absent or unusable (flagged)."""
-        if "outcome" not in info:
+        if R.OUTCOME not in info:
             return default
-        value = self.value(info, info["outcome"], "outcome")
+        value = self.value(info, info[R.OUTCOME], R.OUTCOME)
         return default if value is None else value
+
+    def succeeded(self, info: MutableMapping[str, Any], threshold: float) -> tuple[float | None, bool]:
+        """The episode's checked outcome (absent: 0) and whether it reaches ``threshold``; an unusable outcome
+        (None, flagged) is no success."""
+        outcome = self.value(info, info.get(R.OUTCOME, 0.0), R.OUTCOME)
+        return outcome, outcome is not None and outcome >= threshold
+
+    def report(self, info: dict[str, Any], value: Any) -> None:
+        """Put the scheme's own report in ``info`` under its ``info_key``."""
+        if self.info_key is None:
+            raise TypeError(f"{type(self).__name__} has no info_key to report under")
+        info[self.info_key] = value
 
     # ----------------------------------------------------------------- gymnasium API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsType, dict[str, Any]]:
         self.begin_episode()
-        return self.env.reset(seed=seed, options=options)
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.on_reset(info)
+        return obs, info
 
     def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)

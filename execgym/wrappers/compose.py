@@ -50,6 +50,8 @@ class ComposeReward(RewardScheme[ObsType, ActType]):
         {'outcome': 1.0, 'format': 0.1, 'calls': -0.05}
     """
 
+    info_key = "compose_reward"
+
     def __init__(
         self,
         env: gym.Env[ObsType, ActType],
@@ -91,5 +93,5 @@ class ComposeReward(RewardScheme[ObsType, ActType]):
             out[name] = weight * value
         if self.keep_unlisted:
             out.update(inner)
-        info["compose_reward"] = {"raw": raw, "weights": dict(self.weights)}
+        self.report(info, {"raw": raw, "weights": dict(self.weights)})
         return out

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
@@ -39,6 +39,8 @@ __all__ = [
     "min_form_credit",
     "tail_sums",
 ]
+
+_CREDIT: Final = "credit"
 
 Transform = Callable[[Sequence[float]], Sequence[float]]
 ProcessReward = Mapping[str, float] | Callable[[Mapping[str, Any]], float]
@@ -146,8 +148,10 @@ class CreditAssignment(RewardScheme[ObsType, ActType]):
         (2.5, {'outcome': 1.0, 'doubled': 1.5}, [0.5, 1.0])
     """
 
+    info_key = _CREDIT
+
     def __init__(
-        self, env: gym.Env[ObsType, ActType], process: ProcessReward, transform: Transform, *, name: str = "credit"
+        self, env: gym.Env[ObsType, ActType], process: ProcessReward, transform: Transform, *, name: str = _CREDIT
     ) -> None:
         if not callable(process):
             process = checked_weights(type(self).__name__, "process", process)
@@ -179,7 +183,7 @@ class CreditAssignment(RewardScheme[ObsType, ActType]):
             checked = (self.value(info, c, f"{self.name} credit of step {t}") for t, c in enumerate(given, 1))
             credit = [0.0 if c is None else c for c in checked]
             parts[self.name] = math.fsum(credit)
-            info["credit"] = {"scheme": self.name, "process": list(self._rewards), "per_step": credit}
+            self.report(info, {"scheme": self.name, "process": list(self._rewards), "per_step": credit})
             self._rewards = []
         return parts
 

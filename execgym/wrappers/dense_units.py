@@ -10,9 +10,10 @@ from typing import Any, Literal
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
+from execgym.core import report as R
 from execgym.wrappers._parts import BASE_PART
 from execgym.wrappers.base import RewardScheme, checked_number
-from execgym.wrappers.checklist import usable_criteria
+from execgym.wrappers.checklist import CRITERION_TURN, entry_field, usable_criteria
 
 __all__ = ["DenseUnitReward"]
 
@@ -77,6 +78,8 @@ class DenseUnitReward(RewardScheme[ObsType, ActType]):
         >>> episode(True, True, True)[1], episode(True, True, True)[4]["reward_breakdown"]
         (1.0, {'outcome': 1.0})
     """
+
+    info_key = "dense_units"
 
     def __init__(
         self,
@@ -167,10 +170,10 @@ class DenseUnitReward(RewardScheme[ObsType, ActType]):
         results = self._results(info) if ended else []
         if not results:
             if ended:
-                info["dense_units"] = {"units": 0}
+                self.report(info, {"units": 0})
             return parts
 
-        task_id = info.get("task_id")
+        task_id = info.get(R.TASK_ID)
         weights = {uid: (1.0 - self.pass_rate(task_id, uid)) * scale for uid, _, scale in results}
         total = math.fsum(weights[uid] for uid, _, _ in results)
         partial = math.fsum(weights[uid] for uid, passed, _ in results if passed) / total if total > 0 else 0.0
@@ -187,13 +190,13 @@ class DenseUnitReward(RewardScheme[ObsType, ActType]):
             parts["unit_credit"] = self.alpha * partial / (1.0 + self.alpha)
         else:
             parts["unit_credit"] = partial
-        info["dense_units"] = {
+        self.report(info, {
             "units": len(results),
             "partial": partial,
             "success": success,
             "weights": weights,
             "pass_rates": {uid: self.pass_rate(task_id, uid) for uid, _, _ in results},
-        }
+        })
         if self.update_stats:
             self._record(task_id, results)
         return parts
@@ -201,17 +204,18 @@ class DenseUnitReward(RewardScheme[ObsType, ActType]):
     def _results(self, info: dict[str, Any]) -> list[tuple[str, bool, float]]:
         """``(unit id, passed, own weight)`` of every usable unit the episode reported."""
         owner = type(self).__name__
-        units = usable_criteria(info, owner, info.get("units")) if self.source != "checklist" else []
-        from_checklist = not units and self.source != "units"
+        units = usable_criteria(info, owner, info.get(R.UNITS), R.UNITS) if self.source != R.CHECKLIST else []
+        from_checklist = not units and self.source != R.UNITS
         entries: Sequence[Mapping[str, Any]] = (
-            usable_criteria(info, owner, info.get("checklist")) if from_checklist else units
+            usable_criteria(info, owner, info.get(R.CHECKLIST)) if from_checklist else units
         )
         out = []
         for i, entry in enumerate(entries):
             uid = str(entry.get("id", i))
-            if from_checklist and "turn" in entry:  # criterion ids are only unique within a user turn
-                uid = f"{entry['turn']}:{uid}"
-            out.append((uid, bool(entry.get("passed")), float(entry.get("weight", 1.0))))
+            turn = entry_field(entry, CRITERION_TURN) if from_checklist else None
+            if turn is not None:  # criterion ids are only unique within a user turn
+                uid = f"{turn}:{uid}"
+            out.append((uid, bool(entry.get("passed")), float(entry_field(entry, "weight", 1.0))))
         return out
 
 

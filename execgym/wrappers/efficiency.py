@@ -7,6 +7,7 @@ from typing import Any, Literal
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
+from execgym.core import report as R
 from execgym.wrappers.base import RewardScheme, checked_number
 
 __all__ = ["ConditionalEfficiency"]
@@ -49,16 +50,19 @@ class ConditionalEfficiency(RewardScheme[ObsType, ActType]):
         0.0
     """
 
+    info_key = "efficiency"
+    part = info_key  # the term it pays is named like its report
+
     def __init__(
         self,
         env: gym.Env[ObsType, ActType],
         *,
         weight: float = 0.2,
-        measure: Literal["tool_calls", "turns"] = "tool_calls",
+        measure: Literal["tool_calls", "turns"] = R.TOOL_CALLS,
         budget: float | None = None,
         success_threshold: float = 1.0,
     ) -> None:
-        if measure not in ("tool_calls", "turns"):
+        if measure not in (R.TOOL_CALLS, "turns"):
             raise ValueError(f"measure must be 'tool_calls' or 'turns', got {measure!r}")
         if budget is not None and checked_number("ConditionalEfficiency", "budget", budget) <= 0:
             raise ValueError(f"budget must be positive, got {budget}")
@@ -82,13 +86,12 @@ class ConditionalEfficiency(RewardScheme[ObsType, ActType]):
         self._cost = 0
 
     def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
-        calls = info.get("tool_calls") or []
-        self._cost += (len(calls) if isinstance(calls, list) else 1) if self.measure == "tool_calls" else 1
+        calls = info.get(R.TOOL_CALLS) or []
+        self._cost += (len(calls) if isinstance(calls, list) else 1) if self.measure == R.TOOL_CALLS else 1
         if ended:
-            outcome = self.value(info, info.get("outcome", 0.0), "outcome")
-            success = outcome is not None and outcome >= self.success_threshold
+            _, success = self.succeeded(info, self.success_threshold)
             if success:
-                parts["efficiency"] = self.weight * self.efficiency(self._cost)
-            info["efficiency"] = {"measure": self.measure, "cost": self._cost, "paid": success}
+                parts[self.part] = self.weight * self.efficiency(self._cost)
+            self.report(info, {"measure": self.measure, "cost": self._cost, "paid": success})
             self._cost = 0
         return parts

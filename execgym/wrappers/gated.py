@@ -47,6 +47,8 @@ class GatedReward(RewardScheme[ObsType, ActType]):
         ([0.0, 0.0, 0.0, 1.4], {'outcome': 1.0, 'gated': 0.4})
     """
 
+    info_key = "gated_reward"
+
     def __init__(
         self, env: gym.Env[ObsType, ActType], components: Mapping[str, float], *, threshold: float = 1.0
     ) -> None:
@@ -66,11 +68,10 @@ class GatedReward(RewardScheme[ObsType, ActType]):
         self._held += self.weighted(info, self.components)
         report: dict[str, Any] = {"held": self._held}
         if ended:
-            outcome = self.value(info, info.get("outcome", 0.0), "outcome")
-            opened = outcome is not None and outcome >= self.threshold
+            outcome, opened = self.succeeded(info, self.threshold)
             if opened:
                 parts["gated"] = self._held
             report.update(outcome=outcome, threshold=self.threshold, paid=opened)
             self._held = 0.0
-        info["gated_reward"] = report
+        self.report(info, report)
         return parts

@@ -8,7 +8,9 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
+from execgym.core import report as R
 from execgym.wrappers.base import RewardScheme, checked_number
+from execgym.wrappers.credit import CreditAssignment
 
 __all__ = ["HackPenalty"]
 
@@ -43,6 +45,9 @@ class HackPenalty(RewardScheme[ObsType, ActType]):
         (1.0, 1, 2)
     """
 
+    info_key = "hack_penalty"
+    part = info_key  # the one part a flagged episode's last step pays is named like the report
+
     def __init__(self, env: gym.Env[ObsType, ActType], *, penalty: float = 0.0) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, penalty=penalty)
         super().__init__(env)
@@ -57,7 +62,7 @@ class HackPenalty(RewardScheme[ObsType, ActType]):
         self._flags = []
 
     def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
-        flags = info.get("hack_flags") or []
+        flags = info.get(R.HACK_FLAGS) or []
         for flag in flags if isinstance(flags, list | tuple) else [flags]:
             if str(flag) not in self._flags:
                 self._flags.append(str(flag))
@@ -70,12 +75,12 @@ class HackPenalty(RewardScheme[ObsType, ActType]):
         if self._flags:
             self.flagged_episodes += 1
             report.update(penalized=True, dropped=self._paid + math.fsum(parts.values()))
-            parts = {"hack_penalty": self.penalty - self._paid}
-            credit = info.get("credit")
+            parts = {self.part: self.penalty - self._paid}
+            credit = info.get(CreditAssignment.info_key)
             if isinstance(credit, dict) and "per_step" in credit:
                 credit["per_step"] = [0.0 for _ in credit["per_step"]]
         report.update(episodes_flagged=self.flagged_episodes, episodes=self.episodes)
-        info["hack_penalty"] = report
+        self.report(info, report)
         self._paid = 0.0
         self._flags = []
         return parts

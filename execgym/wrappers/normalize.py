@@ -4,7 +4,7 @@ statistics that can be frozen for evaluation."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,10 +14,9 @@ from gymnasium.core import ActType, ObsType
 from execgym.core.finite import number_problem
 from execgym.wrappers._parts import BASE_PART
 from execgym.wrappers.base import RewardScheme, checked_number, checked_weights
+from execgym.wrappers.credit import CreditAssignment, ProcessReward
 
 __all__ = ["RewardNormalize", "RunningStats"]
-
-ProcessReward = Mapping[str, float] | Callable[[Mapping[str, Any]], float]
 
 
 @dataclass
@@ -140,6 +139,8 @@ class RewardNormalize(RewardScheme[ObsType, ActType]):
         True
     """
 
+    info_key = "reward_normalize"
+
     def __init__(
         self,
         env: gym.Env[ObsType, ActType],
@@ -211,11 +212,11 @@ class RewardNormalize(RewardScheme[ObsType, ActType]):
             for name, value in parts.items():
                 st = self._observe(name, value)
                 out[name] = self.weights.get(name, 1.0) * st.zscore(value, self.epsilon)
-            info["reward_normalize"] = {
+            self.report(info, {
                 "raw": parts,
                 "mean": {n: self.stats[n].mean for n in parts},
                 "std": {n: math.sqrt(self.stats[n].var) for n in parts},
-            }
+            })
             return out
 
         checked = self._process_reward(info)
@@ -225,14 +226,15 @@ class RewardNormalize(RewardScheme[ObsType, ActType]):
             st = self._observe("process", value)
         self._raw.append(value)
         self._calibrated.append(_sigmoid(st.zscore(value, self.epsilon)))
-        info["reward_normalize"] = {"raw": {"process": value}, "mean": {"process": st.mean},
-                                    "std": {"process": math.sqrt(st.var)}}
+        self.report(info, {"raw": {"process": value}, "mean": {"process": st.mean},
+                           "std": {"process": math.sqrt(st.var)}})
         if ended:
             paid_outcome = parts.pop(BASE_PART, 0.0)
             outcome = min(1.0, max(0.0, self.outcome(info, default=paid_outcome)))
             credit = [p + outcome - 1.0 for p in self._calibrated]
             parts["renorm"] = math.fsum(credit)
-            info["credit"] = {"scheme": "renorm", "process": list(self._raw), "per_step": credit}
+            # per-step credit where the credit wrappers leave it, for a trainer (and HackPenalty) to find
+            info[CreditAssignment.info_key] = {"scheme": "renorm", "process": list(self._raw), "per_step": credit}
             self._raw = []
             self._calibrated = []
         return parts

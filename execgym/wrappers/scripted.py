@@ -15,6 +15,7 @@ import gymnasium as gym
 from gymnasium.error import ResetNeeded
 from gymnasium.spaces import Space
 
+from execgym.core import report as R
 from execgym.core.env import UnicodeText
 
 __all__ = ["ScriptedEnv"]
@@ -23,8 +24,8 @@ __all__ = ["ScriptedEnv"]
 class ScriptedEnv(gym.Env[str, Mapping[str, Any]]):
     """An env that reports what each action tells it to, following the execgym info contract.
 
-    An action is a mapping holding any of the step keys (``reward_components``, ``tool_calls``, and, for a
-    step that reports them mid-episode, ``checklist`` / ``units``) and, on the last step, the grade
+    An action is a mapping holding any of the step keys (``reward_components``, ``tool_calls``, ``extra``,
+    and, for a step that reports them mid-episode, ``checklist`` / ``units``) and, on the last step, the grade
     (``outcome``, ``units``, ``checklist``, ``hack_flags``). A step that holds ``outcome`` ends the episode
     (``terminated``; ``"truncated": True`` in the action makes it a truncation instead); after
     ``max_turns`` steps the episode is truncated with outcome 0. The reward is the contract's sparse outcome:
@@ -61,10 +62,10 @@ class ScriptedEnv(gym.Env[str, Mapping[str, Any]]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
-        self.task_id = str((options or {}).get("task_id", "task-0"))
+        self.task_id = str((options or {}).get(R.TASK_ID, "task-0"))
         self.turn = 0
         self._over = False
-        info = {"task_id": self.task_id, "tools": [], "system_prompt": ""}
+        info = {R.TASK_ID: self.task_id, R.TOOLS: [], R.SYSTEM_PROMPT: ""}
         return f"task {self.task_id}", info
 
     def step(self, action: Mapping[str, Any]) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -74,28 +75,30 @@ class ScriptedEnv(gym.Env[str, Mapping[str, Any]]):
             raise TypeError(f"ScriptedEnv's action is a mapping of info keys, got {type(action).__name__}")
         self.turn += 1
         info: dict[str, Any] = {
-            "task_id": self.task_id,
-            "turn": self.turn,
-            "reward_components": dict(action.get("reward_components") or {}),
-            "tool_calls": list(action.get("tool_calls") or []),
+            R.TASK_ID: self.task_id,
+            R.TURN: self.turn,
+            R.REWARD_COMPONENTS: dict(action.get(R.REWARD_COMPONENTS) or {}),
+            R.TOOL_CALLS: list(action.get(R.TOOL_CALLS) or []),
         }
-        for key in ("checklist", "units"):
+        if R.EXTRA in action:
+            info[R.EXTRA] = dict(action[R.EXTRA])
+        for key in (R.CHECKLIST, R.UNITS):
             if key in action:
                 info[key] = list(action[key])
-        graded = "outcome" in action
+        graded = R.OUTCOME in action
         truncated = bool(action.get("truncated", False)) or (not graded and self.turn >= self.max_turns)
         terminated = graded and not truncated
         reward = 0.0
         if terminated or truncated:
             self._over = True
-            reward = action.get("outcome", 0.0)
-            info.update(
-                outcome=reward,
-                units=list(action.get("units") or []),
-                checklist=list(action.get("checklist") or []),
-                hack_flags=list(action.get("hack_flags") or []),
-                infra_error=action.get("infra_error"),
-                submitted=terminated,
-                turns=self.turn,
-            )
+            reward = action.get(R.OUTCOME, 0.0)
+            info.update({
+                R.OUTCOME: reward,
+                R.UNITS: list(action.get(R.UNITS) or []),
+                R.CHECKLIST: list(action.get(R.CHECKLIST) or []),
+                R.HACK_FLAGS: list(action.get(R.HACK_FLAGS) or []),
+                R.INFRA_ERROR: action.get(R.INFRA_ERROR),
+                R.SUBMITTED: terminated,
+                R.TURNS: self.turn,
+            })
         return f"turn {self.turn}", reward, terminated, truncated, info

@@ -48,6 +48,9 @@ class PotentialShaping(RewardScheme[ObsType, ActType]):
         {'outcome': 1.0, 'shaping': -0.4}
     """
 
+    info_key = "shaping"
+    part = info_key  # the part it pays is named like its report
+
     def __init__(self, env: gym.Env[ObsType, ActType], potential: Potential, *, gamma: float = 1.0) -> None:
         gamma = checked_number("PotentialShaping", "gamma", gamma, low=0.0, high=1.0)
         if not callable(potential):
@@ -58,20 +61,16 @@ class PotentialShaping(RewardScheme[ObsType, ActType]):
         self.gamma = gamma
         self._phi = 0.0
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[ObsType, dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)
+    def on_reset(self, info: dict[str, Any]) -> None:
         phi = self.value(info, self.potential(info), "potential")
         self._phi = 0.0 if phi is None else phi
-        return obs, info
 
     def reward_parts(self, parts: dict[str, float], info: dict[str, Any], ended: bool) -> dict[str, float]:
         phi_next = 0.0
         if not ended:
             phi = self.value(info, self.potential(info), "potential")
             phi_next = self._phi if phi is None else phi
-        parts["shaping"] = self.gamma * phi_next - self._phi
-        info["shaping"] = {"phi": self._phi, "phi_next": phi_next}
+        parts[self.part] = self.gamma * phi_next - self._phi
+        self.report(info, {"phi": self._phi, "phi_next": phi_next})
         self._phi = phi_next
         return parts

@@ -40,13 +40,25 @@ def test_init_model_then_sft_then_grpo(tmp_path, capsys):
     code, _ = run(["train", "--env", GUESS_ID, "--dataset", "bundled", "--model", str(sft / "final"), "--out",
                    str(grpo), "--iterations", "1", "--tasks-per-iteration", "1", "--group-size", "2",
                    "--max-new-tokens", "4", "--max-turns", "2", "--eval-every", "1", "--eval-episodes", "2",
-                   "--reward-wrapper", "GatedReward", "--wrapper-kwargs", '{"components": {"format": 0.1}}',
+                   "--wrapper", 'GatedReward:{"components": {"format": 0.1}}', "--wrapper", "HackPenalty",
                    "--device", "cpu"])
     assert code == 0
     records = [json.loads(line) for line in (grpo / "log.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in records] == ["eval", "train", "eval", "summary"]
-    assert json.loads((grpo / "args.json").read_text())["reward_wrapper"] == "GatedReward"
+    assert json.loads((grpo / "args.json").read_text())["wrappers"] == [
+        'GatedReward:{"components": {"format": 0.1}}', "HackPenalty"]
     assert (grpo / "curves.png").exists() and (grpo / "final" / "config.json").exists()
+
+
+def test_train_names_reward_wrappers_as_run_does_and_refuses_a_bad_one_in_one_line():
+    with pytest.raises(SystemExit) as exc:
+        run(["train", "--model", "m", "--wrapper", "HackPenalty", "--wrapper", "Nope"])
+    assert str(exc.value).startswith("execgym train: --wrapper: unknown reward wrapper 'Nope'; known: ")
+    assert "GatedReward" in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(SystemExit, match="not JSON"):
+        run(["train", "--model", "m", "--wrapper", "GatedReward:{oops"])
+    with pytest.raises(SystemExit, match="--epochs do not apply"):  # --wrapper is GRPO's, accepted with it
+        run(["train", "--model", "m", "--wrapper", "HackPenalty", "--epochs", "1"])
 
 
 def test_train_rejects_options_of_the_other_mode():

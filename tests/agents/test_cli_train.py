@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import io
 import json
+from types import SimpleNamespace
 
 import gymnasium as gym
 import pytest
 
+from execgym.agents.base import BatchedAgent
 from execgym.agents.hf_policy import load_policy
-from execgym.agents.train.grpo import EVAL_STYLE, TRAIN_STYLE, GRPOArgs, curves_figure, group_advantages, train
+from execgym.agents.train.grpo import (
+    EVAL_STYLE,
+    TRAIN_STYLE,
+    GRPOArgs,
+    curves_figure,
+    group_advantages,
+    rollout,
+    train,
+    training_samples,
+)
 from execgym.agents.train.sft import collect_demonstrations
 from execgym.cli import main
 from execgym.core.errors import InfraError
-from tests.core.toy_env import GuessEnv
+from tests.core.toy_env import WORDS, GuessEnv
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -64,6 +75,34 @@ def test_group_advantages_leave_dropped_episodes_out():
     assert adv[2] == 0.0 and adv[4] == 0.0  # dropped: no advantage
     assert adv[0] == pytest.approx(1.0, abs=1e-4) and adv[1] == pytest.approx(-1.0, abs=1e-4)  # mean 0.5, std 0.5
     assert group_advantages([1.0, 0.0, 7.0], 3, keep=[True, False, False]).tolist() == [0.0, 0.0, 0.0]
+
+
+class RightRightWrong(BatchedAgent):
+    """Submits the task's word in slots 0 and 1 of every three and a wrong word in slot 2; its stream holds one
+    token of its own per episode (so every episode could be a training sample)."""
+
+    name = "right-right-wrong"
+
+    def reset(self, info):
+        self.word = WORDS[int(info["task_id"].removeprefix("word-"))]
+        self.stream = SimpleNamespace(ids=[1, 2], mask=[0, 1])
+
+    def act_batch(self, observations, infos, slots=None):
+        slots = list(slots) if slots is not None else list(range(len(observations)))
+        return [{"name": "submit", "arguments": {"word": self.slot(k).word if k % 3 != 2 else "wrong"}}
+                for k in slots]
+
+
+def test_an_episode_whose_grading_failed_on_infra_is_never_a_training_sample():
+    EveryOtherGradeFails.graded = 0
+    episodes = rollout([EveryOtherGradeFails() for _ in range(3)], RightRightWrong(), [0, 0, 0])
+    assert [e.infra_error is not None for e in episodes] == [False, True, False]
+    assert "the grading worker died" in episodes[1].infra_error
+    assert [e.total_reward for e in episodes] == [1.0, 0.0, 0.0]
+    advantages, chosen = training_samples(episodes, 3)
+    assert chosen == [0, 2] and advantages[1] == 0.0  # the group's spread is over the policy's own episodes
+    # the control: kept, the infra failure would be trained on as if it were the policy's 0
+    assert group_advantages([e.total_reward for e in episodes], 3)[1] != 0.0
 
 
 def test_grpo_drops_infra_error_episodes_and_says_when_no_step_ran(tiny_dir, tmp_path):

@@ -150,12 +150,13 @@ def test_rollout_groups_share_a_task_and_record_streams(tiny):
     assert [e.seed for e in episodes] == [7, 7, 9, 9, 11, 11]
     assert episodes[0].task_id == episodes[1].task_id and episodes[2].task_id == episodes[3].task_id
     for e in episodes:
-        assert len(e.ids) == len(e.mask) and 0 < sum(e.mask) <= 12 and e.turns == 2
+        ids, mask = e.trace.token_ids, e.trace.token_mask
+        assert len(ids) == len(mask) and 0 < sum(mask) <= 12 and e.turns == 2
+        assert len(e.trace.actions) == len(e.trace.rewards) == 2  # the per-step record a trainer reads
 
 
-def test_make_env_applies_a_reward_wrapper_by_name():
-    args = GRPOArgs(env_id=SECRET_ID, dataset="generated", reward_wrapper="GatedReward",
-                    wrapper_kwargs={"components": {"format": 0.5}})
+def test_make_env_applies_reward_wrappers_by_spec():
+    args = GRPOArgs(env_id=SECRET_ID, dataset="generated", wrappers=['GatedReward:{"components": {"format": 0.5}}'])
     env = make_env(args)
     assert type(env).__name__ == "GatedReward"
     obs, info = env.reset(seed=0)
@@ -163,6 +164,8 @@ def test_make_env_applies_a_reward_wrapper_by_name():
     assert reward == pytest.approx(1.5) and info["reward_breakdown"] == {"outcome": 1.0, "gated": 0.5}
     assert type(make_env(args, wrap_env=lambda e: gym.wrappers.RecordEpisodeStatistics(e))).__name__ == \
         "RecordEpisodeStatistics"
+    with pytest.raises(ValueError, match="unknown reward wrapper 'Nope'"):
+        make_env(GRPOArgs(env_id=SECRET_ID, dataset="generated", wrappers=["Nope"]))
 
 
 def test_sft_on_oracle_trajectories_learns_the_tool_call_format(sft_dir, tmp_path):

@@ -20,17 +20,19 @@ SECRET = "river"
 
 
 class SecretWordEnv(AgentEnv):
-    """Submit the secret word: ``submit(word)`` ends the episode; outcome 1 when it is the secret."""
+    """Submit the secret word: ``submit(word)`` ends the episode; outcome 1 when it is the secret.
+
+    Its prompt and tool text are part of what the trainer tests learn from: keep them as they are.
+    """
 
     description = "Submit the family's secret word (trainer test env)."
     default_max_turns = 2
 
-    @classmethod
-    def bundled_tasks(cls) -> list[Task]:
-        return [cls.task_generator()(i, "easy") for i in range(4)]
+    def bundled_tasks(self) -> list[Task]:
+        generate = self.task_generator()
+        return [generate(i, "easy") for i in range(4)]
 
-    @classmethod
-    def task_generator(cls):
+    def task_generator(self):
         def generate(seed: int, difficulty: str | None) -> Task:
             return Task(id=f"secret-{seed}", prompt=f"Task {seed % 97}: submit the secret word.",
                         data={"word": SECRET}, oracle=({"name": "submit", "arguments": {"word": SECRET}},),

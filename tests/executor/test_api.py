@@ -18,7 +18,7 @@ from execgym.executor import (
 from execgym.executor.base import looks_out_of_memory, normalize_cmd
 from execgym.executor.cli import register
 from execgym.executor.docker import resolve_image
-from execgym.executor.images import ASSETS, IMAGES, _pip_platforms, build_images, context_hash
+from execgym.executor.images import ASSETS, IMAGES, _pip_platforms, build_images, context_files, context_hash
 
 
 def test_get_executor_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,9 +104,10 @@ def test_cli_register() -> None:
 
 def test_image_assets() -> None:
     for name in IMAGES:
-        d = ASSETS / name
-        assert {"Dockerfile", "requirements.txt", "apt-packages.txt"} <= {p.name for p in d.iterdir()}
-        assert "ARG BASE" in (d / "Dockerfile").read_text()
+        files = context_files(name)
+        assert {"Dockerfile", "requirements.txt", "apt-packages.txt"} <= set(files)
+        assert all(path.is_relative_to(ASSETS) for path in files.values())
+        assert "ARG BASE" in files["Dockerfile"].read_text()
         assert context_hash(name) == context_hash(name)
     assert context_hash("python") != context_hash("cad")
     assert all(p.endswith(("_x86_64", "_aarch64")) or "linux_" in p for p in _pip_platforms())

@@ -11,15 +11,7 @@ from typing import Any
 import gymnasium as gym
 
 import execgym  # noqa: F401  (registers the env ids)
-from execgym.wrappers import (
-    ComposeReward,
-    DenseUnitReward,
-    GatedReward,
-    HackPenalty,
-    MinFormCredit,
-    PotentialShaping,
-    RewardNormalize,
-)
+from execgym.wrappers import RewardNormalize, apply_wrappers
 
 FAULTS = [float("nan"), float("inf"), float("-inf"), 1e308, "0.5", None]
 
@@ -44,12 +36,15 @@ def call(name: str, **arguments: Any) -> str:
 
 
 def full_stack(env: gym.Env) -> gym.Env:
-    env = DenseUnitReward(ComposeReward(FlakyPRM(env), {"outcome": 1.0, "prm": 0.5, "format": 0.05}))
-    env = GatedReward(env, {"prm": 0.1, "executed": 0.1})
-    env = MinFormCredit(env, {"prm": 1.0})
-    env = RewardNormalize(env, {"prm": 1.0})
-    env = PotentialShaping(env, lambda info: (info.get("reward_components") or {}).get("prm", 0.0))
-    return HackPenalty(env)
+    return apply_wrappers(FlakyPRM(env), [
+        ("ComposeReward", {"weights": {"outcome": 1.0, "prm": 0.5, "format": 0.05}}),
+        "DenseUnitReward",
+        'GatedReward:{"components": {"prm": 0.1, "executed": 0.1}}',
+        ("MinFormCredit", {"process": {"prm": 1.0}}),
+        ("RewardNormalize", {"process": {"prm": 1.0}}),
+        ("PotentialShaping", {"potential": lambda info: (info.get("reward_components") or {}).get("prm", 0.0)}),
+        "HackPenalty",
+    ])
 
 
 def test_a_flaky_process_reward_never_poisons_a_full_stack_over_a_real_env():

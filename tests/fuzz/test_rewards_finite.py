@@ -13,21 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from execgym.wrappers import (
-    ChecklistReward,
-    ClipCredit,
-    ComposeReward,
-    ConditionalEfficiency,
-    CreditAssignment,
-    DeltaCredit,
-    DenseUnitReward,
-    GatedReward,
-    HackPenalty,
-    MinFormCredit,
-    PotentialShaping,
-    RewardNormalize,
-    ScriptedEnv,
-)
+from execgym.wrappers import RewardNormalize, ScriptedEnv, apply_wrappers
 
 EXAMPLES = int(os.environ.get("EXECGYM_FUZZ_EXAMPLES", "30"))
 NAMES = ["format", "executed", "prm", "progress"]
@@ -46,38 +32,36 @@ def _prm(info: dict[str, Any]) -> Any:
     return (info.get("reward_components") or {}).get("prm")
 
 
-SCHEMES = {
-    "dense": lambda e: DenseUnitReward(e),
-    "dense_additive": lambda e: DenseUnitReward(e, combine="additive", source="checklist"),
-    "gated": lambda e: GatedReward(e, {"format": 0.1, "executed": 0.2, "prm": 1.0}, threshold=0.5),
-    "checklist": lambda e: ChecklistReward(e),
-    "checklist_episode": lambda e: ChecklistReward(e, assign="episode", keep_outcome=True),
-    "shaping": lambda e: PotentialShaping(e, _potential, gamma=0.9),
-    "minform": lambda e: MinFormCredit(e, {"prm": 1.0}),
-    "minform_soft": lambda e: MinFormCredit(e, _prm, temperature=0.5),
-    "clip": lambda e: ClipCredit(e, {"prm": 1.0}, threshold=0.5),
-    "delta": lambda e: DeltaCredit(e, {"prm": 1.0}, clip=0.2),
-    "credit_bad_transform": lambda e: CreditAssignment(e, {"prm": 1.0}, lambda r: [x * 1e300 for x in r]),
-    "efficiency": lambda e: ConditionalEfficiency(e, weight=0.5, budget=4),
-    "zscore": lambda e: RewardNormalize(e, {"prm": 1.0, "format": 0.5}),
-    "zscore_fn": lambda e: RewardNormalize(e, _prm),
-    "renorm": lambda e: RewardNormalize(e, {"prm": 1.0}, method="renorm"),
-    "hack": lambda e: HackPenalty(e, penalty=-1.0),
-    "compose": lambda e: ComposeReward(e, {"outcome": 1.0, "format": 0.1, "prm": 2.0, "term": 1.0},
-                                       terms={"term": _prm}),
+# every scheme, named as a user names it (execgym.wrappers.apply_wrappers specs)
+SCHEMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "dense": ("DenseUnitReward", {}),
+    "dense_additive": ("DenseUnitReward", {"combine": "additive", "source": "checklist"}),
+    "gated": ("GatedReward", {"components": {"format": 0.1, "executed": 0.2, "prm": 1.0}, "threshold": 0.5}),
+    "checklist": ("ChecklistReward", {}),
+    "checklist_episode": ("ChecklistReward", {"assign": "episode", "keep_outcome": True}),
+    "shaping": ("PotentialShaping", {"potential": _potential, "gamma": 0.9}),
+    "minform": ("MinFormCredit", {"process": {"prm": 1.0}}),
+    "minform_soft": ("MinFormCredit", {"process": _prm, "temperature": 0.5}),
+    "clip": ("ClipCredit", {"process": {"prm": 1.0}, "threshold": 0.5}),
+    "delta": ("DeltaCredit", {"process": {"prm": 1.0}, "clip": 0.2}),
+    "credit_bad_transform": ("CreditAssignment", {"process": {"prm": 1.0},
+                                                  "transform": lambda r: [x * 1e300 for x in r]}),
+    "efficiency": ("ConditionalEfficiency", {"weight": 0.5, "budget": 4}),
+    "zscore": ("RewardNormalize", {"process": {"prm": 1.0, "format": 0.5}}),
+    "zscore_fn": ("RewardNormalize", {"process": _prm}),
+    "renorm": ("RewardNormalize", {"process": {"prm": 1.0}, "method": "renorm"}),
+    "hack": ("HackPenalty", {"penalty": -1.0}),
+    "compose": ("ComposeReward", {"weights": {"outcome": 1.0, "format": 0.1, "prm": 2.0, "term": 1.0},
+                                  "terms": {"term": _prm}}),
 }
 
 
-def _stack(*names: str):
-    def make(env):
-        for name in names:
-            env = SCHEMES[name](env)
-        return env
-    return make
+def _stack(*names: str) -> list[tuple[str, dict[str, Any]]]:
+    return [SCHEMES[name] for name in names]
 
 
 STACKS = {
-    **SCHEMES,
+    **{name: [spec] for name, spec in SCHEMES.items()},
     "full": _stack("dense", "compose", "checklist", "gated", "efficiency", "minform", "zscore", "shaping", "hack"),
     "issue": _stack("gated", "compose", "shaping", "zscore"),
     "renorm_stack": _stack("compose", "delta", "renorm", "hack"),
@@ -160,7 +144,7 @@ def _poisoned(steps: list[dict[str, Any]]) -> bool:
 @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(episodes=st.lists(poisoned_episode(), min_size=1, max_size=3))
 def test_no_scheme_or_stack_ever_pays_a_non_finite_or_untyped_reward(name, episodes):
-    env = STACKS[name](ScriptedEnv(max_turns=5))
+    env = apply_wrappers(ScriptedEnv(max_turns=5), STACKS[name])
     for steps in episodes:
         played = _play(env, steps)
         _assert_finite(played)
@@ -174,7 +158,7 @@ def test_no_scheme_or_stack_ever_pays_a_non_finite_or_untyped_reward(name, episo
 
 
 def test_the_issue_stack_nan_component_does_not_poison_normalize():
-    env = STACKS["issue"](ScriptedEnv(max_turns=5))
+    env = apply_wrappers(ScriptedEnv(max_turns=5), STACKS["issue"])
     _play(env, [{"reward_components": {"format": float("nan"), "prm": float("inf"), "progress": -math.inf}},
                 {"reward_components": {"prm": 1e308}, "outcome": 1.0}])
     later = [reward for _ in range(5) for reward, _ in _play(env, _clean_episode())]
@@ -188,7 +172,7 @@ def test_a_foreign_env_paying_nan_is_flagged_and_paid_as_nothing():
             return obs, float("nan"), terminated, truncated, info
 
     for name in sorted(SCHEMES):
-        env = SCHEMES[name](NaNReward(ScriptedEnv()))
+        env = apply_wrappers(NaNReward(ScriptedEnv()), [SCHEMES[name]])
         played = _play(env, _clean_episode())
         _assert_finite(played)
         assert any("incoming reward" in issue for _, info in played for issue in info.get("reward_issues", []))

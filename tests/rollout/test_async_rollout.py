@@ -128,9 +128,13 @@ def test_agent_and_env_failures_end_only_their_episode():
     specs = [EpisodeSpec(options={"task_id": f"word-{i}"}) for i in range(5)]
     with AsyncRollout(BrittleEnv, ScriptedAgent, num_slots=2) as rollout:
         results = rollout.run(specs)
+        # one episode per slot: whichever slot the crash happened in plays on (the other slot may have taken
+        # every episode after the crash, so only a second run makes both slots play)
+        again = rollout.run([specs[0], specs[3]])
     assert [r.outcome for r in results] == [1.0, 0.0, 0.0, 1.0, 1.0]
     assert results[1].agent_error == "ValueError: the model server is down" and results[1].infra_error is None
     assert results[2].infra_error == "RuntimeError: the env fell over" and results[2].agent_error is None
+    assert [r.outcome for r in again] == [1.0, 1.0]
     assert BrittleEnv.built == 3  # the crashed env was replaced
 
 

@@ -8,7 +8,8 @@ import importlib.util
 
 import pytest
 
-MODULES = ["execgym.rollout.async_rollout", "execgym.rollout.bench", "execgym.rollout.vector", "execgym.agents.base"]
+MODULES = ["execgym.rollout.episode", "execgym.rollout.async_rollout", "execgym.rollout.bench",
+           "execgym.rollout.vector", "execgym.agents.base"]
 if importlib.util.find_spec("ray") is not None:
     MODULES.append("execgym.rollout.ray")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from execgym.agents import BatchedAgent
 from execgym.rollout.episode import run_episode
 from execgym.rollout.runner import summarise
@@ -25,3 +27,21 @@ def test_tokens_are_summed_per_episode_and_averaged_per_run():
     results = [run_episode(env, CountingAgent(), seed=s) for s in range(3)]
     assert [r.tokens for r in results] == [52, 52, 52]
     assert summarise("toy", "counting", results).mean_tokens == 52.0
+
+
+class StreamingAgent(CountingAgent):
+    """Exposes a token stream with log-probs, as a local policy's ChatStream does."""
+
+    def reset(self, info):
+        super().reset(info)
+        self.stream = SimpleNamespace(ids=[5, 6, 7], mask=[0, 1, 1], logprobs=[0.0, -0.5, -1.25])
+
+
+def test_the_trace_keeps_actions_rewards_and_the_agents_token_stream():
+    env = GuessEnv(max_turns=2)
+    result = run_episode(env, StreamingAgent(), seed=0, trace=True)
+    trace = result.trace
+    assert trace.actions == [{"name": "hint", "arguments": {"position": 0}}] * 2
+    assert len(trace.rewards) == 2 and sum(trace.rewards) == result.total_reward
+    assert (trace.token_ids, trace.token_mask, trace.logprobs) == ([5, 6, 7], [0, 1, 1], [0.0, -0.5, -1.25])
+    assert run_episode(env, StreamingAgent(), seed=0).trace is None  # kept only when asked for

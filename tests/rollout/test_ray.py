@@ -37,6 +37,17 @@ def test_results_summary_and_trajectories_match_a_local_run(tmp_path):
         [s["action"] for s in r["steps"]] for r in lines["local"]]
 
 
+def test_ray_takes_reward_wrappers_as_the_local_backends_do():
+    wrappers = ['GatedReward:{"components": {"format": 0.5}}']
+    local, local_results = run_baseline(ENV, "oracle", 3, seed=0, wrappers=wrappers)
+    remote, remote_results = run_baseline(ENV, "oracle", 3, seed=0, wrappers=wrappers, backend="ray", num_workers=2)
+    assert [r.total_reward for r in remote_results] == [r.total_reward for r in local_results]
+    assert all(r.total_reward > r.outcome == 1.0 for r in remote_results)  # the gated format part was paid
+    assert remote.mean_reward == local.mean_reward
+    with pytest.raises(ValueError, match="unknown reward wrapper 'Nope'"):
+        RayRollout(ENV, "oracle", wrappers=["Nope"])
+
+
 def _slow_oracle(env):
     import time
 
@@ -59,9 +70,8 @@ def test_a_killed_actor_loses_no_finished_episode_and_its_episode_is_retried():
                 for actor in list(rollout.actors):
                     ray.kill(actor, no_restart=True)
 
-        pairs = rollout.run(6, seed=0, on_episode=on_episode)
+        results = rollout.run(6, seed=0, on_episode=on_episode)
         retried = list(rollout.retried)
-    results = [r for r, _ in pairs]
     assert [r.seed for r in results] == list(range(6))
     assert retried, "no episode was in flight on a killed actor"
     assert all(r.infra_error is None and r.outcome == 1.0 for r in results), [r.infra_error for r in results]
@@ -94,7 +104,7 @@ def test_an_episode_whose_actor_dies_twice_is_reported_as_infra_error():
     env.close()
     with RayRollout(ENV, _dies_on_the_doomed_task, num_workers=2,
                     actor_options={"runtime_env": {"env_vars": {"EXECGYM_TEST_DOOMED_TASK": doomed}}}) as rollout:
-        results = [r for r, _ in rollout.run(4, seed=0)]
+        results = rollout.run(4, seed=0)
         assert rollout.retried == [2]
     assert [r.seed for r in results] == [0, 1, 2, 3]
     assert results[2].infra_error is not None and results[2].infra_error.startswith("actor died")
@@ -134,7 +144,7 @@ def _hangs_on_seed_1(env):
 
 def test_a_hung_agent_in_an_actor_is_an_agent_timeout_and_the_run_returns():
     with RayRollout(ENV, _hangs_on_seed_1, num_workers=2, act_timeout_s=10.0) as rollout:
-        results = [r for r, _ in rollout.run(4, seed=0)]
+        results = rollout.run(4, seed=0)
         assert rollout.retried == []
     assert [r.seed for r in results] == [0, 1, 2, 3]
     assert results[1].agent_error == "AgentTimeout: agent.act did not return within 10 s"

@@ -3,9 +3,11 @@ reported when each user turn ends, a farmable component and a hack."""
 
 from __future__ import annotations
 
-from typing import Any, SupportsFloat
+from collections.abc import Mapping
+from typing import Any
 
 from execgym.core.env import AgentEnv, Grade
+from execgym.core.report import TURN_CHECKLIST, Criterion, StepReport, Unit
 from execgym.core.tasks import Task
 from execgym.core.tools import Tool, ToolOutput
 
@@ -31,8 +33,7 @@ class ChoresEnv(AgentEnv):
     description = "Chores over two user turns (reward-wrapper test env)."
     default_max_turns = 8
 
-    @classmethod
-    def bundled_tasks(cls) -> list[Task]:
+    def bundled_tasks(self) -> list[Task]:
         tasks = []
         for task_id, turns in CHORES.items():
             oracle = [call("do", chore=c) for c in turns[0]] + [call("next_turn")]
@@ -87,25 +88,27 @@ class ChoresEnv(AgentEnv):
             Tool.from_function(self.finish, terminal=True)
         ]
 
-    def _criteria(self, turn: int) -> list[dict[str, Any]]:
+    def _criteria(self, turn: int) -> list[Criterion]:
         return [
-            {"id": chore, "turn": turn, "passed": chore in self.done, "weight": WEIGHTS.get(chore, 1.0),
-             "evidence": f"{chore} {'was' if chore in self.done else 'was not'} done"}
+            Criterion(chore, chore in self.done, f"{chore} {'was' if chore in self.done else 'was not'} done",
+                      weight=WEIGHTS.get(chore, 1.0), extra={"turn": turn})
             for chore in self.task.data["turns"][turn - 1]
         ]
 
-    def step(self, action: Any) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
+    def _before_step(self) -> None:
         self._closed_turn = None
-        obs, reward, terminated, truncated, info = super().step(action)
-        if self._closed_turn is not None and not (terminated or truncated):
-            info["checklist"] = self._criteria(self._closed_turn)
-        return obs, reward, terminated, truncated, info
+
+    def _step_extra(self, step: StepReport) -> Mapping[str, Any]:
+        # A user turn's criteria are reported when it closes, as the tool-use env reports them.
+        if self._closed_turn is None or step.ended:
+            return {}
+        return {TURN_CHECKLIST: [c.as_info() for c in self._criteria(self._closed_turn)]}
 
     def _grade(self, submitted: bool) -> Grade:
         chores = [c for turn in self.task.data["turns"] for c in turn]
         return Grade(
             outcome=float(all(c in self.done for c in chores)),
-            units=[{"id": c, "passed": c in self.done} for c in chores],
+            units=[Unit(c, c in self.done) for c in chores],
             checklist=self._criteria(1) + self._criteria(2),
             hack_flags=["cheat() marked chores done"] if self.cheated else [],
         )

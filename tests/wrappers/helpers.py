@@ -82,4 +82,4 @@ def chores_episode(max_steps: int = 7) -> st.SearchStrategy[tuple[str, list[dict
 
 
 def oracle_actions(task_id: str) -> Sequence[dict[str, Any]]:
-    return next(t.oracle for t in ChoresEnv.bundled_tasks() if t.id == task_id)
+    return next(t.oracle for t in ChoresEnv().bundled_tasks() if t.id == task_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 
+from execgym.core import report as R
+from execgym.core.report import TURN_CHECKLIST
 from execgym.wrappers import ChecklistReward, ScriptedEnv
 from execgym.wrappers.checklist import weighted_fraction
 from tests.core.toy_env import GuessEnv
@@ -15,8 +17,22 @@ from tests.wrappers.helpers import assert_breakdown_sums, chores_episode, play
 def by_turn(checklist):
     turns = {}
     for c in checklist:
-        turns.setdefault(c["turn"], []).append(c)
+        turns.setdefault(c["extra"]["turn"], []).append(c)
     return turns
+
+
+def reported(info):
+    """The criteria a step reports: a closed user turn's (under extra) and, at the end, the checklist."""
+    return [*info.get(R.EXTRA, {}).get(TURN_CHECKLIST, []), *info.get(R.CHECKLIST, [])]
+
+
+def turn_checklist(*criteria):
+    """A ScriptedEnv action that reports ``criteria`` as a closed user turn's, as the tool-use env does."""
+    return {R.EXTRA: {TURN_CHECKLIST: list(criteria)}}
+
+
+def criterion(cid, turn, passed, **fields):
+    return {"id": cid, "passed": passed, **fields, "extra": {"turn": turn}}
 
 
 def test_turn_rewards_arrive_when_each_user_turn_ends_with_their_evidence():
@@ -39,8 +55,8 @@ def test_turn_return_is_the_sum_of_per_turn_fractions_and_each_criterion_is_paid
     assert_breakdown_sums(ep)
     seen = {}
     for step in ep.steps:  # the first report of each criterion is the one paid
-        for c in step.info.get("checklist") or []:
-            seen.setdefault((c["turn"], c["id"]), c)
+        for c in reported(step.info):
+            seen.setdefault((c["extra"]["turn"], c["id"]), c)
     expected = sum(weighted_fraction(cs) for cs in by_turn(seen.values()).values())
     assert ep.ret == pytest.approx(expected)
     paid_keys = [(c["turn"], c["id"]) for s in ep.steps for c in s.info["checklist_reward"]["paid"]]
@@ -59,16 +75,24 @@ def test_episode_assignment_pays_once_at_the_end(case):
 
 def test_episode_assignment_unions_criteria_reported_only_mid_episode():
     env = ChecklistReward(ScriptedEnv(), assign="episode")
-    mid = [{"id": "a", "turn": 1, "passed": True}]
-    ep = play(env, [{"checklist": mid}, {"outcome": 0.0, "checklist": [{"id": "b", "turn": 2, "passed": False}]}])
+    ep = play(env, [turn_checklist(criterion("a", 1, True)), {"outcome": 0.0, "checklist": [criterion("b", 2, False)]}])
     assert ep.ret == 0.5 and ep.final["checklist_reward"]["criteria"] == 2
 
 
 def test_the_same_criterion_seen_again_is_not_paid_again():
     env = ChecklistReward(ScriptedEnv())
-    crit = [{"id": "a", "turn": 1, "passed": True, "evidence": "yes"}]
-    ep = play(env, [{"checklist": crit}, {"checklist": crit}, {"outcome": 1.0, "checklist": crit}])
+    crit = criterion("a", 1, True, evidence="yes")
+    ep = play(env, [turn_checklist(crit), turn_checklist(crit), {"outcome": 1.0, "checklist": [crit]}])
     assert ep.rewards == [1.0, 0.0, 0.0]
+
+
+def test_criteria_in_the_flat_shape_of_older_envs_are_read_alike():
+    """An env that still puts ``turn`` beside ``id`` (not under ``extra``) is paid the same."""
+    flat = [{"id": "a", "turn": 1, "passed": True}, {"id": "b", "turn": 1, "passed": False, "weight": 3.0}]
+    nested = [criterion("a", 1, True), criterion("b", 1, False, weight=3.0)]
+    rewards = [play(ChecklistReward(ScriptedEnv()), [turn_checklist(*c), {"outcome": 0.0, "checklist": c}]).rewards
+               for c in (flat, nested)]
+    assert rewards[0] == rewards[1] == [0.25, 0.0]
 
 
 def test_without_a_checklist_the_outcome_is_kept_and_keep_outcome_adds_it():
@@ -83,3 +107,12 @@ def test_without_a_checklist_the_outcome_is_kept_and_keep_outcome_adds_it():
 def test_invalid_assign():
     with pytest.raises(ValueError, match="assign"):
         ChecklistReward(ScriptedEnv(), assign="step")  # type: ignore[arg-type]
+
+
+def test_a_turn_reported_in_the_last_step_and_in_the_final_list_is_paid_once():
+    turn2 = [criterion("x", 2, True), criterion("y", 2, False, weight=3.0)]
+    ep = play(ChecklistReward(ScriptedEnv()), [turn_checklist(criterion("a", 1, True)),
+                                                {**turn_checklist(*turn2), "outcome": 0.0,
+                                                 "checklist": [criterion("a", 1, True), *turn2]}])
+    assert ep.rewards == [1.0, 0.25]
+    assert [c["id"] for c in ep.final["checklist_reward"]["paid"]] == ["x", "y"]

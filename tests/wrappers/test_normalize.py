@@ -22,12 +22,18 @@ def noisy_episode(rng: random.Random) -> list[dict]:
     return steps
 
 
-def test_zscore_puts_process_and_outcome_on_the_same_scale():
+def frozen_after(episodes: int, seed: int) -> tuple[RewardNormalize, random.Random]:
+    """A z-score RewardNormalize over the noisy stream, its statistics learnt from ``episodes`` and frozen."""
     env = RewardNormalize(ScriptedEnv(), {"tests": 1.0})
-    rng = random.Random(0)
-    for _ in range(300):
+    rng = random.Random(seed)
+    for _ in range(episodes):
         play(env, noisy_episode(rng))
     env.update_stats = False
+    return env, rng
+
+
+def test_zscore_puts_process_and_outcome_on_the_same_scale():
+    env, rng = frozen_after(300, seed=0)
     process, outcome, raw_process, raw_outcome = [], [], [], []
     for _ in range(300):
         ep = play(env, noisy_episode(rng))
@@ -52,11 +58,7 @@ def test_renorm_survives_saturated_scores():
 
 
 def test_frozen_statistics_do_not_move_and_give_the_same_reward_for_the_same_episode():
-    env = RewardNormalize(ScriptedEnv(), {"tests": 1.0})
-    rng = random.Random(1)
-    for _ in range(50):
-        play(env, noisy_episode(rng))
-    env.update_stats = False
+    env, rng = frozen_after(50, seed=1)
     before = env.state_dict()
     probe = noisy_episode(rng)
     first = play(env, probe).rewards

@@ -10,19 +10,7 @@ import gymnasium as gym
 import pytest
 
 import execgym.wrappers as wrappers
-from execgym.wrappers import (
-    ComposeReward,
-    ConditionalEfficiency,
-    DeltaCredit,
-    DenseUnitReward,
-    GatedReward,
-    HackPenalty,
-    PotentialShaping,
-    RewardNormalize,
-    RewardScheme,
-    RunningStats,
-    ScriptedEnv,
-)
+from execgym.wrappers import RewardNormalize, RewardScheme, RunningStats, ScriptedEnv, apply_wrappers
 
 
 def test_every_reward_wrapper_in_the_package_is_a_reward_scheme():
@@ -35,25 +23,25 @@ def test_every_reward_wrapper_in_the_package_is_a_reward_scheme():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e308, "0.1", None])
 @pytest.mark.parametrize(
-    ("make", "named"),
+    ("scheme", "kwargs", "named"),
     [
-        (lambda env, bad: ComposeReward(env, {"format": bad}), "weights['format']"),
-        (lambda env, bad: GatedReward(env, {"executed": bad}), "components['executed']"),
-        (lambda env, bad: GatedReward(env, {"executed": 0.1}, threshold=bad), "threshold"),
-        (lambda env, bad: RewardNormalize(env, {"prm": bad}), "process['prm']"),
-        (lambda env, bad: RewardNormalize(env, {"prm": 1.0}, weights={"outcome": bad}), "weights['outcome']"),
-        (lambda env, bad: HackPenalty(env, penalty=bad), "penalty"),
-        (lambda env, bad: DeltaCredit(env, {"prm": 1.0}, clip=bad), "clip"),
-        (lambda env, bad: ConditionalEfficiency(env, weight=bad), "weight"),
-        (lambda env, bad: DenseUnitReward(env, success_threshold=bad), "success_threshold"),
-        (lambda env, bad: PotentialShaping(env, lambda info: 0.0, gamma=bad), "gamma"),
+        ("ComposeReward", lambda bad: {"weights": {"format": bad}}, "weights['format']"),
+        ("GatedReward", lambda bad: {"components": {"executed": bad}}, "components['executed']"),
+        ("GatedReward", lambda bad: {"components": {"executed": 0.1}, "threshold": bad}, "threshold"),
+        ("RewardNormalize", lambda bad: {"process": {"prm": bad}}, "process['prm']"),
+        ("RewardNormalize", lambda bad: {"process": {"prm": 1.0}, "weights": {"outcome": bad}}, "weights['outcome']"),
+        ("HackPenalty", lambda bad: {"penalty": bad}, "penalty"),
+        ("DeltaCredit", lambda bad: {"process": {"prm": 1.0}, "clip": bad}, "clip"),
+        ("ConditionalEfficiency", lambda bad: {"weight": bad}, "weight"),
+        ("DenseUnitReward", lambda bad: {"success_threshold": bad}, "success_threshold"),
+        ("PotentialShaping", lambda bad: {"potential": lambda info: 0.0, "gamma": bad}, "gamma"),
     ],
 )
-def test_a_bad_number_at_construction_is_a_one_line_error_naming_it(make, named, bad):
+def test_a_bad_number_at_construction_is_a_one_line_error_naming_it(scheme, kwargs, named, bad):
     if named == "clip" and bad is None:
         pytest.skip("clip=None means no clipping")
     with pytest.raises((ValueError, TypeError)) as exc:
-        make(ScriptedEnv(), bad)
+        apply_wrappers(ScriptedEnv(), [(scheme, kwargs(bad))])
     assert named in str(exc.value) and "\n" not in str(exc.value)
 
 

@@ -2,13 +2,15 @@
 
 Read it top to bottom:
 
-1. ``GRPOArgs``: every hyperparameter, in one dataclass.
-2. ``make_env``: the env, with any reward wrapper from :mod:`execgym.wrappers` (or your own callable).
-3. ``rollout``: many episodes in lockstep; a group of ``group_size`` episodes per task (same seed, same task).
-   The policy's :class:`~execgym.agents.chat.ChatStream` keeps the exact ids it read and wrote, and a mask
-   that is 1 on its own generated tokens only.
+1. ``GRPOArgs``: every hyperparameter, in one dataclass (the fields SFT shares are ``RunArgs``).
+2. ``make_env``: the env, with reward wrappers named as everywhere (``GatedReward:{...}``; or your own callable).
+3. ``rollout``: many episodes in lockstep; a group of ``group_size`` episodes per task (same seed, same task),
+   each summed up by the rollouts' one :class:`~execgym.rollout.EpisodeAccumulator`. The policy's
+   :class:`~execgym.agents.chat.ChatStream` keeps the exact ids it read and wrote, and a mask that is 1 on its
+   own generated tokens only.
 4. ``group_advantages``: each episode's return minus its group's mean (divided by the group's std unless
-   ``scale_advantages`` is off, as Dr. GRPO recommends).
+   ``scale_advantages`` is off, as Dr. GRPO recommends); ``training_samples`` drops every episode that ended
+   on an infra, agent or reward error (counted in the log as ``episodes_dropped``), never training on it.
 5. ``policy_loss``: a token-level clipped policy gradient (PPO ratio, DAPO's token-level normalisation),
    plus ``kl_coef`` times the k3 estimate of KL to a frozen reference. Env observations carry no loss: the
    mask multiplies every per-token term, so their positions give exactly zero gradient.
@@ -27,10 +29,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import importlib
 import json
 import math
-import numbers
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -41,11 +41,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S
+from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S, AgentTimeout, TimedCaller, check_timeout
+from execgym.rollout.episode import EpisodeAccumulator, EpisodeResult, EpisodeTrace, error_text, make_wrapped_env
 
 __all__ = [
-    "Episode",
     "GRPOArgs",
+    "RunArgs",
     "curves_figure",
     "episode_stats",
     "group_advantages",
@@ -54,15 +55,17 @@ __all__ = [
     "plot_log",
     "policy_loss",
     "rollout",
+    "start_training",
     "token_logprobs",
     "train",
+    "training_samples",
 ]
 
 
 # ---------------------------------------------------------------------------------------------- 1. arguments
 @dataclass
-class GRPOArgs:
-    """Hyperparameters of :func:`train` (the ``execgym train`` options are these fields)."""
+class RunArgs:
+    """What every trainer's run needs: the env, the model, the run folder, evaluation and LoRA settings."""
 
     env_id: str = "execgym/TextToSQL-v0"
     """the env to train on (a registered id)"""
@@ -75,19 +78,37 @@ class GRPOArgs:
     split: str | None = None
     max_turns: int = 4
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    reward_wrapper: str | None = None
-    """a wrapper in execgym.wrappers (``GatedReward``) or ``module:Class``; None: the sparse outcome"""
-    wrapper_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    iterations: int = 20
-    tasks_per_iteration: int = 8
-    group_size: int = 8
-    max_new_tokens: int = 96
-    temperature: float = 1.0
-    top_p: float = 1.0
     learning_rate: float = 1e-5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    max_new_tokens: int = 96
+    lora_rank: int = 0
+    """>0: train a LoRA adapter of this rank (peft) instead of every weight"""
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    eval_episodes: int = 32
+    eval_seed: int = 1_000_000
+    """evaluation uses seeds eval_seed .. eval_seed + eval_episodes - 1"""
+    device: str = "auto"
+    dtype: str = "float32"
+    """weights' dtype (float32 master weights; a GPU computes in bf16 under autocast)"""
+    overwrite: bool = False
+    """``out`` holds an earlier run: remove its log, curves, checkpoints and final/ first (else refuse)"""
+
+
+@dataclass
+class GRPOArgs(RunArgs):
+    """Hyperparameters of :func:`train` (the ``execgym train`` options are these fields)."""
+
+    wrappers: list[str] = field(default_factory=list)
+    """reward wrappers, innermost first: ``NAME`` or ``NAME:{json kwargs}`` (:func:`execgym.wrappers.apply_wrappers`);
+    none: the sparse outcome"""
+    iterations: int = 20
+    tasks_per_iteration: int = 8
+    group_size: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
     update_epochs: int = 1
     """passes over each iteration's episodes (>1 makes the ratio clipping matter)"""
     minibatch_size: int = 16
@@ -96,138 +117,74 @@ class GRPOArgs:
     kl_coef: float = 0.0
     """weight of the KL to the frozen starting policy (0: no reference model is kept)"""
     scale_advantages: bool = True
-    lora_rank: int = 0
-    """>0: train a LoRA adapter of this rank (peft) instead of every weight"""
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
     eval_every: int = 5
-    eval_episodes: int = 32
-    eval_seed: int = 1_000_000
-    """evaluation uses seeds eval_seed .. eval_seed + eval_episodes - 1"""
     eval_temperature: float = 0.0
     """0: greedy evaluation; 1: the sampled policy's own success rate"""
     act_timeout_s: float | None = 600.0
     """the longest one batched generation may take; a batch over it is an agent error (None: no limit)"""
     save_every: int = 0
     """>0: a checkpoint every this many iterations (final/ is always written)"""
-    device: str = "auto"
-    dtype: str = "float32"
-    """weights' dtype (float32 master weights; a GPU computes in bf16 under autocast)"""
     gradient_checkpointing: bool = False
-    overwrite: bool = False
-    """``out`` holds an earlier run: remove its log, curves, checkpoints and final/ first (else refuse)"""
 
 
 # ---------------------------------------------------------------------------------------------- 2. envs
 def make_env(args: Any, wrap_env: Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]] | None = None
              ) -> gym.Env[Any, Any]:
     """The env of ``args`` (``env_id``, ``dataset``, ``split``, ``max_turns``, ``env_kwargs``), wrapped by
-    ``wrap_env`` if given, else by ``args.reward_wrapper`` if set."""
+    ``wrap_env`` if given, else by the reward wrappers ``args.wrappers`` names (if any)."""
     kwargs = dict(args.env_kwargs)
     for key in ("dataset", "split", "max_turns"):
         if getattr(args, key, None) is not None:
             kwargs.setdefault(key, getattr(args, key))
-    env = gym.make(args.env_id, **kwargs)
     if wrap_env is not None:
-        return wrap_env(env)
-    name = getattr(args, "reward_wrapper", None)
-    if name:
-        module_name, _, cls_name = name.rpartition(":")
-        module = importlib.import_module(module_name or "execgym.wrappers")
-        env = getattr(module, cls_name)(env, **dict(args.wrapper_kwargs))
-    return env
+        return wrap_env(gym.make(args.env_id, **kwargs))
+    return make_wrapped_env(args.env_id, kwargs, getattr(args, "wrappers", ()))
 
 
 # ---------------------------------------------------------------------------------------------- 3. rollouts
-@dataclass
-class Episode:
-    """One finished episode: the policy's token stream and what the env paid."""
-
-    seed: int
-    task_id: str
-    ids: list[int]
-    mask: list[int]
-    ret: float
-    """the sum of the (possibly wrapped) env's rewards"""
-    outcome: float
-    turns: int
-    components: dict[str, float]
-    agent_error: str | None = None
-    """set when the policy failed or hung (``"AgentTimeout: ..."``): not the policy's 0, the trainer drops it"""
-    infra_error: str | None = None
-    """set when the machinery failed (a sandbox, a grader): not the policy's 0 either, the trainer drops it"""
-    reward_error: str | None = None
-    """set when a reward was not a finite number (e.g. from a wrapper outside execgym's schemes): dropped"""
-
-    @property
-    def error(self) -> str | None:
-        """The infra, agent or reward error that ended the episode, if any (such an episode is dropped)."""
-        return self.infra_error or self.agent_error or self.reward_error
-
-
 def rollout(envs: Sequence[gym.Env[Any, Any]], agent: Any, seeds: Sequence[int], *,
-            act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S) -> list[Episode]:
+            act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S) -> list[EpisodeResult]:
     """Play one episode per seed, ``len(envs)`` at a time, all in lockstep so the policy generates in batches.
 
-    A batch's ``act_batch`` that takes longer than ``act_timeout_s`` (None: no limit) ends that batch's
-    unfinished episodes with ``agent_error`` ``"AgentTimeout: ..."`` (the trainer drops them); the other
-    batches are played as usual.
+    Each episode is summed up by the rollouts' :class:`~execgym.rollout.EpisodeAccumulator`, with its trace:
+    ``result.trace.token_ids`` / ``token_mask`` are the slot's :class:`~execgym.agents.chat.ChatStream`.
+    ``result.error`` says whether the trainer must drop it: an infra error (the machinery failed), an agent
+    error, or a reward that was not a finite number. A batch's ``act_batch`` that takes longer than
+    ``act_timeout_s`` (None: no limit) ends that batch's unfinished episodes with ``agent_error``
+    ``"AgentTimeout: ..."``; the later batches are agent errors too (never generate beside a hung call).
     """
-    from execgym.agents.base import AgentTimeout, TimedCaller, check_timeout
-
     timeout_s = check_timeout(act_timeout_s)
     caller = TimedCaller(name="execgym-grpo-policy")
-    episodes: list[Episode] = []
+    results: list[EpisodeResult] = []
     busy: str | None = None  # set once a call timed out: that call may still be using the policy's slots
-    for start in range(0, len(seeds), len(envs)):
-        batch = list(seeds[start:start + len(envs)])
-        if busy is not None:  # never run a second generation beside the abandoned one: the rest are agent errors
-            episodes.extend(Episode(seed=int(s), task_id="", ids=[], mask=[], ret=0.0, outcome=0.0, turns=0,
-                                    components={}, agent_error=busy) for s in batch)
-            continue
-        resets = [env.reset(seed=int(s)) for env, s in zip(envs, batch)]
-        obs = [r[0] for r in resets]
-        infos = [r[1] for r in resets]
-        agent.reset_batch(infos)
-        returns = [0.0] * len(batch)
-        turns = [0] * len(batch)
-        components: list[dict[str, float]] = [{} for _ in batch]
-        outcome = [0.0] * len(batch)
-        errors: list[str | None] = [None] * len(batch)
-        reward_errors: list[str | None] = [None] * len(batch)
-        active = list(range(len(batch)))
-        while active:
-            try:
-                actions = caller.call(agent.act_batch, [obs[k] for k in active], [infos[k] for k in active],
-                                      active, timeout_s=timeout_s, what="agent.act_batch")
-            except AgentTimeout as exc:  # the policy hung: its episodes are agent errors, not zeros
-                for k in active:
-                    errors[k], outcome[k] = f"{type(exc).__name__}: {exc}", 0.0
-                busy = f"AgentTimeout: not played, the policy was still busy with a call that timed out ({exc})"
-                break
-            still = []
-            for k, action in zip(active, actions):
-                obs[k], reward, terminated, truncated, infos[k] = envs[k].step(action)
-                value = float(reward) if isinstance(reward, numbers.Real) else math.nan
-                if not math.isfinite(value) and reward_errors[k] is None:  # never train on a NaN silently
-                    reward_errors[k] = f"non-finite reward {reward!r} at turn {turns[k] + 1}"
-                returns[k] += float(value) if math.isfinite(value) else 0.0
-                turns[k] += 1
-                for name, value in infos[k].get("reward_components", {}).items():
-                    components[k][name] = components[k].get(name, 0.0) + float(value)
-                if terminated or truncated:
-                    outcome[k] = float(infos[k].get("outcome", 0.0))
-                else:
-                    still.append(k)
-            active = still
-        for k, seed in enumerate(batch):
-            stream = agent.slot(k).stream
-            episodes.append(Episode(seed=int(seed), task_id=str(resets[k][1]["task_id"]), ids=list(stream.ids),
-                                    mask=list(stream.mask), ret=returns[k], outcome=outcome[k], turns=turns[k],
-                                    components=components[k], agent_error=errors[k],
-                                    infra_error=infos[k].get("infra_error"), reward_error=reward_errors[k]))
-    caller.close()
-    return episodes
+    try:
+        for start in range(0, len(seeds), len(envs)):
+            accs = [EpisodeAccumulator(int(s), trace=True) for s in seeds[start:start + len(envs)]]
+            if busy is not None:  # never run a second generation beside the abandoned one
+                results.extend(acc.result(agent_error=busy) for acc in accs)
+                continue
+            for env, acc in zip(envs, accs):
+                acc.begin(*env.reset(seed=acc.seed))
+            agent.reset_batch([acc.info for acc in accs])
+            errors: list[str | None] = [None] * len(accs)
+            active = list(range(len(accs)))
+            while active:
+                try:
+                    actions = caller.call(agent.act_batch, [accs[k].observation for k in active],
+                                          [accs[k].info for k in active], active, timeout_s=timeout_s,
+                                          what="agent.act_batch")
+                except AgentTimeout as exc:  # the policy hung: its episodes are agent errors, not zeros
+                    for k in active:
+                        errors[k] = error_text(exc)
+                    busy = f"AgentTimeout: not played, the policy was still busy with a call that timed out ({exc})"
+                    break
+                for k, action in zip(active, actions):
+                    accs[k].add_step(action, *envs[k].step(action))
+                active = [k for k in active if not accs[k].over]
+            results.extend(acc.result(agent=agent.slot(k), agent_error=errors[k]) for k, acc in enumerate(accs))
+    finally:
+        caller.close()
+    return results
 
 
 # ---------------------------------------------------------------------------------------------- 4. advantages
@@ -253,6 +210,24 @@ def group_advantages(returns: Sequence[float], group_size: int, *, scale: bool =
         std = np.sqrt((((r - mean) * k) ** 2).sum(axis=1, keepdims=True) / count)
         adv = adv / (std + 1e-6)
     return adv.reshape(-1)
+
+
+def _trace(episode: EpisodeResult) -> EpisodeTrace:
+    return episode.trace if episode.trace is not None else EpisodeTrace()
+
+
+def training_samples(episodes: Sequence[EpisodeResult], group_size: int, *, scale: bool = True
+                     ) -> tuple[np.ndarray, list[int]]:
+    """The episodes' advantages and the indices of those to train on.
+
+    An episode that ended on an infra, agent or reward error (``result.error``) is not the policy's return: it
+    is dropped (advantage 0, left out of its group's mean and std) and never trained on. Of the rest, those
+    with no spread in their group (advantage 0) or no token of the policy's teach nothing and are skipped.
+    """
+    keep = [e.error is None for e in episodes]
+    advantages = group_advantages([e.total_reward for e in episodes], group_size, scale=scale, keep=keep)
+    chosen = [i for i, a in enumerate(advantages) if keep[i] and abs(a) > 1e-8 and sum(_trace(episodes[i]).token_mask)]
+    return advantages, chosen
 
 
 # ---------------------------------------------------------------------------------------------- 5. loss
@@ -374,18 +349,18 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _success(episodes: Sequence[Episode]) -> float | None:
+def _success(episodes: Sequence[EpisodeResult]) -> float | None:
     """The success rate of the episodes that ended without an infra or agent error (None: there are none)."""
     scored = [e for e in episodes if e.error is None]
     return float(np.mean([e.outcome >= 1.0 for e in scored])) if scored else None
 
 
-def episode_stats(episodes: Sequence[Episode]) -> dict[str, Any]:
+def episode_stats(episodes: Sequence[EpisodeResult]) -> dict[str, Any]:
     """Success rate, mean return and mean turns over the episodes without an infra or agent error, and how
     many of each error there were (errored episodes are not the policy's returns)."""
     scored = [e for e in episodes if e.error is None]
     return {"success_rate": _success(episodes),
-            "mean_return": float(np.mean([e.ret for e in scored])) if scored else None,
+            "mean_return": float(np.mean([e.total_reward for e in scored])) if scored else None,
             "mean_turns": float(np.mean([e.turns for e in scored])) if scored else None,
             "infra_errors": sum(e.infra_error is not None for e in episodes),
             "agent_errors": sum(e.agent_error is not None and e.infra_error is None for e in episodes),
@@ -422,6 +397,32 @@ def apply_lora(model: Any, rank: int, alpha: int, dropout: float) -> Any:
     return get_peft_model(model, config)
 
 
+def start_training(args: RunArgs, model: Any, tokenizer: Any, on_log: Logger | None
+                   ) -> tuple[Any, Any, Path, Logger, Any, Any]:
+    """What every trainer does first: seed, refuse a used ``out`` folder before loading anything, load the
+    policy (unless given), start the run folder, move the model to its device and add a LoRA adapter if asked.
+
+    Returns the model, tokenizer, run folder, logger, device and the autocast context to compute in.
+    """
+    import torch
+
+    from execgym.agents.hf_policy import load_policy, pick_device
+
+    _set_seed(args.seed)
+    check_out_dir(args)  # write nothing before the model loads
+    if model is None:
+        model, tokenizer = load_policy(args.model, device=args.device, dtype=args.dtype)
+    out, log = start_run(args, on_log)
+    device = pick_device(args.device)
+    model.to(device)
+    # float32 weights train with bf16 autocast on a GPU; weights loaded in bf16 train as they are
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    if args.lora_rank > 0:
+        model = apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout)
+    return model, tokenizer, out, log, device, autocast
+
+
 def train(
     args: GRPOArgs,
     *,
@@ -437,22 +438,11 @@ def train(
     """
     import torch
 
-    from execgym.agents.hf_policy import HFPolicyAgent, load_policy, pick_device
+    from execgym.agents.hf_policy import HFPolicyAgent
 
-    _set_seed(args.seed)
-    check_out_dir(args)  # refuse a used folder before loading anything; write nothing before the model loads
-    if model is None:
-        model, tokenizer = load_policy(args.model, device=args.device, dtype=args.dtype)
-    out, log = start_run(args, on_log)
-    device = pick_device(args.device)
-    model.to(device)
-    # float32 weights train with bf16 autocast on a GPU; weights loaded in bf16 train as they are
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    model, tokenizer, out, log, device, autocast = start_training(args, model, tokenizer, on_log)
     ref_model = None
-    if args.lora_rank > 0:
-        model = apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout)
-    elif args.kl_coef > 0:
+    if args.lora_rank == 0 and args.kl_coef > 0:  # with LoRA the base weights are the reference
         ref_model = copy.deepcopy(model).eval()
         ref_model.requires_grad_(False)
     if args.gradient_checkpointing:
@@ -497,22 +487,18 @@ def train(
                 episodes = rollout(envs, agent, [s for s in task_seeds for _ in range(args.group_size)],
                                    act_timeout_s=args.act_timeout_s)
             rollout_s = time.perf_counter() - t0
-            # ---- advantages; episodes that ended on an infra or agent error are dropped (not the policy's
-            # returns), and groups where every kept episode got the same return teach nothing and are skipped
-            keep = [e.error is None for e in episodes]
-            advantages = group_advantages([e.ret for e in episodes], args.group_size,
-                                          scale=args.scale_advantages, keep=keep)
-            chosen = [i for i, a in enumerate(advantages)
-                      if keep[i] and abs(a) > 1e-8 and sum(episodes[i].mask) > 0]
-            dropped = len(episodes) - sum(keep)
+            # ---- advantages and the samples to train on (never an errored episode: see training_samples)
+            advantages, chosen = training_samples(episodes, args.group_size, scale=args.scale_advantages)
+            dropped = sum(e.error is not None for e in episodes)
             dropped_total += dropped
             # ---- update
             model.train()
             stats_sum: dict[str, float] = {}
             steps = 0
             if chosen:
-                ids, attention, loss_mask = pad_streams([episodes[i].ids for i in chosen],
-                                                        [episodes[i].mask for i in chosen], pad_id, device)
+                traces = [_trace(episodes[i]) for i in chosen]
+                ids, attention, loss_mask = pad_streams([t.token_ids for t in traces], [t.token_mask for t in traces],
+                                                        pad_id, device)
                 adv = torch.tensor([advantages[i] for i in chosen], dtype=torch.float32, device=device)
                 with torch.no_grad(), autocast:
                     old_logp = torch.cat([token_logprobs(model, ids[j:j + args.minibatch_size],
@@ -544,7 +530,7 @@ def train(
                             stats_sum[key] = stats_sum.get(key, 0.0) + value
                         steps += 1
             kept = [e for e in episodes if e.error is None]
-            comp_keys = sorted({k for e in kept for k in e.components})
+            comp_keys = sorted({k for e in kept for k in e.reward_components})
             steps_total += steps
             record = {
                 "iteration": iteration + 1,
@@ -556,7 +542,7 @@ def train(
                 "episodes_trained": len(chosen),
                 "optimizer_steps": steps,
                 **{k: v / steps for k, v in stats_sum.items()},
-                "components": {k: float(np.mean([e.components.get(k, 0.0) for e in kept])) for k in comp_keys},
+                "components": {k: float(np.mean([e.reward_components.get(k, 0.0) for e in kept])) for k in comp_keys},
                 "rollout_seconds": rollout_s,
                 "seconds": time.perf_counter() - start,
             }

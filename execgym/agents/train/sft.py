@@ -14,11 +14,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,49 +26,30 @@ import numpy as np
 
 from execgym.agents.chat import ChatStream, action_to_text, stop_token_ids
 from execgym.agents.train.grpo import (
+    RunArgs,
     _save,
-    _set_seed,
-    apply_lora,
-    check_out_dir,
     evaluate,
     make_env,
     pad_streams,
-    start_run,
+    start_training,
 )
+from execgym.core import report as R
+from execgym.rollout.episode import is_timeout, run_episode
 
 __all__ = ["Demonstration", "Demonstrations", "SFTArgs", "collect_demonstrations", "sft_loss", "train_sft"]
 
 
 @dataclass
-class SFTArgs:
+class SFTArgs(RunArgs):
     """Hyperparameters of :func:`train_sft` (``execgym train --sft``)."""
 
-    env_id: str = "execgym/TextToSQL-v0"
-    model: str = ""
     out: str = "runs/sft"
-    dataset: str | None = "generated:easy"
-    split: str | None = None
-    max_turns: int = 4
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
     episodes: int = 256
     """demonstrations (seeds seed .. seed + episodes - 1); only successful ones are kept"""
     epochs: int = 3
     batch_size: int = 16
     learning_rate: float = 1e-3
-    weight_decay: float = 0.0
     warmup_steps: int = 10
-    max_grad_norm: float = 1.0
-    lora_rank: int = 0
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    eval_episodes: int = 32
-    eval_seed: int = 1_000_000
-    max_new_tokens: int = 96
-    device: str = "auto"
-    dtype: str = "float32"
-    overwrite: bool = False
-    """``out`` holds an earlier run: remove its log, curves and final/ first (else refuse)"""
 
 
 class Demonstrations(list):  # type: ignore[type-arg]
@@ -78,7 +58,7 @@ class Demonstrations(list):  # type: ignore[type-arg]
 
     def __init__(self, items: Sequence[Demonstration] = (), dropped: dict[str, int] | None = None) -> None:
         super().__init__(items)
-        self.dropped: dict[str, int] = dict(dropped or {"infra_error": 0, "agent_error": 0, "unsuccessful": 0})
+        self.dropped: dict[str, int] = dict(dropped or {R.INFRA_ERROR: 0, R.AGENT_ERROR: 0, "unsuccessful": 0})
 
 
 @dataclass
@@ -92,45 +72,58 @@ class Demonstration:
     outcome: float
 
 
+class _AsReplyText:
+    """A demonstrator whose every action is written as the reply text a model would give, recorded in a
+    :class:`~execgym.agents.chat.ChatStream` (``stream``) exactly as the policy will read and write it."""
+
+    def __init__(self, agent: Any, tokenizer: Any) -> None:
+        self.agent, self.tokenizer = agent, tokenizer
+        self.stop = stop_token_ids(tokenizer)[0]
+        self.stream: ChatStream | None = None
+
+    def reset(self, info: dict[str, Any]) -> None:
+        self.stream = ChatStream(self.tokenizer, info[R.MESSAGES], info.get(R.TOOLS))
+        self.replied = False
+        self.agent.reset(info)
+
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        assert self.stream is not None
+        if self.replied:  # what the env answered to the last reply, as the policy will see it
+            self.stream.add_messages([m for m in info[R.NEW_MESSAGES] if m.get("role") != "assistant"])
+        text = action_to_text(self.agent.act(observation, info))
+        self.stream.add_generated([*self.tokenizer.encode(text, add_special_tokens=False), self.stop])
+        self.replied = True
+        return text
+
+
 def collect_demonstrations(env: gym.Env[Any, Any], tokenizer: Any, seeds: Sequence[int], *, agent: Any = None,
-                           only_successful: bool = True) -> Demonstrations:
+                           only_successful: bool = True, act_timeout_s: float | None = None) -> Demonstrations:
     """Play ``agent`` (default: the env's oracle) on ``seeds`` and record each episode as a token stream.
 
     Every action is written as reply text and stepped as such, so the env's answers are the ones the
-    policy will see for those replies. Episodes that end on an infra error (the machinery failed) or an
-    agent error (the demonstrator raised) are never kept, whatever ``only_successful`` says; the result's
-    ``dropped`` counts them, and the unsuccessful ones left out.
+    policy will see for those replies. Episodes are played by :func:`~execgym.rollout.run_episode`, so an
+    episode that ends on an infra error (the machinery failed) or an agent error (the demonstrator raised,
+    or took longer than ``act_timeout_s``; None: no limit) is never kept, whatever ``only_successful`` says;
+    the result's ``dropped`` counts them, and the unsuccessful ones left out. After a timeout the remaining
+    seeds are not played (the hung call may still hold the demonstrator) and count as agent errors.
     """
     from execgym.agents.oracle import OracleAgent
 
-    agent = agent if agent is not None else OracleAgent(env)
-    stop = stop_token_ids(tokenizer)[0]
+    demonstrator = _AsReplyText(agent if agent is not None else OracleAgent(env), tokenizer)
     demos = Demonstrations()
-    for seed in seeds:
-        obs, info = env.reset(seed=int(seed))
-        task_id = str(info["task_id"])
-        agent.reset(info)
-        stream = ChatStream(tokenizer, info["messages"], info.get("tools"))
-        done = False
-        failed = False
-        while not done:
-            try:
-                text = action_to_text(agent.act(obs, info))
-            except Exception:  # a demonstrator that fails teaches nothing: the episode is dropped
-                failed = True
-                break
-            stream.add_generated([*tokenizer.encode(text, add_special_tokens=False), stop])
-            obs, _, terminated, truncated, info = env.step(text)
-            done = terminated or truncated
-            if not done:
-                stream.add_messages([m for m in info["new_messages"] if m.get("role") != "assistant"])
-        outcome = float(info.get("outcome", 0.0)) if done else 0.0
-        if info.get("infra_error"):
-            demos.dropped["infra_error"] += 1
-        elif failed:
-            demos.dropped["agent_error"] += 1
-        elif outcome >= 1.0 or not only_successful:
-            demos.append(Demonstration(int(seed), task_id, stream.ids, stream.mask, outcome))
+    for n, seed in enumerate(seeds):
+        result = run_episode(env, demonstrator, seed=int(seed), act_timeout_s=act_timeout_s, trace=True)
+        if is_timeout(result):  # its call may still be running: the rest is not played beside it
+            demos.dropped[R.AGENT_ERROR] += len(seeds) - n
+            break
+        if result.infra_error:
+            demos.dropped[R.INFRA_ERROR] += 1
+        elif result.agent_error:
+            demos.dropped[R.AGENT_ERROR] += 1
+        elif result.outcome >= 1.0 or not only_successful:
+            trace = result.trace
+            assert trace is not None
+            demos.append(Demonstration(int(seed), result.task_id, trace.token_ids, trace.token_mask, result.outcome))
         else:
             demos.dropped["unsuccessful"] += 1
     return demos
@@ -161,19 +154,9 @@ def train_sft(
     held-out seeds before and after, save ``out/final``; return the evaluations."""
     import torch
 
-    from execgym.agents.hf_policy import HFPolicyAgent, load_policy, pick_device
+    from execgym.agents.hf_policy import HFPolicyAgent
 
-    _set_seed(args.seed)
-    check_out_dir(args)  # refuse a used folder before loading anything; write nothing before the model loads
-    if model is None:
-        model, tokenizer = load_policy(args.model, device=args.device, dtype=args.dtype)
-    out, log = start_run(args, on_log)
-    device = pick_device(args.device)
-    model.to(device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-    if args.lora_rank > 0:
-        model = apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout)
+    model, tokenizer, out, log, device, autocast = start_training(args, model, tokenizer, on_log)
     env = make_env(args, wrap_env)
     t0 = time.perf_counter()
     if demonstrations is None:
