@@ -217,6 +217,7 @@ def _decode_arguments(raw: Any, where: str, errors: list[str], *, checked: bool)
 
 MAX_CALL_ID_CHARS = 256
 """The longest tool-call id kept from the caller; a longer (or non-string) id is replaced by the env's own."""
+_CALL_ID = re.compile(rf"[A-Za-z0-9_.:\-]{{1,{MAX_CALL_ID_CHARS}}}")
 
 
 def _call_from_obj(obj: Any, where: str, errors: list[str], *, checked: bool = False
@@ -225,8 +226,7 @@ def _call_from_obj(obj: Any, where: str, errors: list[str], *, checked: bool = F
         errors.append(f"{where}: a tool call must be a JSON object, got {type(obj).__name__}")
         return None
     given_id = obj.get("id")
-    call_id = (sanitize_text(given_id) if isinstance(given_id, str) and 0 < len(given_id) <= MAX_CALL_ID_CHARS
-               else None)
+    call_id = given_id if isinstance(given_id, str) and _CALL_ID.fullmatch(given_id) else None
     if "function" in obj and isinstance(obj["function"], Mapping):
         obj = obj["function"]
     name = obj.get("name")
@@ -315,12 +315,18 @@ def parse_action(action: Any, tools: Mapping[str, Tool], *, call_id_prefix: str 
         result.errors.append(
             f"unsupported action type {type(action).__name__}: send a str reply, a tool-call dict or a list of them"
         )
-    used: set[str] = set()
+    # The caller's ids are kept (its tool messages answer them); a missing or repeated one is made here, never
+    # equal to another call's.
+    used = {given for _, _, given in raw_calls if given is not None}
+    taken: set[str] = set()
     for i, (name, args, given_id) in enumerate(raw_calls, 1):
         if _check(name, args, tools, f"call {i}" if not isinstance(action, str) else f"tool call {i}",
                   result.errors):
-            # The caller's id is kept (its tool message answers it); a missing or repeated one is made here.
-            call_id = given_id if given_id is not None and given_id not in used else f"{call_id_prefix}_{i}"
-            used.add(call_id)
+            call_id = given_id if given_id is not None and given_id not in taken else None
+            suffix = 0
+            while call_id is None or (call_id in taken) or (call_id != given_id and call_id in used):
+                call_id = f"{call_id_prefix}_{i}" + (f"_{suffix}" if suffix else "")
+                suffix += 1
+            taken.add(call_id)
             result.calls.append(ToolCall(id=call_id, name=name, arguments=args))
     return result

@@ -321,7 +321,11 @@ class AgentEnv(gym.Env[str, Any]):
         info = step.as_info()
         if final is not None:
             info.update(final.as_info())
-            observation = self._final_observation(observation, final)
+            closing = self._final_observation(observation, final)
+            if closing != observation and step.new_messages[-1]["role"] != "assistant":
+                # The transcript (messages, recordings, the viewer, SFT data) shows what the agent was shown.
+                step.new_messages[-1]["content"] = truncate_middle(closing, self.max_observation_chars)
+            observation = closing
         observation = truncate_middle(observation, self.max_observation_chars)
         return observation, reward, terminated, truncated, info
 
@@ -485,16 +489,25 @@ class AgentEnv(gym.Env[str, Any]):
             except InfraError as exc:
                 infra_error = f"{type(exc).__name__}: {exc}"
                 grade = Grade(outcome=0.0)
+            except Exception as exc:  # a grader bug is the machinery's failure: never a policy's 0, never a crash
+                infra_error = f"the grader failed: {type(exc).__name__}: {exc}"
+                grade = Grade(outcome=0.0)
         problem = number_problem(grade.outcome, low=0.0, high=1.0)
         if problem:
             # A grader that cannot say how well the episode went failed; its sample must not look like a 0.
             infra_error = f"the grader's outcome {grade.outcome!r} {problem}"
             flag_issue(issues, type(self).__name__, R.OUTCOME, grade.outcome, problem)
             grade = Grade(outcome=0.0, details=grade.details)
+        try:
+            units = [Unit.coerce(unit) for unit in grade.units]
+            checklist = [Criterion.coerce(item) for item in grade.checklist]
+        except (TypeError, ValueError) as exc:  # a grade whose entries cannot be read says nothing about the policy
+            infra_error = infra_error or f"the grader's report is unusable: {exc}"
+            grade, units, checklist = Grade(outcome=0.0, details=grade.details), [], []
         final = FinalReport(
             outcome=float(grade.outcome),
-            units=[Unit.coerce(unit) for unit in grade.units],
-            checklist=[Criterion.coerce(item) for item in grade.checklist],
+            units=units,
+            checklist=checklist,
             hack_flags=list(grade.hack_flags),
             infra_error=infra_error,
             submitted=submitted,

@@ -115,13 +115,20 @@ AGENT_ERROR: Final = "agent_error"
 
 # ------------------------------------------------------------------------------------------ typed parts
 def _extra_of(value: Any, fields: tuple[str, ...], what: str) -> dict[str, Any]:
-    """A mapping's keys other than ``fields``, with its own ``extra`` merged in: an env's fields, in one place."""
+    """A mapping's keys other than ``fields``, with its own ``extra`` merged in: an env's fields, in one place.
+
+    A grader's entry must say ``passed`` as a real bool (``"false"`` is no pass) and keep its ``extra`` a mapping:
+    anything else is a ``ValueError`` (the env makes the episode an ``infra_error``).
+    """
     if not isinstance(value, Mapping):
         raise TypeError(f"a {what} must be a {what.title()} or a mapping, got {type(value).__name__}")
-    extra = {str(k): v for k, v in value.items() if k not in fields and k != EXTRA}
+    if not isinstance(value.get("passed"), bool):
+        raise ValueError(f"{what} {value.get('id')!r}: 'passed' must be true or false, got {value.get('passed')!r}")
     own = value.get(EXTRA)
-    if isinstance(own, Mapping):
-        extra.update(own)
+    if own is not None and not isinstance(own, Mapping):
+        raise ValueError(f"{what} {value.get('id')!r}: 'extra' must be a mapping, got {type(own).__name__}")
+    extra = {str(k): v for k, v in value.items() if k not in fields and k != EXTRA}
+    extra.update(own or {})
     return extra
 
 
@@ -187,9 +194,10 @@ class Criterion:
             return value
         extra = _extra_of(value, cls._FIELDS, "criterion")
         weight = value.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValueError(f"criterion {value.get('id')!r}: 'weight' must be a number, got {weight!r}")
         return cls(id=str(value.get("id", "")), passed=bool(value.get("passed", False)),
-                   evidence=str(value.get("evidence") or ""),
-                   weight=float(weight) if isinstance(weight, int | float) and not isinstance(weight, bool) else 1.0,
+                   evidence=str(value.get("evidence") or ""), weight=float(weight),
                    description=str(value.get("description") or ""), extra=extra)
 
 
@@ -359,8 +367,8 @@ class FinalReport:
         turns = info.get(TURNS, 0)
         return cls(
             outcome=float(outcome) if isinstance(outcome, int | float) and not isinstance(outcome, bool) else 0.0,
-            units=[Unit.coerce(u) for u in _list(info.get(UNITS)) if isinstance(u, Mapping | Unit)],
-            checklist=[Criterion.coerce(c) for c in _list(info.get(CHECKLIST)) if isinstance(c, Mapping | Criterion)],
+            units=_readable(Unit, info.get(UNITS)),
+            checklist=_readable(Criterion, info.get(CHECKLIST)),
             hack_flags=[str(flag) for flag in _list(info.get(HACK_FLAGS))],
             infra_error=None if info.get(INFRA_ERROR) is None else str(info.get(INFRA_ERROR)),
             submitted=bool(info.get(SUBMITTED, False)),
@@ -371,6 +379,17 @@ class FinalReport:
 
 def _list(value: Any) -> Sequence[Any]:
     return value if isinstance(value, list | tuple) else ()
+
+
+def _readable(kind: Any, entries: Any) -> list[Any]:
+    """The entries of a recorded list that read as ``kind`` (a reader never fails on what an info holds)."""
+    out = []
+    for entry in _list(entries):
+        try:
+            out.append(kind.coerce(entry))
+        except (TypeError, ValueError):
+            continue
+    return out
 
 
 def ended_info(info: Mapping[str, Any]) -> bool:

@@ -241,7 +241,8 @@ class _FlatSchema:
             return None
         types: dict[str, Callable[[Any], bool]] = {}
         for name, prop in props.items():
-            if not isinstance(prop, Mapping) or set(prop) - _FLAT_KEYS or prop.get("type") not in _FLAT_TYPES:
+            kind = prop.get("type") if isinstance(prop, Mapping) else None
+            if not isinstance(kind, str) or set(prop) - _FLAT_KEYS or kind not in _FLAT_TYPES:
                 return None
             types[name] = _FLAT_TYPES[prop["type"]]
         required = schema.get("required", [])

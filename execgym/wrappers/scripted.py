@@ -1,6 +1,6 @@
 """ScriptedEnv: an env whose action *is* the step's ``info``, to test and document reward schemes on exact data.
 
-Every reward wrapper reads only ``info`` (see the contract in DESIGN.md), so a scheme can be checked, or
+Every reward wrapper reads only ``info`` (see :mod:`execgym.core.report`), so a scheme can be checked, or
 shown in a doctest, by dictating what the env reports: ``env.step({"reward_components": {"format": 1.0}})``
 is a turn that earned a format component; ``env.step({"outcome": 1.0, "units": [...]})`` ends the episode
 with that grade. It also replays recorded trajectories through a new reward scheme.

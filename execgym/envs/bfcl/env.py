@@ -4,7 +4,8 @@ The agent sees the entry's question and its functions as tools; its first reply 
 several of them parallel calls, or a text answer). Calling a function only records the call; after the reply
 the episode terminates and the calls are judged by :func:`~execgym.envs.bfcl.grading.check_bfcl`.
 
-Rewards are data (see DESIGN.md). The env's reward is the outcome: 1 when BFCL's checker accepts the reply.
+Rewards are data (see :mod:`execgym.core.report`). The env's reward is the outcome: 1 when BFCL's checker
+accepts the reply.
 
 * ``format``: a well-formed reply (calls of the entry's functions, or plain text);
 * ``tool_name`` / ``param_names`` / ``param_values`` (ToolRL): the calls against the possible answer (name

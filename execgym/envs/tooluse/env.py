@@ -5,7 +5,7 @@ reply run as parallel calls); when it answers in plain text, that answer closes 
 next observation is the user's follow-up message. After the last message is answered the episode
 terminates; ``max_turns`` (agent steps) still truncates.
 
-Rewards are data (see DESIGN.md). The env's reward is the outcome at the end: 1 when every unit passes:
+Rewards are data (see :mod:`execgym.core.report`). The env's reward is the outcome at the end: 1 when every unit passes:
 
 * ``state``: the services' final state equals the state the task's gold calls produce on a fresh copy of
   the world (tau-bench; ids the API hands out and free-text case/spacing do not count);
