@@ -68,11 +68,19 @@ def _register_all() -> None:
 
 _register_all()
 
+REMOTE_ENV_ID = "execgym/Remote-v0"
+"""An env served by ``execgym env-server``: ``gym.make(REMOTE_ENV_ID, url=..., env_id=..., **env_kwargs)``."""
+
+if REMOTE_ENV_ID not in gym.registry:
+    # Not in ENVS: it needs a server's url and an env id, so it is never made by listing ids.
+    gym.register(id=REMOTE_ENV_ID, entry_point="execgym.remote:RemoteEnv", order_enforce=False,
+                 disable_env_checker=True)
+
 
 def registered_envs(*, include_unavailable: bool = False) -> list[str]:
     """The execgym env ids registered with gymnasium that can be made here (``include_unavailable``: all of them,
     also those whose extra is missing and whose ``gym.make`` raises ``DependencyNotInstalled``)."""
-    ids = sorted(i for i in gym.registry if i.startswith("execgym/"))
+    ids = sorted(i for i in gym.registry if i.startswith("execgym/") and i != REMOTE_ENV_ID)
     return ids if include_unavailable else [i for i in ids if missing_extra(i) is None]
 
 
@@ -81,4 +89,4 @@ def unavailable_envs() -> dict[str, str]:
     return {i: install_command(e) for i in registered_envs(include_unavailable=True) if (e := missing_extra(i))}
 
 
-__all__ = ["__version__", "install_command", "missing_extra", "registered_envs", "unavailable_envs"]
+__all__ = ["REMOTE_ENV_ID", "__version__", "install_command", "missing_extra", "registered_envs", "unavailable_envs"]

@@ -434,6 +434,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         if args.num_envs > 1:
             raise SystemExit("execgym run: --backend ray takes no --num-envs (its actors each play one episode at "
                              "a time; --workers sets how many play at once)")
+        if args.env_server:
+            raise SystemExit("execgym run: --env-server and --backend ray do not go together (Ray actors make "
+                             "their own envs)")
     # every env is built once first: a bad keyword, dataset or split is one clear line before anything runs
     kwargs_by_env: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
@@ -470,7 +473,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                     env_id, agent, args.episodes, seed=args.seed, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
                     wrappers=wrappers, num_envs=args.num_envs, out_dir=out_dir, progress=progress,
                     act_timeout_s=args.act_timeout, backend=args.backend, num_workers=args.workers,
-                    address=args.address)
+                    address=args.address, env_server=args.env_server)
             except Exception as exc:  # one env's failure must not lose the rows already finished
                 print(file=sys.stderr)
                 failures.append(f"{env_id.removeprefix('execgym/')} · {agent}: the run failed: "
@@ -544,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("local", "ray"), default="local",
                      help="local: episodes one after another here; ray: on Ray actors (pip install execgym[ray])")
     run.add_argument("--address", help="--backend ray: the Ray cluster to join (default: start a local one)")
+    run.add_argument("--env-server", dest="env_server", metavar="URL",
+                     help="play the envs on an `execgym env-server` at URL (the agents run here)")
     run.add_argument("--workers", type=_positive_int, default=2, help="--backend ray: how many actors")
     run.add_argument("--act-timeout", dest="act_timeout", type=_timeout, default=600.0, metavar="SECONDS",
                      help="the longest one agent call may take; over it the episode is an agent error "
@@ -555,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also build envs the file names that are not registered execgym/ ids "
                              "(this imports and runs the code the file names: only for files you trust)")
     # Commands contributed by other parts of the package, when they are installed.
-    for module in ("execgym.executor.cli", "execgym.rollout.cli", "execgym.agents.cli", "execgym.view.cli"):
+    for module in ("execgym.executor.cli", "execgym.rollout.cli", "execgym.agents.cli", "execgym.view.cli",
+                   "execgym.server.cli"):
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(module).register(sub)
     return parser

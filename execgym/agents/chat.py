@@ -4,8 +4,10 @@
   ``<tool_call>`` blocks in assistant turns, ``<tool_response>`` blocks for tool results);
 * :func:`action_to_text` / :func:`parse_tool_calls`: structured tool calls <-> ``<tool_call>`` text;
 * :func:`to_server_messages`: an env's message history -> what a strict OpenAI-compatible server accepts;
-* :class:`ChatStream`: the token stream of one episode exactly as a local policy reads and writes it, with
-  the mask that says which tokens the policy generated (the only ones a trainer puts loss on).
+* :class:`TokenStream`: the token ids of one episode, the mask that says which of them the policy generated
+  (the only ones a trainer puts loss on) and their log-probs; :class:`ChatStream` grows one exactly as a local
+  policy reads and writes it, and :func:`continuation_text` is the text it (or ``execgym serve``, given the
+  previous turn's ids) tokenises for the env's new messages, so no earlier turn is ever re-tokenised.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from execgym.core.actions import TOOL_CALL_BLOCK
+
 __all__ = [
     "CHATML_TOOLS_TEMPLATE",
     "ChatStream",
+    "TokenStream",
     "action_to_text",
+    "continuation_text",
     "parse_tool_calls",
     "render_chat",
+    "stop_strings",
     "to_server_messages",
     "tools_prompt",
 ]
@@ -70,9 +77,6 @@ CHATML_TOOLS_TEMPLATE = (
 """ChatML with Hermes-style tool calling, as Qwen2.5 writes it (so a tiny model trained here and a Qwen
 model read the same layout)."""
 
-_TOOL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
-
-
 def _call_text(name: str, arguments: Any) -> str:
     if isinstance(arguments, str):
         with contextlib.suppress(ValueError, RecursionError):
@@ -109,13 +113,16 @@ def action_to_text(action: Any) -> str:
 def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
     """Split a generation into free text and OpenAI ``tool_calls`` (one per valid ``<tool_call>`` block).
 
-    A block that is not a JSON object with a ``name`` stays in the text, as vLLM's Hermes parser leaves it,
-    so the client sees what the model wrote.
+    Blocks are found as the env finds them (:data:`execgym.core.actions.TOOL_CALL_BLOCK`: an unclosed last
+    block, a generation cut at a stop token, runs to the end). A block that is not a JSON object with a
+    ``name`` stays in the text, as vLLM's Hermes parser leaves it, so the client sees what the model wrote.
 
     Example:
         >>> content, calls = parse_tool_calls('ok <tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>')
         >>> content, calls[0]["function"]
         ('ok', {'name': 'f', 'arguments': '{"x": 1}'})
+        >>> parse_tool_calls('<tool_call>{"name": "g", "arguments": {}}')[1][0]["function"]["name"]
+        'g'
     """
     calls: list[dict[str, Any]] = []
 
@@ -135,7 +142,7 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
         })
         return ""
 
-    rest = _TOOL_BLOCK.sub(take, text).strip()
+    rest = TOOL_CALL_BLOCK.sub(take, text).strip()
     return (rest or None), calls
 
 
@@ -243,14 +250,89 @@ def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, Any]], tools: Se
     return text
 
 
-class ChatStream:
+def continuation_text(tokenizer: Any, messages: Sequence[Mapping[str, Any]], before: int,
+                      tools: Sequence[Mapping[str, Any]] | None, history: str, *, ended: bool) -> str:
+    """The text to tokenise after a conversation's ids, for the messages that came after its first ``before``.
+
+    ``history`` is the text of the ids so far (the prompt the policy read, then its reply, which ends
+    ``messages[:before]``); ``ended``: whether the reply ended with its end-of-turn token. The answer is what
+    the chat template renders after the reply: the new messages and the next turn's header. Most templates
+    render the history as it was, so that is the rest of the full rendering. Some re-render past turns (Qwen3
+    drops earlier reasoning; a tool call comes back with its arguments spaced differently): then it is what
+    follows, in the new rendering, the end-of-turn token of the reply's turn.
+
+    Example:
+        >>> from execgym.agents.tiny import build_tokenizer
+        >>> tok = build_tokenizer(["hello world"], vocab_size=300)
+        >>> chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+        >>> history = render_chat(tok, chat[:1], None, add_generation_prompt=True) + "hello<|im_end|>"
+        >>> continuation_text(tok, [*chat, {"role": "user", "content": "again"}], 2, None, history, ended=True)
+        '\\n<|im_start|>user\\nagain<|im_end|>\\n<|im_start|>assistant\\n'
+    """
+    full = render_chat(tokenizer, messages, tools, add_generation_prompt=True)
+    if full.startswith(history):
+        return full[len(history):]
+    closed = render_chat(tokenizer, messages[:before], tools, add_generation_prompt=False)
+    ends = stop_strings(tokenizer)
+    for stop in ends:
+        turns = closed.count(stop)
+        if turns and full.count(stop) >= turns:
+            pos = -len(stop)
+            for _ in range(turns):
+                pos = full.index(stop, pos + len(stop))
+            return ("" if ended else stop) + full[pos + len(stop):]
+    raise ValueError("the tokenizer's chat template re-renders earlier turns in a way execgym cannot follow "
+                     "(the history is not a prefix of the next rendering, and turns do not end with one of "
+                     f"{ends})")
+
+
+class TokenStream:
+    """The token ids of one episode, which of them the policy generated (``mask`` 1) and their log-probs.
+
+    ``logprobs`` runs beside ``ids`` (0.0 where the policy did not generate) as long as every generated part
+    came with its log-probs, and is None from the first that did not.
+
+    Example:
+        >>> s = TokenStream([5, 6])
+        >>> s.extend([7, 8], generated=True, logprobs=[-0.5, -1.0])
+        >>> s.ids, s.mask, s.logprobs, s.policy_token_count()
+        ([5, 6, 7, 8], [0, 0, 1, 1], [0.0, 0.0, -0.5, -1.0], 2)
+    """
+
+    def __init__(self, ids: Sequence[int] = ()) -> None:
+        self.ids: list[int] = []
+        self.mask: list[int] = []
+        self.logprobs: list[float] | None = []
+        self.extend(ids, generated=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def extend(self, ids: Sequence[int], *, generated: bool, logprobs: Sequence[float] | None = None) -> None:
+        """Append ids: the policy's own (``generated``, with their ``logprobs`` when known) or the context's."""
+        ids = [int(t) for t in ids]
+        self.ids.extend(ids)
+        self.mask.extend([int(generated)] * len(ids))
+        if self.logprobs is None:
+            return
+        if generated and logprobs is None:
+            self.logprobs = None
+        else:
+            self.logprobs.extend([float(v) for v in logprobs] if generated and logprobs is not None
+                                 else [0.0] * len(ids))
+
+    def policy_token_count(self) -> int:
+        return sum(self.mask)
+
+
+class ChatStream(TokenStream):
     """The token stream of one episode as a local policy sees it, and which of its tokens it generated.
 
     The first prompt is the chat template applied to the env's reset messages and tools. After that the
     stream only grows: the policy's generated ids are appended as they were sampled (``mask`` 1), and each
     step's tool / user messages are appended as the template renders them after the assistant turn (``mask``
-    0). So the ids a trainer scores are exactly the ids the policy read and wrote, with no re-tokenisation
-    drift, and loss goes on the policy's own tokens only.
+    0, see :func:`continuation_text`). So the ids a trainer scores are exactly the ids the policy read and
+    wrote, with no re-tokenisation drift, and loss goes on the policy's own tokens only.
 
     Args:
         tokenizer: a ``transformers`` tokenizer with a chat template.
@@ -273,17 +355,13 @@ class ChatStream:
         self.tools = list(tools or [])
         self.messages: list[dict[str, Any]] = [dict(m) for m in messages]
         self.text = render_chat(tokenizer, self.messages, self.tools, add_generation_prompt=True)
-        self.ids: list[int] = tokenizer.encode(self.text, add_special_tokens=False)
-        self.mask: list[int] = [0] * len(self.ids)
-        self._stop_strings = _stop_strings(tokenizer)
-        self._last_reply = ""
+        super().__init__(tokenizer.encode(self.text, add_special_tokens=False))
+        self._stop_strings = stop_strings(tokenizer)
         self._last_ended = False
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def add_generated(self, generated: Sequence[int]) -> str:
-        """Append the policy's sampled ids (a stop token included when it produced one); return its reply."""
+    def add_generated(self, generated: Sequence[int], logprobs: Sequence[float] | None = None) -> str:
+        """Append the policy's sampled ids (a stop token included when it produced one) and their log-probs
+        when known; return its reply."""
         generated = [int(t) for t in generated]
         raw = self.tokenizer.decode(generated, skip_special_tokens=False)
         reply, ended = raw, False
@@ -291,44 +369,22 @@ class ChatStream:
             if reply.endswith(stop):
                 reply, ended = reply[: -len(stop)], True
                 break
-        self.ids.extend(generated)
-        self.mask.extend([1] * len(generated))
+        self.extend(generated, generated=True, logprobs=logprobs)
         self.text += raw
         self.messages.append({"role": "assistant", "content": reply})
-        self._last_reply, self._last_ended = reply, ended
+        self._last_ended = ended
         return reply
 
     def add_messages(self, new_messages: Sequence[Mapping[str, Any]]) -> None:
         """Append an env step's tool / user messages (not its assistant message) and the next turn's header."""
         before = len(self.messages)
         self.messages.extend(dict(m) for m in new_messages)
-        full = render_chat(self.tokenizer, self.messages, self.tools, add_generation_prompt=True)
-        tail = full[len(self.text):] if full.startswith(self.text) else self._tail_when_history_rewritten(before, full)
-        ids = self.tokenizer.encode(tail, add_special_tokens=False)
-        self.ids.extend(ids)
-        self.mask.extend([0] * len(ids))
+        tail = continuation_text(self.tokenizer, self.messages, before, self.tools, self.text, ended=self._last_ended)
+        self.extend(self.tokenizer.encode(tail, add_special_tokens=False), generated=False)
         self.text += tail
 
-    def _tail_when_history_rewritten(self, before: int, full: str) -> str:
-        # Some templates re-render past turns (Qwen3 drops earlier reasoning). The stream keeps what the policy
-        # saw; the new part is what follows, in the new rendering, the end-of-turn token of the last turn.
-        closed = render_chat(self.tokenizer, self.messages[:before], self.tools, add_generation_prompt=False)
-        for stop in self._stop_strings:
-            turns = closed.count(stop)
-            if turns and full.count(stop) >= turns:
-                pos = -len(stop)
-                for _ in range(turns):
-                    pos = full.index(stop, pos + len(stop))
-                return ("" if self._last_ended else stop) + full[pos + len(stop):]
-        raise ValueError("the tokenizer's chat template re-renders earlier turns in a way ChatStream cannot "
-                         "follow (the history is not a prefix of the next rendering, and turns do not end "
-                         f"with one of {self._stop_strings})")
 
-    def policy_token_count(self) -> int:
-        return sum(self.mask)
-
-
-def _stop_strings(tokenizer: Any) -> list[str]:
+def stop_strings(tokenizer: Any) -> list[str]:
     """The texts of the tokens that end an assistant turn (eos and ChatML's ``<|im_end|>``)."""
     out = []
     for tid in stop_token_ids(tokenizer):

@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from execgym.agents.base import BatchedAgent
-from execgym.agents.chat import action_to_text, to_server_messages, tools_prompt
+from execgym.agents.chat import TokenStream, action_to_text, to_server_messages, tools_prompt
+from execgym.core import report as R
+from execgym.core.trajectory import TurnTokens
 
 __all__ = ["OpenAIChatAgent"]
 
@@ -39,8 +41,21 @@ class OpenAIChatAgent(BatchedAgent):
         max_concurrency: requests in flight at once in ``act_batch``.
         extra_body: extra request fields (e.g. vLLM's ``{"top_k": 20}``).
         client: a ready ``openai.OpenAI`` client (tests, custom transports).
+        token_ids: ask for the token ids and log-probs of every turn (``logprobs`` and vLLM's
+            ``return_token_ids``); None: ask, and stop asking when the server refuses the fields (a 400) or
+            answers without ids (OpenAI, an older vLLM); False: never ask.
 
     ``episode_usage`` counts the current episode's tokens and requests; ``usage`` the agent's total.
+
+    Token-exact turns: when the server returns ids (``execgym serve``, vLLM), each turn is kept as a
+    :class:`~execgym.core.trajectory.TurnTokens` (``turns``, the latest as ``last_turn``, which
+    :func:`~execgym.core.trajectory.record_agent_turn` hands to the recorder), and ``stream`` is the episode's
+    :class:`~execgym.agents.chat.TokenStream` (ids, loss mask, log-probs) a trainer scores. From the second
+    turn on, the request carries ``prefix_token_ids`` (the previous prompt's ids and the ids the server
+    sampled), so a server that takes them (``execgym serve``) tokenises only the new messages and every
+    prompt starts with the ids of the turns before it. A server that ignores them (vLLM) re-templates the
+    chat: the agent then sees a prompt that does not start with its stream, stops sending them, and starts
+    the stream again from that prompt (the earlier turns' ids then carry no loss mask).
 
     Example:
         >>> agent = OpenAIChatAgent("Qwen/Qwen2.5-7B-Instruct", base_url="http://127.0.0.1:8000/v1")  # doctest: +SKIP
@@ -67,6 +82,7 @@ class OpenAIChatAgent(BatchedAgent):
         max_concurrency: int = 16,
         extra_body: dict[str, Any] | None = None,
         client: Any = None,
+        token_ids: bool | None = None,
     ) -> None:
         if tool_mode not in ("native", "text"):
             raise ValueError(f"tool_mode must be 'native' or 'text', got {tool_mode!r}")
@@ -80,27 +96,33 @@ class OpenAIChatAgent(BatchedAgent):
             )
         self.client = client
         self.model = model
-        self._resolved: dict[str, str] = {}  # the server's model, found once and shared by the slots
+        self.token_ids = token_ids
+        # what was found out about the server once, shared by the slots: its model, whether it returns token
+        # ids ("tokens") and whether it takes prefix_token_ids ("prefix")
+        self._resolved: dict[str, Any] = {}
         self.tool_mode = tool_mode
         self.temperature = float(temperature)
-        self.max_tokens = None if max_tokens is None else int(max_tokens)
-        self.top_p = top_p
-        self.seed = seed
+        # the other fields every request sends; one left None is the server's default
+        fields = {"max_tokens": None if max_tokens is None else int(max_tokens), "top_p": top_p, "seed": seed,
+                  "extra_body": dict(extra_body) if extra_body else None}
+        self.request_fields: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
         self.max_retries = int(max_retries)
         self.backoff_s = float(backoff_s)
         self.max_concurrency = int(max_concurrency)
-        self.extra_body = dict(extra_body or {})
         self.usage = _Usage()
         self.episode_usage: dict[str, int] = _Usage.empty()
         self.messages: list[dict[str, Any]] = []
         self.tools: list[dict[str, Any]] = []
+        self.stream: TokenStream | None = None
+        self.turns: list[TurnTokens] = []
+        self.last_turn: TurnTokens | None = None
         self._last_reply: dict[str, Any] | None = None
         self._rng = random.Random(seed)
 
     # ------------------------------------------------------------------ episode state
     def reset(self, info: dict[str, Any]) -> None:
-        self.tools = list(info.get("tools") or [])
-        self.messages = [dict(m) for m in info["messages"]]
+        self.tools = list(info.get(R.TOOLS) or [])
+        self.messages = [dict(m) for m in info[R.MESSAGES]]
         if self.tool_mode == "text" and self.tools:
             system = next((m for m in self.messages if m["role"] == "system"), None)
             block = tools_prompt(self.tools)
@@ -109,21 +131,19 @@ class OpenAIChatAgent(BatchedAgent):
             else:
                 system["content"] = f"{system['content']}\n\n{block}"
         self.episode_usage = _Usage.empty()
+        self.stream, self.turns, self.last_turn = None, [], None
         self._last_reply = None
 
     def _observe(self, info: dict[str, Any]) -> None:
-        """Add the last step's messages: our reply as sent (ids aligned with the env's) and the env's answer."""
+        """Add the last step's messages: our reply as sent, then the env's tool / user messages.
+
+        The env keeps the ids of the calls it is sent, so its tool messages answer our reply's calls as they
+        are (a reply whose ids the env could not keep, duplicates say, goes to the server as text).
+        """
         if self._last_reply is None:
             return
-        new = list(info.get("new_messages") or [])
-        env_assistant = new[0] if new and new[0].get("role") == "assistant" else {}
-        mine = dict(self._last_reply)
-        env_calls = env_assistant.get("tool_calls") or []
-        if mine.get("tool_calls") and len(env_calls) == len(mine["tool_calls"]):
-            # the env names calls by turn; its tool messages answer those ids
-            mine["tool_calls"] = [{**c, "id": e["id"]} for c, e in zip(mine["tool_calls"], env_calls)]
-        self.messages.append(mine)
-        self.messages.extend(dict(m) for m in new if m.get("role") != "assistant")
+        self.messages.append(self._last_reply)
+        self.messages.extend(dict(m) for m in info.get(R.NEW_MESSAGES) or [] if m.get("role") != "assistant")
         self._last_reply = None
 
     def request_messages(self) -> list[dict[str, Any]]:
@@ -145,19 +165,15 @@ class OpenAIChatAgent(BatchedAgent):
 
     def act(self, observation: str, info: dict[str, Any]) -> Any:
         self._observe(info)
+        self.last_turn = None
         kwargs: dict[str, Any] = {"model": self.served_model(), "messages": self.request_messages(),
-                                  "temperature": self.temperature}
-        if self.max_tokens is not None:
-            kwargs["max_tokens"] = self.max_tokens
-        if self.top_p is not None:
-            kwargs["top_p"] = self.top_p
-        if self.seed is not None:
-            kwargs["seed"] = self.seed
-        if self.extra_body:
-            kwargs["extra_body"] = self.extra_body
+                                  "temperature": self.temperature, **self.request_fields}
         if self.tool_mode == "native" and self.tools:
             kwargs["tools"] = self.tools
-        response = self._create(kwargs)
+        asked = self.token_ids is not False and self._resolved.get("tokens") is not False
+        response = self._create_with_tokens(kwargs) if asked else self._create(kwargs)
+        if asked:
+            self._keep_tokens(response)
         message = response.choices[0].message
         content = message.content or ""
         calls = [
@@ -176,6 +192,51 @@ class OpenAIChatAgent(BatchedAgent):
         # no native calls: the reply's text is the action (the env finds <tool_call> blocks or code in it)
         self._last_reply = {"role": "assistant", "content": content}
         return content
+
+    def _create_with_tokens(self, kwargs: dict[str, Any]) -> Any:
+        """The request with the token fields; when they are refused (a 400) and not required, without them."""
+        import openai
+
+        body = {**kwargs.get("extra_body", {}), "return_token_ids": True}
+        prefix = self.stream is not None and self._resolved.get("prefix") is not False
+        if prefix:
+            body["prefix_token_ids"] = list(self.stream.ids)  # type: ignore[union-attr]
+        try:
+            return self._create({**kwargs, "logprobs": True, "extra_body": body})
+        except openai.BadRequestError as exc:
+            if self.token_ids:
+                raise
+            if prefix and getattr(exc, "param", None) == "prefix_token_ids":
+                self._resolved["prefix"] = False  # the server takes ids but not these: re-template this turn
+                return self._create_with_tokens(kwargs)
+            response = self._create(kwargs)
+            self._resolved["tokens"] = False  # the plain request went through: the fields were the problem
+            return response
+
+    def _keep_tokens(self, response: Any) -> None:
+        """Add the turn's ids (and log-probs) to the episode's stream, and keep the turn."""
+        choice = response.choices[0]
+        prompt, completion = getattr(response, "prompt_token_ids", None), getattr(choice, "token_ids", None)
+        if not prompt or completion is None:
+            if self.token_ids is None:
+                self._resolved["tokens"] = False  # a server that ignores return_token_ids: stop asking
+            return
+        self._resolved["tokens"] = True
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
+        logprobs = [float(c.logprob) for c in content] if content is not None else None
+        if logprobs is not None and len(logprobs) != len(completion):
+            logprobs = None
+        prompt, completion = [int(t) for t in prompt], [int(t) for t in completion]
+        stream = self.stream
+        if stream is not None and prompt[:len(stream)] == stream.ids:
+            stream.extend(prompt[len(stream):], generated=False)
+        else:
+            if stream is not None:
+                self._resolved["prefix"] = False  # the server re-templated the chat: sending ids is no use
+            stream = self.stream = TokenStream(prompt)
+        stream.extend(completion, generated=True, logprobs=logprobs)
+        self.last_turn = TurnTokens(prompt, completion, logprobs, list(stream.mask))
+        self.turns.append(self.last_turn)
 
     def _create(self, kwargs: dict[str, Any]) -> Any:
         import openai

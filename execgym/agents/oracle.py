@@ -34,10 +34,11 @@ class OracleAgent(BatchedAgent):
 
     def __init__(self, env: gym.Env[Any, Any]) -> None:
         self.env = env
+        self._local: gym.Env[Any, Any] | None = None
         self._actions: deque[Any] = deque()
 
     def reset(self, info: dict[str, Any]) -> None:
-        unwrapped = self.env.unwrapped
+        unwrapped = self._local_env().unwrapped
         task = unwrapped.task  # type: ignore[attr-defined]
         task_id = info.get(R.TASK_ID)
         if task is None or task_id != task.id:
@@ -46,6 +47,16 @@ class OracleAgent(BatchedAgent):
             except KeyError:
                 raise RuntimeError(f"OracleAgent.reset: no task {task_id!r} in the bound env's task set") from None
         self._actions = deque(task.oracle)
+
+    def _local_env(self) -> gym.Env[Any, Any]:
+        """The bound env, or for a remote one (an env server never sends a task's oracle) a local env of the same
+        id and kwargs, whose task set the oracle reads."""
+        unwrapped = self.env.unwrapped
+        if hasattr(unwrapped, "tasks"):
+            return self.env
+        if self._local is None:
+            self._local = gym.make(unwrapped.env_id, **unwrapped.env_kwargs)  # type: ignore[attr-defined]
+        return self._local
 
     def act(self, observation: str, info: dict[str, Any]) -> Any:
         return self._actions.popleft() if self._actions else ""

@@ -1,14 +1,27 @@
 """``execgym serve``: an OpenAI-compatible chat-completions server around a local ``transformers`` policy.
 
 Endpoints: ``POST /v1/chat/completions`` (tools, ``<tool_call>`` blocks parsed into ``tool_calls``, usage
-counts, ``n``, ``stop``, ``stream`` token by token), ``GET /v1/models`` and ``GET /health``. Requests that
-arrive together are generated in one batch. It is the stdlib's ``ThreadingHTTPServer``, hardened: every
-request is bounded before the expensive work (body size, JSON numbers and nesting, message count, prompt size
-from the tokenizer's longest token and the chat template's per-message tokens, connections, queued
-generations, an idle / read timeout, one deadline for a request's line and headers and one for its body, and a
-generation deadline), and every malformed request gets a 4xx with an OpenAI-style JSON error body (lone
-surrogates in its strings become U+FFFD). A 500 means a bug in the server. Meant for loopback and a lab
-network, not the open internet (no auth, no TLS).
+counts, ``n``, ``stop``, ``stream`` token by token, ``logprobs`` / ``top_logprobs``), ``GET /v1/models`` and
+``GET /health``. Requests that arrive together are generated in one batch. It is the stdlib's
+``ThreadingHTTPServer``, hardened: every request is bounded before the expensive work (body size, JSON numbers
+and nesting, message count, prompt size from the tokenizer's longest token and the chat template's per-message
+tokens, connections, queued generations, an idle / read timeout, one deadline for a request's line and headers
+and one for its body, and a generation deadline), and every malformed request gets a 4xx with an OpenAI-style
+JSON error body (lone surrogates in its strings become U+FFFD). A 500 means a bug in the server. Meant for
+loopback and a lab network, not the open internet (no auth, no TLS).
+
+Token-exact multi-turn, in the fields vLLM's OpenAI server uses: ``return_token_ids: true`` adds the prompt's
+ids (``prompt_token_ids``, top level) and each choice's sampled ids (``choices[i].token_ids``, its stop token
+included); ``logprobs: true`` adds each sampled token's log-prob (``choices[i].logprobs.content``, OpenAI's
+shape), under the model's own distribution (raw logits, before temperature and top-p, as vLLM reports them
+and a trainer recomputes them). Token in: a request may carry ``prefix_token_ids``, the ids of the conversation
+through its last assistant message exactly as this server returned them (the previous response's
+``prompt_token_ids`` plus its choice's ``token_ids``); the prompt is then those ids followed by the tokenised
+text the chat template renders for the messages after that assistant message (see
+:func:`~execgym.agents.chat.continuation_text`), so no earlier turn is re-tokenised and the next
+``prompt_token_ids`` start with the prefix. (vLLM ignores that field; a client then sees a prompt that does
+not start with it.) In a stream, ``prompt_token_ids`` come with the first chunk, and a choice's ``token_ids``
+and ``logprobs`` with its ``finish_reason`` chunk.
 """
 
 from __future__ import annotations
@@ -16,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import numbers
 import queue
 import re
 import threading
@@ -29,8 +44,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from execgym.agents.chat import parse_tool_calls, render_chat, stop_token_ids
-from execgym.agents.hf_policy import generate, load_policy
+from execgym.agents.chat import continuation_text, parse_tool_calls, render_chat, stop_strings, stop_token_ids
+from execgym.agents.hf_policy import Sampled, generate, load_policy
 from execgym.core.actions import decode_json
 
 __all__ = ["PolicyServer", "RequestError", "make_http_server", "serve"]
@@ -44,6 +59,8 @@ MAX_BODY_DEPTH = 128
 _END = -1  # marks the end of a streamed job's tokens
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _ASCII_DIGITS = re.compile(r"[0-9]+")
+MAX_TOP_LOGPROBS = 20
+"""The most ``top_logprobs`` a request may ask for (OpenAI's limit)."""
 
 
 class RequestError(Exception):
@@ -66,7 +83,9 @@ class _Job:
     temperature: float
     top_p: float
     on_token: Callable[[int], None] | None = None
-    future: Future[list[int]] = field(default_factory=Future)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    future: Future[Sampled] = field(default_factory=Future)
 
 
 @dataclass
@@ -83,6 +102,19 @@ class _Prepared:
     parse_tools: bool
     stream: bool
     include_usage: bool
+    logprobs: bool = False
+    top_logprobs: int = 0
+    return_token_ids: bool = False
+
+
+def _limit(name: str, value: Any, *, low: float, whole: bool = False) -> Any:
+    """A server limit as an int (``whole``) or float of at least ``low``, else a one-line ValueError naming it."""
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+          and (not whole or value == int(value)))
+    if not ok:
+        kind = "a whole number" if whole else "a finite number"
+        raise ValueError(f"PolicyServer: {name} must be {kind} >= {low:g}, got {value!r}")
+    return int(value) if whole else float(value)
 
 
 class PolicyServer:
@@ -115,17 +147,18 @@ class PolicyServer:
                  batch_wait_s: float = 0.01, default_max_tokens: int = 512, max_queued: int = 1024,
                  generation_timeout_s: float = 600.0, max_prompt_bytes: int | None = None,
                  max_messages: int | None = None) -> None:
+        # checked first: a zero queue or batch would answer every request 503 or never batch, and say nothing
+        self.max_batch = _limit("max_batch", max_batch, low=1, whole=True)
+        self.batch_wait_s = _limit("batch_wait_s", batch_wait_s, low=0.0)
+        self.default_max_tokens = _limit("default_max_tokens", default_max_tokens, low=1, whole=True)
+        self.max_queued = _limit("max_queued", max_queued, low=1, whole=True)
+        self.generation_timeout_s = _limit("generation_timeout_s", generation_timeout_s, low=1e-3)
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
-        self.max_batch = int(max_batch)
-        self.batch_wait_s = float(batch_wait_s)
-        self.default_max_tokens = int(default_max_tokens)
         self.context_limit = int(getattr(model.config, "max_position_embeddings", None) or 4096)
         self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0])
-        self.max_queued = int(max_queued)
-        self.generation_timeout_s = float(generation_timeout_s)
         longest = max((len(str(t).encode("utf-8", "replace")) for t in tokenizer.get_vocab()), default=1)
         self.longest_token_bytes = max(longest, 1)
         self.max_prompt_bytes = int(max_prompt_bytes or self.context_limit * self.longest_token_bytes)
@@ -170,7 +203,9 @@ class PolicyServer:
                                    max_new_tokens=[j.max_new_tokens for j in batch], stop_ids=self.stop_ids,
                                    pad_id=self.pad_id, temperature=first.temperature, top_p=first.top_p,
                                    batch_size=self.max_batch,
-                                   on_token=on_token if any(j.on_token for j in batch) else None)
+                                   on_token=on_token if any(j.on_token for j in batch) else None,
+                                   logprobs=any(j.logprobs for j in batch),
+                                   top_logprobs=max(j.top_logprobs for j in batch))
             except Exception as exc:  # a failed batch fails its requests, not the server
                 log.exception("generation failed")
                 for job in batch:
@@ -222,15 +257,19 @@ class PolicyServer:
         model = request.get("model")
         if model is not None and not isinstance(model, str):
             raise RequestError("'model' must be a string", param="model")
+        logprobs = _bool(request, "logprobs")
+        top_logprobs = _int(request, "top_logprobs", 0, low=0, high=MAX_TOP_LOGPROBS)
+        if top_logprobs and not logprobs:
+            raise RequestError("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        return_token_ids = _bool(request, "return_token_ids")
+        prefix = self._prefix(request.get("prefix_token_ids"), messages)
         n = _int(request, "n", 1, low=1, high=16)
         temperature = _float(request, "temperature", 1.0, low=0.0, high=2.0)
         top_p = _float(request, "top_p", 1.0, low=0.0, high=1.0)
         if top_p == 0.0:
             top_p = 1.0
         stops = _stops(request.get("stop"))
-        stream = request.get("stream")
-        if stream is not None and not isinstance(stream, bool):
-            raise RequestError("'stream' must be a boolean", param="stream")
+        stream = _bool(request, "stream")
         options = request.get("stream_options")
         if options is not None and not (isinstance(options, dict)
                                         and isinstance(options.get("include_usage", False), bool)):
@@ -254,18 +293,54 @@ class PolicyServer:
                                f"({overhead} of them the chat template's), this model's context is "
                                f"{self.context_limit}", param="messages")
         try:
-            text = render_chat(self.tokenizer, messages, tools, add_generation_prompt=True)
+            if prefix is None:
+                text = render_chat(self.tokenizer, messages, tools, add_generation_prompt=True)
+            else:
+                text = self._continuation(prefix, messages, tools)
+        except RequestError:
+            raise
         except Exception as exc:
             raise RequestError(f"the chat template could not render these messages: {exc}",
                                param="messages") from None
-        prompt = self.tokenizer.encode(text, add_special_tokens=False)
+        prompt = (prefix or []) + self.tokenizer.encode(text, add_special_tokens=False)
         room = self.context_limit - len(prompt)
         if room <= 0:
             raise RequestError(f"the prompt has {len(prompt)} tokens; this model's context is {self.context_limit}",
                                param="messages")
         return _Prepared(model=model or self.model_name, prompt=prompt, n=n, budget=min(budget, room),
                          temperature=temperature, top_p=top_p, stops=stops, parse_tools=tools is not None,
-                         stream=bool(stream), include_usage=bool((options or {}).get("include_usage")))
+                         stream=stream, include_usage=bool((options or {}).get("include_usage")),
+                         logprobs=logprobs, top_logprobs=top_logprobs, return_token_ids=return_token_ids)
+
+    def _prefix(self, raw: Any, messages: Sequence[Mapping[str, Any]]) -> list[int] | None:
+        """A request's ``prefix_token_ids``, checked: token ids of this model, and an assistant turn to end at."""
+        if raw is None:
+            return None
+        if not (isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw)):
+            raise RequestError("'prefix_token_ids' must be a non-empty list of token ids", param="prefix_token_ids")
+        vocab = len(self.tokenizer)
+        if len(raw) >= self.context_limit or not all(0 <= t < vocab for t in raw):
+            raise RequestError(f"'prefix_token_ids' must be fewer than {self.context_limit} ids in [0, {vocab})",
+                               param="prefix_token_ids")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise RequestError("'prefix_token_ids' needs the assistant message whose ids end the prefix",
+                               param="prefix_token_ids")
+        return list(raw)
+
+    def _continuation(self, prefix: list[int], messages: Sequence[Mapping[str, Any]],
+                      tools: list[dict[str, Any]] | None) -> str:
+        """The text after ``prefix`` (the ids through the last assistant message) up to the generation prompt."""
+        before = max(i for i, m in enumerate(messages) if m["role"] == "assistant") + 1
+        history = self.tokenizer.decode(prefix, skip_special_tokens=False)
+        ended = prefix[-1] in self.stop_ids
+        closed = render_chat(self.tokenizer, messages[:before], tools, add_generation_prompt=False)
+        turn_end = next((stop for stop in stop_strings(self.tokenizer) if stop in closed), None)
+        # the prefix must hold as many turns as the messages it stands for, or its ids are some other chat's
+        if turn_end is not None and history.count(turn_end) != closed.count(turn_end) - (0 if ended else 1):
+            raise RequestError(f"'prefix_token_ids' hold {history.count(turn_end)} turns, the messages through the "
+                               f"last assistant message {closed.count(turn_end)}: send the ids this server returned "
+                               "for that conversation", param="prefix_token_ids")
+        return continuation_text(self.tokenizer, messages, before, tools, history, ended=ended)
 
     def _enqueue(self, prepared: _Prepared, on_token: Callable[[int, int], None] | None = None) -> list[_Job]:
         if self._jobs.qsize() + prepared.n > self.max_queued:
@@ -274,12 +349,13 @@ class PolicyServer:
         jobs = []
         for index in range(prepared.n):
             callback = None if on_token is None else (lambda token, i=index: on_token(i, token))
-            jobs.append(_Job(prepared.prompt, prepared.budget, prepared.temperature, prepared.top_p, callback))
+            jobs.append(_Job(prepared.prompt, prepared.budget, prepared.temperature, prepared.top_p, callback,
+                             prepared.logprobs, prepared.top_logprobs))
         for job in jobs:
             self._jobs.put(job)
         return jobs
 
-    def _wait(self, job: _Job, deadline: float) -> list[int]:
+    def _wait(self, job: _Job, deadline: float) -> Sampled:
         try:
             return job.future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
@@ -299,10 +375,9 @@ class PolicyServer:
         completion_tokens = 0
         for index, job in enumerate(jobs):
             produced = self._wait(job, deadline)
-            completion_tokens += len(produced)
-            choices.append(self._choice(index, produced, prepared.budget, prepared.stops,
-                                        parse_tools=prepared.parse_tools))
-        return {
+            completion_tokens += len(produced.token_ids)
+            choices.append(self._answer(index, produced, prepared))
+        response = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -310,6 +385,9 @@ class PolicyServer:
             "choices": choices,
             "usage": _usage(len(prepared.prompt), completion_tokens),
         }
+        if prepared.return_token_ids:
+            response["prompt_token_ids"] = list(prepared.prompt)
+        return response
 
     def stream(self, prepared: _Prepared) -> Iterator[dict[str, Any]]:
         """Generate a prepared request as ``chat.completion.chunk`` dicts, a content delta per decoded token.
@@ -325,8 +403,11 @@ class PolicyServer:
                 "created": int(time.time()), "model": prepared.model}
         writers = [_ChoiceStream(self, prepared) for _ in jobs]
         for index in range(len(jobs)):
-            yield {**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
-                                        "finish_reason": None}]}
+            first = {**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+                                          "finish_reason": None}]}
+            if prepared.return_token_ids and index == 0:
+                first["prompt_token_ids"] = list(prepared.prompt)
+            yield first
         open_jobs = len(jobs)
         while open_jobs:
             try:
@@ -344,13 +425,27 @@ class PolicyServer:
                 continue
             open_jobs -= 1
             produced = jobs[index].future.result()  # the batch's exception, if generation failed
-            final = self._choice(index, produced, prepared.budget, prepared.stops, parse_tools=prepared.parse_tools)
+            final = self._answer(index, produced, prepared)
             for delta in writer.close(final["message"]):
                 yield {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
-            yield {**base, "choices": [{"index": index, "delta": {}, "finish_reason": final["finish_reason"]}]}
+            last = {"index": index, "delta": {}, "finish_reason": final["finish_reason"],
+                    "logprobs": final["logprobs"]}
+            if "token_ids" in final:  # a choice's ids in one chunk: joining the chunks' ids gives them all
+                last["token_ids"] = final["token_ids"]
+            yield {**base, "choices": [last]}
         if prepared.include_usage:
-            completion = sum(len(job.future.result()) for job in jobs)
+            completion = sum(len(job.future.result().token_ids) for job in jobs)
             yield {**base, "choices": [], "usage": _usage(len(prepared.prompt), completion)}
+
+    def _answer(self, index: int, sampled: Sampled, prepared: _Prepared) -> dict[str, Any]:
+        """One choice of the response: the message, and the token fields the request asked for."""
+        choice = self._choice(index, sampled.token_ids, prepared.budget, prepared.stops,
+                              parse_tools=prepared.parse_tools)
+        if prepared.logprobs:
+            choice["logprobs"] = self._logprobs(sampled, prepared.top_logprobs)
+        if prepared.return_token_ids:
+            choice["token_ids"] = list(sampled.token_ids)
+        return choice
 
     def _choice(self, index: int, produced: list[int], budget: int, stops: Sequence[str],
                 *, parse_tools: bool) -> dict[str, Any]:
@@ -372,6 +467,18 @@ class PolicyServer:
                 message = {"role": "assistant", "content": content, "tool_calls": calls}
                 finish = "tool_calls"
         return {"index": index, "message": message, "finish_reason": finish, "logprobs": None}
+
+    def _logprobs(self, sampled: Sampled, top: int) -> dict[str, Any]:
+        """OpenAI's ``logprobs`` of a choice: every sampled token (its stop token too), with the top ones."""
+        def entry(token: int, logprob: float) -> dict[str, Any]:
+            text = self.tokenizer.decode([token], skip_special_tokens=False)
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8", "replace"))}
+
+        content = []
+        for j, (token, logprob) in enumerate(zip(sampled.token_ids, sampled.logprobs or [])):
+            tops = (sampled.top_logprobs or [])[j][:top] if top else []
+            content.append({**entry(token, logprob), "top_logprobs": [entry(t, v) for t, v in tops]})
+        return {"content": content}
 
 
 def _messages(raw: Any) -> list[dict[str, Any]]:
@@ -552,6 +659,13 @@ def _int(request: Mapping[str, Any], key: str, default: int, *, low: int, high: 
         raise RequestError(f"'{key}' must be an integer in [{low}, {high if high is not None else '...'}]",
                            param=key)
     return value
+
+
+def _bool(request: Mapping[str, Any], key: str) -> bool:
+    value = request.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise RequestError(f"'{key}' must be a boolean", param=key)
+    return bool(value)
 
 
 def _float(request: Mapping[str, Any], key: str, default: float, *, low: float, high: float) -> float:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, TypedDict
+from typing import Any, ClassVar, Final
 
 __all__ = [
     "AGENT_ERROR",
@@ -56,12 +56,9 @@ __all__ = [
     "USER_TURN",
     "CallRecord",
     "Criterion",
-    "FinalInfo",
     "FinalReport",
     "Grade",
-    "ResetInfo",
     "ResetReport",
-    "StepInfo",
     "StepReport",
     "Unit",
     "ended_info",
@@ -238,43 +235,6 @@ class CallRecord:
 
 
 # ------------------------------------------------------------------------------------------ reports
-class ResetInfo(TypedDict, total=False):
-    """The ``info`` of ``reset`` (``extra`` only when the env adds fields)."""
-
-    task_id: str
-    difficulty: str | None
-    split: str | None
-    tools: list[dict[str, Any]]
-    system_prompt: str
-    messages: list[dict[str, Any]]
-    extra: dict[str, Any]
-
-
-class StepInfo(TypedDict, total=False):
-    """The ``info`` of every ``step``; when the episode ends it holds :class:`FinalInfo`'s keys too."""
-
-    task_id: str
-    turn: int
-    reward_components: dict[str, float]
-    tool_calls: list[dict[str, Any]]
-    new_messages: list[dict[str, Any]]
-    reward_issues: list[str]
-    extra: dict[str, Any]
-
-
-class FinalInfo(TypedDict, total=False):
-    """The keys the last step's ``info`` adds."""
-
-    outcome: float
-    units: list[dict[str, Any]]
-    checklist: list[dict[str, Any]]
-    hack_flags: list[str]
-    infra_error: str | None
-    submitted: bool
-    turns: int
-    grade_details: dict[str, Any]
-
-
 @dataclass
 class ResetReport:
     """What ``reset`` reports: the task and what the agent needs to start."""

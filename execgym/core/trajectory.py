@@ -8,6 +8,10 @@ No value loses an episode: text with lone surrogates is written with JSON escape
 as the same string), values JSON cannot hold become their ``repr``, and structures nested deeper than
 :data:`MAX_DEPTH` are cut with a marker. Replay builds only the registered ``execgym/`` env ids; it imports
 the entry point a file names only when told to (``trust_entry_points=True``, ``--trust-entry-points``).
+
+A step may also hold the agent's tokens for the turn that produced its action (:class:`TurnTokens`, under
+``"tokens"``): the rollout hands them over with :func:`record_agent_turn` between ``agent.act`` and
+``env.step``, for the agents that have them (a local policy, or a server that returns token ids).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numbers
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, SupportsFloat
 
@@ -30,7 +34,8 @@ import numpy as np
 
 from execgym.core import report as R
 
-__all__ = ["RecordTrajectory", "ReplayResult", "abandon_record", "append_jsonl", "read_trajectories", "replay_file"]
+__all__ = ["RecordTrajectory", "ReplayResult", "TurnTokens", "abandon_record", "append_jsonl", "read_trajectories",
+           "record_agent_turn", "replay_file"]
 
 FORMAT = "execgym.trajectory/1"
 MAX_DEPTH = 100
@@ -128,13 +133,55 @@ def read_trajectories(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 raise ValueError(f"{path}:{lineno}: corrupt trajectory line: {exc.msg}") from None
 
 
+@dataclass
+class TurnTokens:
+    """One assistant turn exactly as the policy read and wrote it.
+
+    ``prompt_ids`` are the ids the policy was conditioned on, ``completion_ids`` the ids it sampled (its stop
+    token included), ``logprobs`` the log-probability of each sampled id under the policy (None when the agent
+    has none). ``loss_mask`` runs over ``prompt_ids + completion_ids``: 1 on the ids the policy generated (this
+    turn's and the earlier turns' inside the prompt), 0 on the env's and the chat template's. When turn k's
+    prompt starts with turn k-1's prompt and completion, no earlier turn was re-tokenised.
+
+    Example:
+        >>> turn = TurnTokens([1, 2, 3], [4, 5], [-0.5, -0.25], [0, 0, 0, 1, 1])
+        >>> turn.as_record()["completion_ids"], turn.generated()
+        ([4, 5], 2)
+    """
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float] | None = None
+    loss_mask: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.loss_mask:  # no history known: only this turn's ids are the policy's
+            self.loss_mask = [0] * len(self.prompt_ids) + [1] * len(self.completion_ids)
+        if len(self.loss_mask) != len(self.prompt_ids) + len(self.completion_ids):
+            raise ValueError(f"TurnTokens: the loss mask has {len(self.loss_mask)} entries for "
+                             f"{len(self.prompt_ids)} prompt and {len(self.completion_ids)} completion ids")
+        if self.logprobs is not None and len(self.logprobs) != len(self.completion_ids):
+            raise ValueError(f"TurnTokens: {len(self.logprobs)} log-probs for {len(self.completion_ids)} "
+                             "completion ids")
+
+    def generated(self) -> int:
+        """How many ids of the turn's whole sequence the policy generated."""
+        return sum(self.loss_mask)
+
+    def as_record(self) -> dict[str, Any]:
+        return {"prompt_ids": list(self.prompt_ids), "completion_ids": list(self.completion_ids),
+                "logprobs": None if self.logprobs is None else list(self.logprobs),
+                "loss_mask": list(self.loss_mask)}
+
+
 class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
     """Append one JSON line per finished episode: task, seed, every action, observation and reward.
 
     Each line holds the env id, version and kwargs (so ``execgym replay`` can rebuild the env), the task id,
     seed and options of ``reset``, the reset observation, the tools and system prompt, and per step: the
-    action, observation, reward, reward components, tool calls and the step's wall time; then the
-    episode's return, outcome, units, checklist, hack flags, infra error and the full chat messages.
+    action, observation, reward, reward components, tool calls and the step's wall time (and ``"tokens"``, the
+    agent's :class:`TurnTokens` for that action, when :meth:`add_turn` handed them over); then the episode's
+    return, outcome, units, checklist, hack flags, infra error and the full chat messages.
 
     Put it outermost to record the rewards your trainer sees; replay compares the rewards recorded against
     a fresh env built from the recorded id, so record outside reward wrappers only when they are stateless.
@@ -160,6 +207,7 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.episodes_written = 0
         self._record: dict[str, Any] | None = None
+        self._turn: dict[str, Any] | None = None
         self._t_episode = 0.0
 
     def _env_identity(self) -> dict[str, Any]:
@@ -184,6 +232,7 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
         t0 = time.perf_counter()
         obs, info = self.env.reset(seed=seed, options=options)
         self._t_episode = t0
+        self._turn = None
         self._record = {
             "format": FORMAT,
             **self._env_identity(),
@@ -197,6 +246,16 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
             "steps": [],
         }
         return obs, info
+
+    def add_turn(self, tokens: TurnTokens | Mapping[str, Any] | None) -> None:
+        """Keep the agent's tokens for the action the next :meth:`step` takes (None: that turn has none)."""
+        if tokens is None:
+            self._turn = None
+            return
+        if not isinstance(tokens, TurnTokens):
+            tokens = TurnTokens(list(tokens["prompt_ids"]), list(tokens["completion_ids"]), tokens.get("logprobs"),
+                                list(tokens.get("loss_mask") or []))
+        self._turn = tokens.as_record()
 
     def step(self, action: Any) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
         t0 = time.perf_counter()
@@ -218,9 +277,12 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
                 step[R.REWARD_ISSUES] = list(info[R.REWARD_ISSUES])
             if info.get(R.EXTRA):
                 step[R.EXTRA] = info[R.EXTRA]
+            if self._turn is not None:
+                step["tokens"] = self._turn
             self._record["steps"].append(step)
             if terminated or truncated:
                 self._write(info)
+        self._turn = None  # a turn's tokens belong to the one action it produced
         return obs, reward, terminated, truncated, info
 
     def abandon(self, agent_error: str) -> bool:
@@ -288,6 +350,32 @@ class RecordTrajectory(gym.Wrapper[str, Any, str, Any]):
             assert self.path is not None
             append_jsonl(self.path, record)
         self.episodes_written += 1
+
+
+def record_agent_turn(env: gym.Env[Any, Any], agent: Any) -> bool:
+    """Hand the agent's last turn (its ``last_turn``, a :class:`TurnTokens`) to every :class:`RecordTrajectory`
+    around ``env``, for the step about to take the action that turn produced. Call it between ``agent.act``
+    and ``env.step``; an agent without tokens (an oracle, an API that returns none) hands over nothing.
+    True when a recorder took tokens.
+
+    Example:
+        >>> import gymnasium as gym, execgym, tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "episodes.jsonl"
+        >>> env = RecordTrajectory(gym.make("execgym/TextToSQL-v0"), path)
+        >>> class Agent:
+        ...     last_turn = TurnTokens([1, 2], [3], [-0.1])
+        >>> _ = env.reset(seed=0)
+        >>> record_agent_turn(env, Agent())
+        True
+    """
+    turn = getattr(agent, "last_turn", None)
+    took = False
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, RecordTrajectory):
+            env.add_turn(turn)
+            took = took or turn is not None
+        env = env.env
+    return took
 
 
 def _png_data_uri(data: Any) -> str | None:

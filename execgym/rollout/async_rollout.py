@@ -23,7 +23,7 @@ import gymnasium as gym
 
 from execgym.agents import Agent
 from execgym.agents.base import TimedCaller
-from execgym.core.trajectory import abandon_record
+from execgym.core.trajectory import abandon_record, record_agent_turn
 from execgym.rollout.episode import (
     AgentFactory,
     EnvFactory,
@@ -69,8 +69,10 @@ class _Slot:
         self.agent.reset(info)
 
     def act(self, obs: str, info: dict[str, Any]) -> Any:
-        assert self.agent is not None
-        return self.agent.act(obs, info)
+        assert self.agent is not None and self.env is not None
+        action = self.agent.act(obs, info)
+        record_agent_turn(self.env, self.agent)  # its token ids go with the step the env takes next
+        return action
 
     def abandon_agent(self) -> None:
         """Leave a hung agent to its call; the slot's next episode builds a new one on a new agent thread."""

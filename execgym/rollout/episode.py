@@ -26,7 +26,7 @@ import gymnasium as gym
 
 from execgym.agents.base import DEFAULT_ACT_TIMEOUT_S, Agent, TimedCaller, check_timeout
 from execgym.core import report as R
-from execgym.core.trajectory import RecordTrajectory, abandon_record
+from execgym.core.trajectory import RecordTrajectory, abandon_record, record_agent_turn
 
 if TYPE_CHECKING:
     from execgym.wrappers import WrapperSpec
@@ -273,6 +273,7 @@ def run_episode(
         except Exception as exc:
             agent_error = error_text(exc)
             break
+        record_agent_turn(env, agent)  # the turn's token ids and log-probs go into the recording, when it keeps any
         obs, reward, terminated, truncated, info = env.step(action)
         acc.add_step(action, obs, reward, terminated, truncated, info)
         if on_step is not None:
@@ -292,13 +293,23 @@ def make_wrapped_env(
     env_kwargs: Mapping[str, Any] | None = None,
     wrappers: Sequence[WrapperSpec] = (),
     record: str | os.PathLike[str] | RecordSink | None = None,
+    env_server: str | None = None,
 ) -> gym.Env[Any, Any]:
     """``gym.make`` the env, apply reward wrappers (:func:`execgym.wrappers.apply_wrappers` specs, innermost
     first), and record trajectories outermost (so the rewards recorded are the ones paid): to the JSONL file
-    ``record``, or, when ``record`` is a callable, by handing it each finished record."""
+    ``record``, or, when ``record`` is a callable, by handing it each finished record.
+
+    With ``env_server`` (the URL of an ``execgym env-server``) the env is a :class:`~execgym.remote.RemoteEnv`
+    on that server, its wrappers applied there; recording stays here.
+    """
     from execgym.wrappers import apply_wrappers
 
-    env = apply_wrappers(gym.make(env_id, **dict(env_kwargs or {})), wrappers)
+    if env_server is not None:
+        from execgym.remote import RemoteEnv
+
+        env: gym.Env[Any, Any] = RemoteEnv(env_server, env_id, wrappers=list(wrappers), **dict(env_kwargs or {}))
+    else:
+        env = apply_wrappers(gym.make(env_id, **dict(env_kwargs or {})), wrappers)
     if callable(record):
         env = RecordTrajectory(env, sink=record, renders=True)  # pictures for execgym view
     elif record is not None:
@@ -325,12 +336,13 @@ def agent_factory(agent: str | AgentFactory, agent_kwargs: Mapping[str, Any] | N
 
 
 def env_factory(env: str | EnvFactory, env_kwargs: Mapping[str, Any] | None = None,
-                wrappers: Sequence[WrapperSpec] = (), record: str | os.PathLike[str] | RecordSink | None = None
-                ) -> EnvFactory:
-    """``env`` as a factory: an id is built by :func:`make_wrapped_env` with the kwargs, wrappers and record."""
+                wrappers: Sequence[WrapperSpec] = (), record: str | os.PathLike[str] | RecordSink | None = None,
+                env_server: str | None = None) -> EnvFactory:
+    """``env`` as a factory: an id is built by :func:`make_wrapped_env` with the kwargs, wrappers and record
+    (on ``env_server`` when one is given)."""
     if not isinstance(env, str):
         return env
-    return functools.partial(make_wrapped_env, env, dict(env_kwargs or {}), list(wrappers), record)
+    return functools.partial(make_wrapped_env, env, dict(env_kwargs or {}), list(wrappers), record, env_server)
 
 
 class Rollout(Protocol):

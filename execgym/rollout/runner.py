@@ -147,6 +147,7 @@ def make_rollout(
     num_workers: int = 2,
     address: str | None = None,
     act_timeout_s: float | None = DEFAULT_ACT_TIMEOUT_S,
+    env_server: str | None = None,
 ) -> Rollout:
     """The :class:`~execgym.rollout.episode.Rollout` a run plays on: ``backend="ray"`` (``num_workers`` actors
     on the cluster at ``address``), else ``num_envs`` ready-first slots, else one env after another.
@@ -155,13 +156,15 @@ def make_rollout(
     to ``record_path``) and seeds the agents from ``agent_kwargs["seed"]`` upwards.
     """
     if backend == "ray":
+        if env_server is not None:
+            raise ValueError("an env server and the ray backend do not go together: Ray actors make their own envs")
         from execgym.rollout.ray import RayRollout
 
         return RayRollout(env_id, agent, num_workers=num_workers, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
                           wrappers=wrappers, address=address, record_path=record_path, act_timeout_s=act_timeout_s)
     if backend != "local":
         raise ValueError(f"unknown rollout backend {backend!r}; known: local, ray")
-    env_fn = env_factory(env_id, env_kwargs, wrappers, record_path)
+    env_fn = env_factory(env_id, env_kwargs, wrappers, record_path, env_server)
     if num_envs > 1:
         from execgym.rollout.async_rollout import AsyncRollout
 
@@ -185,6 +188,7 @@ def run_baseline(
     backend: str = "local",
     num_workers: int = 2,
     address: str | None = None,
+    env_server: str | None = None,
 ) -> tuple[RunSummary, list[EpisodeResult]]:
     """Play ``episodes`` episodes (seeds ``seed, seed+1, ...``) of ``agent_name`` on ``env_id``.
 
@@ -192,7 +196,8 @@ def run_baseline(
     :class:`~execgym.rollout.AsyncRollout` slots (one env and one agent each), with ``backend="ray"`` on Ray
     actors; trajectories all go to one file in ``out_dir`` (appends are atomic). An agent call over
     ``act_timeout_s`` ends its episode as an agent error (``AgentTimeout``); the run goes on with a new agent,
-    since the abandoned call may still hold the old one.
+    since the abandoned call may still hold the old one. With ``env_server`` (an ``execgym env-server`` URL) the
+    envs run on that server (:class:`~execgym.remote.RemoteEnv`), the agents here.
     """
     record = None
     if out_dir is not None:
@@ -206,7 +211,8 @@ def run_baseline(
 
     with make_rollout(env_id, agent_name, env_kwargs=env_kwargs, agent_kwargs={"seed": seed, **(agent_kwargs or {})},
                       wrappers=wrappers, record_path=record, backend=backend, num_envs=num_envs,
-                      num_workers=num_workers, address=address, act_timeout_s=act_timeout_s) as rollout:
+                      num_workers=num_workers, address=address, act_timeout_s=act_timeout_s,
+                      env_server=env_server) as rollout:
         results = rollout.run(episodes, seed=seed, on_episode=on_episode)
     return summarise(env_id, agent_name, results), results
 

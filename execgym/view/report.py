@@ -53,6 +53,9 @@ def _plain(value: Any) -> Any:
 def _detail(ep: Episode) -> dict[str, Any]:
     record = ep.record
     out = {k: record[k] for k in _DETAIL_KEYS if k in record}
+    if isinstance(out.get("steps"), list):  # token ids grow with every turn: a trainer's data, not the page's
+        out["steps"] = [{k: v for k, v in s.items() if k != "tokens"} if isinstance(s, dict) else s
+                        for s in out["steps"]]
     out["env_id"] = ep.env_id
     out["agent"] = ep.agent
     out["source"] = ep.source

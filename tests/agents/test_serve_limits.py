@@ -576,3 +576,13 @@ def test_max_messages_caps_a_request(tiny_dir):
         assert capped.prepare({"messages": [{"role": "user", "content": "x"}] * 3, "max_tokens": 1}).prompt
     finally:
         capped.close()
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("max_batch", 0), ("max_batch", 2.5), ("max_queued", 0), ("default_max_tokens", -1), ("batch_wait_s", -0.1),
+    ("generation_timeout_s", 0), ("generation_timeout_s", float("inf")), ("max_batch", True), ("max_queued", "9"),
+])
+def test_a_limit_that_would_stall_the_server_is_refused_in_one_line_naming_it(option, value):
+    with pytest.raises(ValueError, match=f"PolicyServer: {option} must be") as exc:
+        PolicyServer(None, None, **{option: value})  # refused before the model is looked at
+    assert "\n" not in str(exc.value)

@@ -157,3 +157,35 @@ def test_partial_tail_from_a_dead_writer_is_skipped_then_repaired(tmp_path):
     assert list(read_trajectories(path)) == [{"n": 1}]
     append_jsonl(path, {"n": 3})
     assert path.read_text() == '{"n": 1}\n{"n": 3}\n'
+
+
+def test_a_steps_turn_tokens_are_recorded_and_replay_ignores_them(tmp_path):
+    from execgym.core.trajectory import TurnTokens, record_agent_turn
+
+    class Agent:
+        last_turn: TurnTokens | None = None
+
+    path = tmp_path / "t.jsonl"
+    env = RecordTrajectory(GuessEnv(), path)
+    agent = Agent()
+    env.reset(seed=0)
+    word = env.unwrapped.task.data["word"]
+    agent.last_turn = TurnTokens([1, 2], [3, 4], [-0.5, -0.25])
+    assert record_agent_turn(env, agent)
+    env.step({"name": "hint", "arguments": {"position": 0}})
+    agent.last_turn = None  # an action with no tokens (a scripted turn): its step has none
+    assert not record_agent_turn(env, agent)
+    env.step({"name": "submit", "arguments": {"word": word}})
+    [rec] = list(read_trajectories(path))
+    assert rec["steps"][0]["tokens"] == {"prompt_ids": [1, 2], "completion_ids": [3, 4], "logprobs": [-0.5, -0.25],
+                                         "loss_mask": [0, 0, 1, 1]}
+    assert "tokens" not in rec["steps"][1]
+    assert replay_file(path, trust_entry_points=True)[0].reproduced
+    for bad in ({"prompt_ids": [1], "completion_ids": [2], "loss_mask": [1]},
+                {"prompt_ids": [1], "completion_ids": [2], "logprobs": [-1.0, -2.0]}):
+        try:
+            env.add_turn(bad)
+        except ValueError as exc:
+            assert "TurnTokens" in str(exc)
+        else:
+            raise AssertionError(f"add_turn accepted {bad}")
