@@ -443,7 +443,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     for env_id in ids:
         try:
             kwargs_by_env[env_id] = checked_env_kwargs(env_id, _env_kwargs(args), "run")
-            make_env_checked(env_id, kwargs_by_env[env_id], "run").close()
+            if args.env_server:  # the server makes the envs: ask it (its install, its data), not this machine
+                make_env_checked(execgym.REMOTE_ENV_ID, {"url": args.env_server, "env_id": env_id,
+                                                         **kwargs_by_env[env_id]}, "run").close()
+            else:
+                make_env_checked(env_id, kwargs_by_env[env_id], "run").close()
         except gym.error.DependencyNotInstalled as exc:
             if args.env != "all":
                 raise SystemExit(f"execgym run: {env_id}: {_one_line(exc)}") from None

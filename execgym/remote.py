@@ -43,7 +43,11 @@ _MAX_MESSAGE_BYTES = 256 * 2**20
 
 
 class RemoteEnvError(RuntimeError):
-    """The server answered with an error (its one-line message)."""
+    """The server answered with an error (its one-line message, and its code, e.g. ``CAPACITY_REACHED``)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _ws_url(url: str, env_id: str, env_kwargs: Mapping[str, Any], wrappers: Sequence[Any]) -> str:
@@ -102,7 +106,7 @@ class RemoteEnv(gym.Env[str, Any]):
             reply = self._request({"type": "state"}, self.connect_timeout_s)
         except RemoteEnvError as exc:  # the server refused the session: unknown id, bad kwargs, at capacity
             self._drop()
-            error = ConnectionRefusedError if "capacity" in str(exc) else ValueError
+            error = ConnectionRefusedError if exc.code == "CAPACITY_REACHED" else ValueError
             raise error(str(exc)) from None
         return reply
 
@@ -124,7 +128,7 @@ class RemoteEnv(gym.Env[str, Any]):
         reply = json.loads(self._conn.recv(timeout=timeout_s))
         if reply.get("type") == "error":
             data = reply.get("data") or {}
-            raise RemoteEnvError(str(data.get("message", "unknown server error")))
+            raise RemoteEnvError(str(data.get("message", "unknown server error")), data.get("code"))
         return dict(reply.get("data") or {})
 
     # ------------------------------------------------------------------------------ gymnasium

@@ -40,7 +40,6 @@ _INT_LIMIT = 10**MAX_INT_DIGITS
 TOOL_CALL_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 """A ``<tool_call>`` block and its body; an unclosed last block runs to the end (a generation cut at a stop
 token). The one pattern for tool-call text in the package: agents and the env server use it too."""
-_TOOL_CALL = TOOL_CALL_BLOCK
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -269,8 +268,8 @@ def parse_action(action: Any, tools: Mapping[str, Tool], *, call_id_prefix: str 
     raw_calls: list[tuple[str, dict[str, Any], str | None]] = []
     if isinstance(action, str):
         text = sanitize_text(action)
-        blocks = _TOOL_CALL.findall(text)
-        free = _TOOL_CALL.sub("", text)
+        blocks = TOOL_CALL_BLOCK.findall(text)
+        free = TOOL_CALL_BLOCK.sub("", text)
         for i, block in enumerate(blocks, 1):
             where = f"<tool_call> block {i}"
             obj, problem = decode_json(block.strip())

@@ -22,7 +22,6 @@ import os
 import posixpath
 import re
 import select
-import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -608,6 +607,3 @@ def send_all(fd: int, data: bytes, deadline: float, write: Callable[[memoryview]
             wait_fd(fd, select.POLLOUT, left)
 
 
-def describe_cmd(argv: Sequence[str]) -> str:
-    """A shell-quoted rendering of an argv, for messages."""
-    return " ".join(shlex.quote(a) for a in argv)

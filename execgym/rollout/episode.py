@@ -11,6 +11,7 @@ read from the final report (:func:`execgym.core.report.final_of`), and the agent
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import itertools
 import math
@@ -261,7 +262,10 @@ def run_episode(
     timeout_s = check_timeout(act_timeout_s)
     caller = _thread_caller()
     acc = EpisodeAccumulator(seed, trace=trace)
-    acc.begin(*env.reset(seed=seed, options=options))
+    try:
+        acc.begin(*env.reset(seed=seed, options=options))
+    except Exception as exc:  # an env that cannot start is the machinery's failure: this episode's, not the run's
+        return acc.result(agent=agent, infra_error=error_text(exc))
     agent_error = None
     try:
         caller.call(agent.reset, acc.info, timeout_s=timeout_s, what="agent.reset")
@@ -274,7 +278,10 @@ def run_episode(
             agent_error = error_text(exc)
             break
         record_agent_turn(env, agent)  # the turn's token ids and log-probs go into the recording, when it keeps any
-        obs, reward, terminated, truncated, info = env.step(action)
+        try:
+            obs, reward, terminated, truncated, info = env.step(action)
+        except Exception as exc:  # as AsyncRollout: an env that raises ends its episode as an infra error
+            return acc.result(agent=agent, infra_error=error_text(exc))
         acc.add_step(action, obs, reward, terminated, truncated, info)
         if on_step is not None:
             on_step(action, obs, float(reward), info)
@@ -444,7 +451,16 @@ class SyncRollout(LocalRollout):
                              act_timeout_s=self.act_timeout_s, trace=self.trace)
         if is_timeout(result):
             self.agent = None  # its call may still be running: the next episode gets a new agent
+        if result.infra_error is not None and not (result.terminated or result.truncated):
+            self.discard_env()  # the env raised (an env's own infra errors end the episode): rebuild it
         return result
+
+    def discard_env(self) -> None:
+        """Close an env that raised (a broken env may fail to close too) and forget it and its agent."""
+        env, self.env, self.agent = self.env, None, None
+        if env is not None:
+            with contextlib.suppress(Exception):
+                env.close()
 
     def run(self, episodes: int | Iterable[EpisodeSpec], *, seed: int = 0,
             on_episode: EpisodeCallback | None = None) -> list[EpisodeResult]:

@@ -69,7 +69,9 @@ class RunSummary:
     agent_errors: int = 0
     scored: int = 0
     error_causes: dict[str, int] = field(default_factory=dict)
-    """the most frequent error messages (infra and agent), with how many episodes each ended"""
+    """the most frequent error messages (infra, agent, reward), with how many episodes each ended"""
+    reward_errors: int = 0
+    """episodes whose reward was not a finite number (left out of the means like the other errors)"""
 
     @property
     def all_failed(self) -> bool:
@@ -89,10 +91,6 @@ class RunSummary:
                 f"{kind}: {cause}")
 
 
-def _is_error(r: EpisodeResult) -> bool:
-    return r.infra_error is not None or r.agent_error is not None
-
-
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else 0.0
 
@@ -109,11 +107,11 @@ def summarise(env_id: str, agent: str, results: Sequence[EpisodeResult], *, top_
         (1.0, 1, 1, {'APIConnectionError: refused': 1})
     """
     n = len(results)
-    scored = [r for r in results if not _is_error(r)]
+    scored = [r for r in results if r.error is None]
     k = len(scored)
     successes = sum(r.outcome >= 1.0 for r in scored)
     keys = sorted({key for r in scored for key in r.reward_components})
-    causes = Counter((r.infra_error or r.agent_error or "").splitlines()[0][:200] for r in results if _is_error(r))
+    causes = Counter(r.error.splitlines()[0][:200] for r in results if r.error)
     return RunSummary(
         env_id=env_id,
         agent=agent,
@@ -131,6 +129,8 @@ def summarise(env_id: str, agent: str, results: Sequence[EpisodeResult], *, top_
         agent_errors=sum(r.agent_error is not None for r in results),
         scored=k,
         error_causes=dict(causes.most_common(top_causes)),
+        reward_errors=sum(r.reward_error is not None and r.infra_error is None and r.agent_error is None
+                          for r in results),
     )
 
 

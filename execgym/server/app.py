@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from execgym.core.actions import decode_json
 from execgym.server.sessions import Session, SessionPool, SessionRefused, one_line
 from execgym.server.wire import (
     ErrorCode,
@@ -54,10 +55,9 @@ def session_params(kwargs: str | None, wrappers: Iterable[str]) -> tuple[dict[st
     """The env kwargs (a JSON object in text) and wrapper specs a session is made with; ValueError in one line."""
     env_kwargs: Any = {}
     if kwargs:
-        try:
-            env_kwargs = json.loads(kwargs)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"kwargs is not JSON ({exc.msg} at char {exc.pos})") from None
+        env_kwargs, problem = decode_json(kwargs)
+        if problem:
+            raise ValueError(f"kwargs is {problem}")
     if not isinstance(env_kwargs, dict):
         raise ValueError(f"kwargs must be a JSON object, got {type(env_kwargs).__name__}")
     return env_kwargs, list(wrappers)
@@ -90,10 +90,9 @@ def _ws_error(message: str, code: str) -> str:
 
 async def _ws_reply(session: Session, raw: str) -> str | None:
     """The reply to one WebSocket message of ``session`` (None: the client closed the session)."""
-    try:
-        message = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return _ws_error(f"invalid JSON: {exc.msg} at char {exc.pos}", ErrorCode.INVALID_JSON)
+    message, problem = decode_json(raw)  # never raises: 5,000-digit integers and 10,000-deep nesting are refused
+    if problem:
+        return _ws_error(f"invalid message: {problem}", ErrorCode.INVALID_JSON)
     kind = message.get("type") if isinstance(message, dict) else None
     try:
         if kind == "reset":

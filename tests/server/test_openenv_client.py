@@ -120,7 +120,8 @@ def test_malformed_websocket_messages_get_an_error_reply_and_the_session_lives_o
     with connect(ws_url, open_timeout=30) as ws:
         replies = []
         for raw in ["{not json", '{"type": "jump"}', '{"type": "step"}', '{"type": "reset", "data": {"seed": "x"}}',
-                    '{"type": "step", "data": {"name": "list_tables", "arguments": {}}}']:
+                    '{"type": "step", "data": {"name": "list_tables", "arguments": {}}}',
+                    '{"type": "reset", "data": {"seed": ' + "9" * 5000 + "}}", "[" * 10_000 + "]" * 10_000]:
             ws.send(raw)
             replies.append(json.loads(ws.recv(timeout=30)))
     codes = [r["data"].get("code") for r in replies[:4]]
@@ -130,3 +131,5 @@ def test_malformed_websocket_messages_get_an_error_reply_and_the_session_lives_o
     assert "seed must be a non-negative integer" in replies[3]["data"]["message"]
     # A step before any reset is the env's own refusal, reported, not a dropped session.
     assert replies[4]["type"] == "error" and "ResetNeeded" in replies[4]["data"]["message"]
+    # Numbers and nesting Python's json would choke on are refused like any malformed message.
+    assert [r["data"].get("code") for r in replies[5:]] == ["INVALID_JSON", "INVALID_JSON"]

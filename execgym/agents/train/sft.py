@@ -120,6 +120,8 @@ def collect_demonstrations(env: gym.Env[Any, Any], tokenizer: Any, seeds: Sequen
             demos.dropped[R.INFRA_ERROR] += 1
         elif result.agent_error:
             demos.dropped[R.AGENT_ERROR] += 1
+        elif result.reward_error:  # a reward that is not a number says nothing about the demonstration
+            demos.dropped["reward_error"] += 1
         elif result.outcome >= 1.0 or not only_successful:
             trace = result.trace
             assert trace is not None

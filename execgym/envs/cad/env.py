@@ -28,7 +28,7 @@ import hashlib
 import math
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -312,6 +312,9 @@ class CADModelEnv(AgentEnv):
             self.session.wait_ready()
         self.grader.wait_ready()
 
+    def _tools_key(self, task: Task) -> Hashable:
+        return "cad"  # the same two tools for every task: built once per env
+
     def _tools(self, task: Task) -> list[Tool]:
         return [
             Tool.from_function(self.run_cadquery, code_arg="code"),
@@ -362,7 +365,7 @@ class CADModelEnv(AgentEnv):
         """After submit: the grade of the submitted part, what it missed and the outcome."""
         if not final.submitted or self._submission is None:
             return observation
-        if final.infra_error or self._graded is None:
+        if final.infra_error:
             return f"{observation}\nThe grading failed (not your fault): {final.infra_error}"
         lines = [observation]
         if self._final_part is not None:

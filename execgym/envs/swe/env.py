@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
@@ -270,6 +270,9 @@ class SWERepairEnv(AgentEnv):
             "change the library code, not the tests. Call a tool by writing "
             '<tool_call>{"name": <tool>, "arguments": {...}}</tool_call>; several blocks run in order.'
         )
+
+    def _tools_key(self, task: Task) -> Hashable:
+        return "swe"  # the same tools for every task: built once per env
 
     def _tools(self, task: Task) -> list[Tool]:
         # The same for every task; each tool reads the episode's sandbox from self when it is called.

@@ -48,9 +48,6 @@ class Rng:
             pool[i], pool[j] = pool[j], pool[i]
         return pool[:k]
 
-    def chance(self, p: float) -> bool:
-        return self._random.random() < p
-
 
 class Retry(Exception):
     """The drawn world does not fit the template (e.g. an answer would appear in the question)."""

@@ -420,7 +420,8 @@ class DockerSandbox(Sandbox):
             raw_err = raw_err[:mark]
         if not status:
             info = self.exec_info(stream.exec_id)
-            status = {"code": info.get("ExitCode") or -9, "timed_out": backstop, "truncated": False}
+            code = info.get("ExitCode")
+            status = {"code": -9 if code is None else code, "timed_out": backstop, "truncated": False}
         timed_out = bool(status.get("timed_out")) or backstop
         code = int(status.get("code", -9))
         cpu_limited = limits.cpu_time_s is not None and status.get("cpu_s", 0.0) >= limits.cpu_time_s - 0.05
