@@ -565,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(this imports and runs the code the file names: only for files you trust)")
     # Commands contributed by other parts of the package, when they are installed.
     for module in ("execgym.executor.cli", "execgym.rollout.cli", "execgym.agents.cli", "execgym.view.cli",
-                   "execgym.server.cli"):
+                   "execgym.server.cli", "execgym.envs.swe.cli"):
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(module).register(sub)
     return parser

@@ -120,11 +120,19 @@ class SandboxSpec:
     written on top of it. ``env`` sets variables; ``pass_env`` names host variables allowed in. Nothing
     else from the host environment reaches the sandbox.
 
+    ``python`` (local backend only; Docker ignores it, its image has its own) is the interpreter behind
+    ``python`` in this sandbox, e.g. a virtual environment's ``bin/python``, instead of the executor's: its
+    ``bin`` folder leads ``PATH``, and with bubblewrap its folders are bound read-only (the venv cannot be
+    written to) while the executor's site-packages stay hidden unless the venv includes them. It must
+    exist when the sandbox is made; a relative path is made absolute (symlinks are kept: they make a venv).
+
     >>> spec = SandboxSpec(files={"a.txt": "hi"}, env={"SEED": "1"}, pass_env=("HF_HOME",))
     >>> dict(spec.files)
     {'a.txt': 'hi'}
     >>> hash(spec) == hash(SandboxSpec(files={"a.txt": "other"}, env={"SEED": "1"}, pass_env=("HF_HOME",)))
     True
+    >>> SandboxSpec(python="/opt/venv/bin/python").python
+    '/opt/venv/bin/python'
     """
 
     image: str = "python"
@@ -133,8 +141,14 @@ class SandboxSpec:
     limits: Limits = field(default_factory=Limits)
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     pass_env: tuple[str, ...] = ()
+    python: str | None = None
 
     def __post_init__(self) -> None:
+        if self.python is not None:
+            text = os.fspath(self.python)
+            if not isinstance(text, str) or not text or "\x00" in text:
+                raise ValueError(f"python must be a path to an interpreter, got {self.python!r}")
+            object.__setattr__(self, "python", os.path.abspath(text))
         object.__setattr__(self, "files", _frozen_mapping(self.files))
         object.__setattr__(self, "env", _frozen_mapping(self.env))
         object.__setattr__(self, "pass_env", tuple(self.pass_env))
@@ -605,5 +619,3 @@ def send_all(fd: int, data: bytes, deadline: float, write: Callable[[memoryview]
             if left <= 0:
                 raise TimeoutError from None
             wait_fd(fd, select.POLLOUT, left)
-
-

@@ -54,7 +54,7 @@ from execgym.envs.swe.grading import (
     twin_source,
 )
 from execgym.envs.swe.patches import PatchError, added_lines, apply_patch, touched_paths
-from execgym.envs.swe.runner import TestRun, host_manifest, manifest, read_text, run_pytest
+from execgym.envs.swe.runner import STABLE_TEST_ENV, TestRun, host_manifest, manifest, read_text, run_pytest
 from execgym.envs.swe.swebench import load_swebench
 from execgym.envs.swe.tasks import bundled_tasks, generate_task
 from execgym.envs.swe.validation import BugValidator
@@ -72,8 +72,8 @@ GRADING_ARGS = ("--maxfail=0",)
 """Pytest arguments of grading runs: every test runs, whatever ``-x`` a repository's configuration adds."""
 MACHINERY_DEPENDENT = ("broken_test_report", "report_tampered")
 """Flags whose verdict could also come from a broken machine: the grader verifies it before blaming the agent."""
-GRADING_ENV: dict[str, str] = {}
-"""Variables of grading runs (under the task's own)."""
+GRADING_ENV: dict[str, str] = {**STABLE_TEST_ENV}
+"""Variables of grading runs (under the task's own): :data:`~execgym.envs.swe.runner.STABLE_TEST_ENV`."""
 
 
 def default_limits(test_timeout_s: float = 120.0, bash_timeout_s: float = 60.0) -> Limits:
@@ -92,7 +92,9 @@ class SWERepairEnv(AgentEnv):
 
     Args:
         executor: ``"local"``, ``"docker"`` or an :class:`~execgym.executor.Executor` (default:
-            ``$EXECGYM_EXECUTOR`` or local). Tasks with an ``image`` need Docker.
+            ``$EXECGYM_EXECUTOR`` or local). Tasks with an ``image`` need Docker, unless they also have a
+            ``repo_path`` and a ``venv`` (the local executor runs their tests with the venv's interpreter);
+            tasks with a ``venv`` and no ``image`` need the local executor.
         test_timeout_s: time limit of one test run (``run_tests`` and grading).
         bash_timeout_s: time limit of one ``bash`` command.
         hide_tests: for bundled and generated tasks, remove the files holding the failing tests from the
@@ -181,6 +183,7 @@ class SWERepairEnv(AgentEnv):
             files=dict(ws.start_files),
             env=ws.command.environment(),
             limits=self.limits,
+            python=ws.python,
         )
 
     def _prepare(self, sb: Sandbox, ws: Workspace, *, hide: bool) -> None:
@@ -198,12 +201,30 @@ class SWERepairEnv(AgentEnv):
 
     def _begin(self, task: Task) -> str:
         ws = workspace(task, hide_tests=self.hide_tests)
-        if ws.image_repo_dir is not None and self.executor.name != "docker":
-            raise ValueError(f"task {task.id} runs in the Docker image {ws.image}: use executor='docker'")
+        self._check_runs_here(task, ws)
         self.workspace = ws
         self.sandbox = self.executor.sandbox(self._spec(ws))
         self._prepare(self.sandbox, ws, hide=True)
         return task.prompt
+
+    def _check_runs_here(self, task: Task, ws: Workspace) -> None:
+        """``ValueError`` when the task's test environment exists only for the other executor."""
+        on_docker = self.executor.name == "docker"
+        if ws.image_repo_dir is not None and not on_docker:
+            raise ValueError(f"task {task.id} runs in the Docker image {ws.image}: use executor='docker'")
+        data = task.data
+        if data.get("kind") != "swebench":
+            return
+        if on_docker and data.get("venv") and not data.get("image"):
+            raise ValueError(
+                f"task {task.id}'s environment is a local venv: build its tasks with --executor docker to run "
+                "them on Docker"
+            )
+        if not on_docker and data.get("image") and data.get("repo_path") and not data.get("venv"):
+            raise ValueError(
+                f"task {task.id}'s environment is the Docker image {data['image']}: build its tasks with "
+                "--executor local to run them on the local executor"
+            )
 
     def _end(self) -> None:
         if self.sandbox is not None:
@@ -502,7 +523,7 @@ class SWERepairEnv(AgentEnv):
         ws = self.workspace
         assert ws is not None
         args = self._selector_args(selector) if selector and selector.strip() else list(ws.run_tests_args)
-        run = run_pytest(self._sb(), ws.command, args, timeout=self.test_timeout_s)
+        run = run_pytest(self._sb(), ws.command, args, timeout=self.test_timeout_s, env=STABLE_TEST_ENV)
         return ToolOutput(format_test_run(run, self.test_timeout_s))
 
     def submit(self) -> str:

@@ -157,8 +157,22 @@ class JUnitReport:
         if path is None:
             return f"{classname}::{name}" if classname else name
         module = re.sub(r"\.py$", "", path.replace("/", "."))
-        rest = classname[len(module) :].lstrip(".") if classname.startswith(module) else ""
-        return "::".join([path, *(rest.split(".") if rest else []), name])
+        if classname == module or classname.startswith(module + "."):
+            rest = classname[len(module) :].lstrip(".")
+            return "::".join([path, *(rest.split(".") if rest else []), name])
+        # The test was defined elsewhere (a mixin's method, inherited by a class of another module): the
+        # file is where it was written, the class names the module it runs in.
+        parts = classname.split(".")
+        modules = self._modules()
+        for i in range(len(parts) - 1, 0, -1):
+            found = modules.get(".".join(parts[:i]))
+            if found is not None:
+                return "::".join([found, *parts[i:], name])
+        i = next((i for i, part in enumerate(parts) if part[:1].isupper()), len(parts))
+        return "::".join(["/".join(parts[:i]) + ".py", *parts[i:], name]) if i else f"{classname}::{name}"
+
+    def _modules(self) -> dict[str, str]:
+        return {re.sub(r"\.py$", "", f.replace("/", ".")): f for f in set(self.files.values())}
 
     def nodeids(self) -> list[str]:
         """Node ids of every reported test, in report order."""
@@ -745,7 +759,8 @@ def twin_source(path: str, source: str, test_ids: Iterable[str], *, seed: int | 
 
     The twin keeps the module, classes, decorators and signatures, with every test body a failing assert.
     The copy is the whole file under a random name in the same folder, its test classes and functions
-    renamed at random (references to the classes follow), the bodies untouched.
+    renamed at random (references to the classes follow; within a scope the new names sort as the old ones
+    did, so tests run in the same order), the bodies untouched.
 
     Graded in a second run with the agent's library in: a twin must not pass, and the copy of a test that
     counted must count again. A report that says a twin passed was not written by an honest run, whatever
@@ -796,9 +811,15 @@ def twin_source(path: str, source: str, test_ids: Iterable[str], *, seed: int | 
     functions: dict[int, str] = {}  # id() of the original's node -> the copy's name
 
     def rename(original: list[ast.stmt], body: list[ast.stmt], scope: str) -> None:
+        # New names sort as the old ones did: unittest runs a class's tests in name order, and a suite whose
+        # tests lean on that order (one test sets what the next one reads) must run its copy in the same order.
+        tests = sorted({node.name for node in body if is_test(node)})  # type: ignore[attr-defined]
+        fresh = sorted({f"test_{rng.getrandbits(48):012x}" for _ in range(len(tests) + 8)})
+        picks = sorted(rng.sample(fresh, len(tests)))
+        names = dict(zip(tests, picks, strict=True))
         for old, node in zip(original, body, strict=True):
             if is_test(node):
-                node.name = f"test_{rng.getrandbits(48):012x}"  # type: ignore[attr-defined]
+                node.name = names[node.name]  # type: ignore[attr-defined]
                 functions[id(old)] = node.name  # type: ignore[attr-defined]
             elif isinstance(node, ast.ClassDef) and isinstance(old, ast.ClassDef):
                 if node.name.startswith("Test") and not scope:

@@ -23,6 +23,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from execgym.core.errors import InfraError
 from execgym.envs.swe.grading import JUnitReport, parse_junit
@@ -31,6 +32,7 @@ from execgym.executor import ExecResult, Sandbox
 __all__ = [
     "MAX_FILE_BYTES",
     "SAFE_PATH_LAUNCHER",
+    "STABLE_TEST_ENV",
     "TestCommand",
     "TestRun",
     "host_manifest",
@@ -46,6 +48,11 @@ HASH_CHARS = 16
 # Caches that no test run reads (ours disable pytest's cache provider). ``__pycache__`` is listed on
 # purpose: a planted .pyc is how stale-bytecode tricks work, and the grader flags it.
 _SKIP_DIRS = (".git", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis", ".tox", ".venv")
+
+STABLE_TEST_ENV: Mapping[str, str] = MappingProxyType({"TZ": "UTC", "PYTHONHASHSEED": "0"})
+"""Variables under every test run the env makes (grading, ``run_tests``, bug validation): a fixed time zone
+and hash seed, without which runs flake (SWE-bench issue #602: set iteration order and local times differ
+from run to run). A task's own ``env`` still wins over them."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 from execgym.core.tasks import Task, read_json_or_jsonl
 from execgym.envs.swe.grading import nodeid_file
 from execgym.envs.swe.patches import PatchError, touched_paths
+from execgym.envs.swe.repos import cache_root
 from execgym.envs.swe.workspace import oracle_actions, parse_test_cmd
 from execgym.executor import PathError, validate_relpath
 
@@ -87,6 +88,27 @@ def _escaping_link(folder: Path, roots: Sequence[Path], limit: int = 200_000) ->
     return None
 
 
+def _venv(value: Any, path: Path, roots: Sequence[Path] | None) -> str | None:
+    """A row's ``venv`` checked: a folder holding ``bin/python``, inside the allowed roots or execgym's
+    environment cache (``cache_root() / "envs"``); returned resolved (symlinks followed), or None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"venv must be a string, got {type(value).__name__}")
+    full = Path(value) if os.path.isabs(value) else path.parent / value
+    if roots is not None and not _inside(full, [*roots, cache_root() / "envs"]):
+        raise ValueError(
+            f"venv {value!r} resolves outside the dataset's folder {str(path.parent)!r} and execgym's environment "
+            f"cache {str(cache_root() / 'envs')!r} (pass allow_paths_outside_dataset=True to allow it)"
+        )
+    if not full.is_dir():
+        raise ValueError(f"venv {value!r} is not a folder")
+    python = Path(os.path.realpath(full)) / "bin" / "python"
+    if not (python.is_file() and os.access(python, os.X_OK)):
+        raise ValueError(f"venv {value!r} holds no bin/python: not a virtual environment")
+    return os.path.realpath(full)
+
+
 def _row(
     row: Any, n: int, path: Path, *, roots: Sequence[Path] | None, checked: dict[str, str | None]
 ) -> dict[str, Any]:
@@ -127,6 +149,7 @@ def _row(
                 raise ValueError(f"repo_path {row['repo_path']!r} holds a link outside the dataset: {link}")
     elif not row.get("image"):
         raise ValueError("needs 'repo_path' (a local checkout) or 'image' (a Docker image)")
+    venv = _venv(row.get("venv"), path, roots)
     repo_dir = row.get("repo_dir") or "/testbed"
     if not repo_dir.startswith("/"):
         raise ValueError(f"repo_dir must be an absolute path in the image, got {repo_dir!r}")
@@ -136,6 +159,7 @@ def _row(
         "base_commit": row.get("base_commit") or "",
         "repo_path": repo_path,
         "image": row.get("image"),
+        "venv": venv,
         "repo_dir": repo_dir,
         "gold_patch": _patch_paths(row["patch"], "patch", required=True),
         "test_patch": _patch_paths(row.get("test_patch"), "test_patch", required=False),
@@ -157,14 +181,17 @@ def load_swebench(
     ``problem_statement``, ``FAIL_TO_PASS`` (at least one) and ``PASS_TO_PASS`` (lists, or JSON-encoded
     lists of pytest node ids), and either ``repo_path`` (a local git checkout containing ``base_commit``,
     or a plain folder at the base state; relative paths are relative to the file) or ``image`` (a Docker
-    image holding the repo at ``repo_dir``, default ``/testbed``; needs ``executor="docker"``). Optional:
-    ``test_cmd`` (a list, or a shell string; default ``python -m pytest``), ``env`` (variables for the
-    tests), ``split``, ``difficulty``.
+    image holding the repo at ``repo_dir``, default ``/testbed``; needs ``executor="docker"``). With both,
+    ``image`` is only the tests' environment on Docker (the repository comes from ``repo_path``). Optional:
+    ``venv`` (a virtual environment, relative to the file or absolute, whose ``bin/python`` runs the tests
+    on the local executor), ``test_cmd`` (a list, or a shell string; default ``python -m pytest``), ``env``
+    (variables for the tests), ``split``, ``difficulty``.
 
     Every row is checked here, not later: an error names the file and the row in one line (with
     ``skip_invalid``, bad rows are left out and counted in a warning). ``repo_path`` must resolve (symlinks
     followed) inside the dataset file's folder or one of ``allowed_roots``, and a plain folder may hold no
-    link that leads out of them; ``allowed_roots=None`` allows any folder.
+    link that leads out of them; ``venv`` likewise, or inside execgym's environment cache
+    (``$EXECGYM_CACHE_DIR/swe/envs``), and must hold ``bin/python``; ``allowed_roots=None`` allows any folder.
     """
     path = Path(path)
     if path.is_dir():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from execgym.core.tasks import DIFFICULTIES, Task
 from execgym.envs.swe.mutations import Mutation, apply_mutations, function_spans
@@ -63,6 +64,16 @@ __all__ = [
 ]
 
 
+class Described(Protocol):
+    """What a problem statement names: a project's ``name`` and a one-line ``description``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+
 def difficulty_of(n_mutations: int, n_failing: int) -> str:
     """``easy`` / ``medium`` / ``hard`` from the number of mutations and of failing tests.
 
@@ -78,11 +89,20 @@ def difficulty_of(n_mutations: int, n_failing: int) -> str:
 
 
 def problem_statement(
-    repo: BundledRepo, fail_to_pass: Sequence[str], messages: Mapping[str, str], *, groups: int = 8, per_group: int = 3
+    repo: BundledRepo | Described,
+    fail_to_pass: Sequence[str],
+    messages: Mapping[str, str],
+    *,
+    groups: int = 8,
+    per_group: int = 3,
+    opening: str | None = None,
+    run_hint: str = "`PYTHONPATH=. python -m pytest`",
 ) -> str:
     """An issue-style statement written from the failing tests' names and failure messages only.
 
     Tests that fail with the same message are listed together (at most ``per_group`` names each).
+    ``repo`` is anything with a ``name`` and a ``description``; ``opening`` replaces the first sentence and
+    ``run_hint`` says how the tests run.
 
     Example:
         >>> text = problem_statement(bundled_repo("spans"), ["tests/a.py::t1", "tests/a.py::t2"],
@@ -98,11 +118,8 @@ def problem_statement(
     by_message: dict[str, list[str]] = {}
     for test in fail_to_pass:
         by_message.setdefault(messages.get(test) or "", []).append(test)
-    lines = [
-        f"The `{repo.name}` library ({description}) has a bug: {n} of its tests fail{'s' if n == 1 else ''}.",
-        "",
-        "Failing tests and what they report:",
-    ]
+    first = f"The `{repo.name}` library ({description}) has a bug: {n} of its tests fail{'s' if n == 1 else ''}."
+    lines = [opening or first, "", "Failing tests and what they report:"]
     for message, tests in list(by_message.items())[:groups]:
         lines += [f"- {test}" for test in tests[:per_group]]
         if len(tests) > per_group:
@@ -115,7 +132,7 @@ def problem_statement(
         "",
         "Find the cause in the library code and fix it, so that these tests pass and every other test keeps "
         "passing. Do not change the tests. The repository runs from its folder: "
-        "`PYTHONPATH=. python -m pytest` (or the run_tests tool). Call submit() when you are done.",
+        f"{run_hint} (or the run_tests tool). Call submit() when you are done.",
     ]
     return "\n".join(lines)
 

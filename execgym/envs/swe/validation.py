@@ -30,7 +30,7 @@ from cachetools import LRUCache
 from execgym.core.errors import InfraError
 from execgym.envs.swe.mutations import Mutation, MutationError, apply_mutations
 from execgym.envs.swe.repos import BundledRepo, bundled_repo, cache_root
-from execgym.envs.swe.runner import TestRun, run_pytest
+from execgym.envs.swe.runner import STABLE_TEST_ENV, TestRun, run_pytest
 from execgym.executor import Executor, Limits, SandboxSpec, get_executor
 
 __all__ = ["MAX_FAILING_FRACTION", "VALIDATION_TIMEOUT_S", "BugCheck", "BugValidator"]
@@ -121,7 +121,7 @@ class BugValidator:
         limits = Limits(wall_time_s=self.timeout, cpu_time_s=self.timeout)
         spec = SandboxSpec(workdir_from=repo.root, files=dict(files), env=dict(repo.command.env), limits=limits)
         with self.executor.sandbox(spec) as sb:
-            return run_pytest(sb, repo.command, [], timeout=self.timeout)
+            return run_pytest(sb, repo.command, [], timeout=self.timeout, env=STABLE_TEST_ENV)
 
     def clean_tests(self, repo_name: str) -> tuple[str, ...]:
         """The node ids of the clean repository's tests (all must pass, else ``ValueError``)."""

@@ -45,7 +45,8 @@ class Workspace:
     ``base_dir``: a host folder holding the repository at its base state (None: it is in ``image``, at
     ``image_repo_dir``). ``start_files``: files written over the base for the episode (the bug). ``hidden``:
     files removed from the agent's copy and present only for grading. ``test_patch``: applied only for
-    grading. ``run_tests_args``: what ``run_tests()`` runs without a selector.
+    grading. ``run_tests_args``: what ``run_tests()`` runs without a selector. ``python``: the interpreter
+    that runs the tests on the local executor (a task's venv ``bin/python``; None: the executor's own).
     """
 
     base_dir: Path | None
@@ -57,6 +58,7 @@ class Workspace:
     command: TestCommand
     run_tests_args: tuple[str, ...]
     protected: tuple[str, ...]
+    python: str | None = None
 
 
 def oracle_actions(gold_patch: str) -> tuple[dict[str, Any], ...]:
@@ -71,7 +73,10 @@ _workspaces_lock = threading.Lock()
 
 def workspace(task: Task, *, hide_tests: bool = False) -> Workspace:
     """The workspace of a task (bundled, generated or SWE-bench), cached per task."""
-    fingerprint = f"{task.data.get('gold_patch', '')}\0{task.data.get('test_patch', '')}\0{task.data.get('repo_path')}"
+    data = task.data
+    fingerprint = "\0".join(
+        str(data.get(k) or "") for k in ("gold_patch", "test_patch", "repo_path", "image", "repo_dir", "venv")
+    )
     key = (f"{task.source}:{task.id}:{hide_tests}", hashlib.sha1(fingerprint.encode()).hexdigest())
     with _workspaces_lock:
         found = _workspaces.get(key)
@@ -111,16 +116,18 @@ def _build(task: Task, hide_tests: bool) -> Workspace:
             if data.get("test_patch")
             else graded_files
         )
+        # With repo_path the image (if any) is only the tests' environment: the code comes from the host.
         return Workspace(
             base,
             data.get("image") or "python",
-            data.get("repo_dir") if data.get("image") else None,
+            data.get("repo_dir") if data.get("image") and base is None else None,
             {},
             (),
             data.get("test_patch") or "",
             command,
             graded_files,
             protected,
+            os.path.join(data["venv"], "bin", "python") if data.get("venv") else None,
         )
     raise ValueError(f"task {task.id}: unknown kind {data.get('kind')!r}")
 

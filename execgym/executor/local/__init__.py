@@ -28,6 +28,15 @@ What is enforced, and how:
   network unless ``Limits.network`` (``--unshare-net``: only a private loopback; with the network on, the
   host's network namespace is shared, abstract Unix sockets included). No ``/root``, ``/home``, ``/run``, ``/var``,
   ``/sys`` nor any host socket exists inside.
+* **A sandbox's own interpreter** (``SandboxSpec.python``, e.g. a venv's ``bin/python``): its ``bin`` folder
+  leads ``PATH``, so ``python`` (and the venv's console scripts) are the venv's. With bubblewrap the venv and
+  its base interpreter are bound read-only (writing into the venv fails: ``pip install`` cannot change it),
+  and the site-packages of the executor's interpreter and of the venv's base are masked with an empty
+  folder unless the venv's ``sys.path`` holds them (``--system-site-packages``): the host's packages are
+  neither importable nor readable there. The supervisor still runs on the executor's interpreter
+  (``-I -S``, standard library only). The interpreter is probed once per process and path, not per
+  sandbox; a missing one is an :class:`InfraError` when the sandbox is made. Without bubblewrap only
+  ``PATH`` changes: the venv is as writable as the calling user makes it.
 * **Identity**: as root, bubblewrap builds the sandbox (it can then bind an interpreter under a private
   home) and the supervisor drops to :data:`SANDBOX_UID`/:data:`SANDBOX_GID` before anything else runs: no
   supplementary groups, empty capability bounding set, ``no_new_privs`` (see ``_agent.drop_privileges``).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -69,28 +70,52 @@ def _script_folders() -> set[Path]:
 _PRIVATE_DIRS = (Path("/tmp"), Path("/dev/shm"), Path("/dev"), Path("/proc"), Path("/etc"))
 
 
+_PROBE = (
+    "import json, site, sys; print(json.dumps({'prefixes': [sys.prefix, sys.base_prefix, sys.exec_prefix], "
+    "'path': sys.path, 'site': site.getsitepackages(), "
+    "'base_site': site.getsitepackages([sys.base_prefix, sys.base_exec_prefix])}))"
+)
+
+
+def _interpreter_info(python: str) -> dict[str, list[str]]:
+    """``python``'s prefixes, ``sys.path``, site-packages and its base's site-packages (a probe, cached)."""
+    if python == sys.executable:  # read live: tests change sys.path and clear _interpreter_dirs' cache
+        return {
+            "prefixes": [sys.prefix, sys.base_prefix, sys.exec_prefix],
+            "path": list(sys.path),
+            "site": site.getsitepackages(),
+            "base_site": site.getsitepackages([sys.base_prefix, sys.base_exec_prefix]),
+        }
+    return _probe(python)
+
+
+@cache
+def _probe(python: str) -> dict[str, list[str]]:
+    try:
+        out = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, timeout=30, check=True).stdout
+        info = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        raise InfraError(f"cannot inspect the sandbox interpreter {python!r}: {e}") from e
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), list) for k in ("prefixes", "path", "site")):
+        raise InfraError(f"cannot inspect the sandbox interpreter {python!r}: unexpected answer {out[:200]!r}")
+    return info
+
+
 @cache
 def _interpreter_dirs(python: str) -> tuple[str, ...]:
     """Directories ``python`` needs: its prefixes and its ``sys.path``, minus execgym's checkout.
 
-    A prefix is bound even inside the checkout (a ``.venv`` there); other ``sys.path`` entries inside
+    Cached per interpreter path: an interpreter other than this one is probed once per process, not per
+    sandbox. A prefix is bound even inside the checkout (a ``.venv`` there); other ``sys.path`` entries inside
     the checkout (an editable install's source, added by a ``.pth`` file) are not. Nor are: ``''`` and
     relative entries, the folder of the running script (or the working directory, for ``-m`` / ``-c``)
     unless it lies inside a prefix (e.g. a console script's ``bin``), and any entry that is or contains
     ``/tmp``, ``/dev/shm``, ``/dev``, ``/proc`` or ``/etc``, which the sandbox has its own of. (A script in
     ``/tmp`` once bound the host's ``/tmp`` over the sandbox's, hiding its work dir.)
     """
-    if python == sys.executable:
-        info = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]
-        callers = _script_folders()
-    else:
-        code = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]))"
-        try:
-            out = subprocess.run([python, "-I", "-c", code], capture_output=True, timeout=30, check=True).stdout
-            info = json.loads(out)
-        except (OSError, subprocess.SubprocessError, ValueError) as e:
-            raise InfraError(f"cannot inspect the sandbox interpreter {python!r}: {e}") from e
-        callers = set()  # -I: no script folder on that path
+    data = _interpreter_info(python)
+    info = [*data["prefixes"], *data["path"]]
+    callers = _script_folders() if python == sys.executable else set()  # -I: no script folder on that path
     exe = Path(python).resolve()
     prefixes = [Path(p).resolve() for p in info[:3] if p] + [Path(python).parent.resolve(), exe.parent]
     checkout = _package_checkout()
@@ -112,13 +137,47 @@ def _interpreter_dirs(python: str) -> tuple[str, ...]:
     return tuple(sorted(str(p) for p in dirs))
 
 
+@cache
+def _foreign_site_dirs(python: str, sandbox_python: str) -> tuple[str, ...]:
+    """Site-packages the sandbox sees through bound folders without them being ``sandbox_python``'s:
+    those of ``python`` (the supervisor's interpreter) and of ``sandbox_python``'s base, less any on
+    ``sandbox_python``'s ``sys.path`` (a venv made with ``--system-site-packages`` keeps them)."""
+    own = _interpreter_info(sandbox_python)
+    theirs = _interpreter_info(python)
+    keep = {Path(p).resolve() for p in own["path"] if isinstance(p, str) and os.path.isabs(p)}
+    needed = [Path(d) for d in _interpreter_dirs(sandbox_python)]
+    out: set[Path] = set()
+    for entry in [*theirs["site"], *own.get("base_site", []), *theirs.get("base_site", [])]:
+        if not isinstance(entry, str) or not os.path.isabs(entry) or not os.path.isdir(entry):
+            continue
+        p = Path(entry).resolve()
+        if p in keep or any(k.is_relative_to(p) for k in keep) or any(d.is_relative_to(p) for d in needed):
+            continue
+        out.add(p)
+    return tuple(sorted(str(p) for p in out))
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """``paths`` without those inside another of them, in order."""
+    return [p for p in paths if not any(p != q and p.is_relative_to(q) for q in paths)]
+
+
 def bwrap_args(
-    workdir: str, network: bool, tmp_size: int | None, *, python: str = sys.executable, etc_dir: str | None = None
+    workdir: str,
+    network: bool,
+    tmp_size: int | None,
+    *,
+    python: str = sys.executable,
+    sandbox_python: str | None = None,
+    etc_dir: str | None = None,
 ) -> list[str]:
     """The bubblewrap command line of one sandbox: only the paths a sandbox needs, read-only.
 
     Bound: ``/usr`` (and the merged-``/usr`` links or directories beside it), an allowlist of ``/etc``,
     the interpreter's prefixes and ``sys.path`` (without execgym's checkout), the work dir (read-write).
+    ``python`` runs the supervisor; ``sandbox_python`` (a venv's ``bin/python``), when given, is the one
+    behind ``python`` in the sandbox: its folders are bound too, read-only, and the site-packages of
+    ``python`` and of the venv's base that are not on its ``sys.path`` are masked with an empty folder.
     Private: ``/tmp``, ``/dev/shm``, a minimal ``/dev``, ``/proc`` of a new PID namespace. Nothing else of
     the host (``/root``, ``/home``, ``/run``, ``/var``, ``/sys``, sockets, the checkout and its ``.git``)
     exists inside. Any bound directory that still contains execgym's checkout gets it masked.
@@ -150,7 +209,12 @@ def bwrap_args(
     work = Path(workdir)
     # Never over (or inside) the work dir: a folder holding it would hide it behind the host's copy,
     # whose sandbox root is mode 0700.
-    lib_dirs = [d for d in _interpreter_dirs(python) if not _overlaps(Path(d), work)]
+    wanted = [Path(d) for d in _interpreter_dirs(python)]
+    masked: list[Path] = []
+    if sandbox_python is not None and sandbox_python != python:
+        wanted += [Path(d) for d in _interpreter_dirs(sandbox_python)]
+        masked = [Path(d) for d in _foreign_site_dirs(python, sandbox_python)]
+    lib_dirs = [str(d) for d in _outermost(sorted(set(wanted))) if not _overlaps(d, work)]
     for d in [*lib_dirs, workdir]:
         for parent in reversed(Path(d).parents):
             if str(parent) not in made and not any(parent.is_relative_to(b) for b in bound):
@@ -159,7 +223,9 @@ def bwrap_args(
         args += ["--bind" if d == workdir else "--ro-bind", d, d]
         bound.append(Path(d))
         made.add(d)
-    for hidden in sorted({_package_checkout(), _PACKAGE_DIR}):
+    # A masked folder is an empty read-only tmpfs: nothing can be mounted inside it afterwards.
+    masks = [m for m in {_package_checkout(), _PACKAGE_DIR, *masked} if not _overlaps(m, work)]
+    for hidden in sorted(_outermost(masks)):
         if any(hidden.is_relative_to(b) for b in bound[:-1]):  # e.g. a non-editable install in site-packages
             args += ["--tmpfs", str(hidden), "--remount-ro", str(hidden)]
     args += ["--remount-ro", "/"]  # the skeleton bwrap made (/etc, mount points) is read-only too

@@ -46,7 +46,8 @@ class LocalExecutor(Executor):
     ``use_bwrap``: ``None`` uses bubblewrap when it works here and otherwise *refuses* to make sandboxes
     (unless ``$EXECGYM_LOCAL_UNCONFINED=1``); ``False`` runs without it (no isolation, by explicit
     choice); ``True`` requires it. ``python`` is the interpreter behind ``python`` inside sandboxes
-    (default: this one).
+    (default: this one) and the one their supervisor runs on; ``SandboxSpec.python`` overrides the former
+    per sandbox (a task's venv).
 
     >>> ex = LocalExecutor()
     >>> with ex.sandbox() as sb:
@@ -101,6 +102,8 @@ class LocalExecutor(Executor):
                 f"install bubblewrap (and allow user namespaces), use executor='docker', or opt in to running "
                 f"unconfined with LocalExecutor(use_bwrap=False) or {UNCONFINED_ENV}=1"
             )
+        if spec.python is not None and not (os.path.isfile(spec.python) and os.access(spec.python, os.X_OK)):
+            raise InfraError(f"the sandbox interpreter {spec.python!r} does not exist or is not executable")
         if not spec.limits.network and not self.use_bwrap:
             _warn_no_network_isolation(self.bwrap_reason)
         return LocalSandbox(self, spec)
@@ -150,6 +153,8 @@ class LocalSandbox(Sandbox):
         self._sup: Supervisor | None = None
         self._generation = 0
         self._devnull = -1
+        #: The interpreter behind ``python`` in this sandbox: the spec's (a venv) or the executor's.
+        self.python = spec.python or executor.python
         try:
             if spec.workdir_from is not None:
                 shutil.copytree(spec.workdir_from, self.host_workdir, symlinks=True)
@@ -168,7 +173,7 @@ class LocalSandbox(Sandbox):
         except BaseException:
             shutil.rmtree(self.root, ignore_errors=True)
             raise
-        py_dir = os.path.dirname(executor.python)
+        py_dir = os.path.dirname(self.python)
         self.env = spec.environment(
             {
                 "PATH": f"{py_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -187,6 +192,7 @@ class LocalSandbox(Sandbox):
             limits.network,
             limits.disk_bytes,
             python=self.executor.python,
+            sandbox_python=self.python,
             etc_dir=os.path.join(self.root, "etc"),
         )
 

@@ -259,3 +259,44 @@ def test_hardcoded_value_heuristic():
 def test_small_literals_are_not_flagged():
     expected = expected_literals({"t.py": "def test_a():\n    assert f() == 1\n"}, ["t.py::test_a"])
     assert hardcoded_value_flags("m.py", "def f():\n    return 0\n", "def f():\n    return 1\n", expected) == []
+
+
+def test_inherited_tests_get_the_node_id_of_the_module_they_run_in() -> None:
+    # xunit1 names the file a test was written in: a mixin's method inherited by classes of other modules
+    # (cachetools' suite) must still get one node id per class, each of which reads its status back.
+    from execgym.envs.swe.grading import parse_junit
+
+    xml = """<testsuites><testsuite>
+    <testcase classname="tests.test_lru.LRUCacheTest" name="test_lru" file="tests/test_lru.py"/>
+    <testcase classname="tests.test_lru.LRUCacheTest" name="test_defaults" file="tests/__init__.py"/>
+    <testcase classname="tests.test_rr.RRCacheTest" name="test_defaults" file="tests/__init__.py"><failure/></testcase>
+    <testcase classname="pkg.tests.test_x.TestA" name="test_b" file="pkg/tests/base.py"/>
+    </testsuite></testsuites>"""
+    report = parse_junit(xml)
+    assert report.nodeids() == [
+        "tests/test_lru.py::LRUCacheTest::test_lru",
+        "tests/test_lru.py::LRUCacheTest::test_defaults",
+        "tests/test_rr.py::RRCacheTest::test_defaults",
+        "pkg/tests/test_x.py::TestA::test_b",
+    ]
+    assert [report.status(t) for t in report.nodeids()] == ["PASSED", "PASSED", "FAILED", "PASSED"]
+
+
+def test_renamed_copies_keep_the_order_of_a_class_s_tests() -> None:
+    # unittest runs a class's tests in name order; pathspec's suite sets state in one test that the next reads.
+    import re
+
+    from execgym.envs.swe.grading import twin_source
+
+    names = ["test_02_link_1_check", "test_01_files", "test_02_link_2", "test_10_last", "test_03_x"]
+    source = "import unittest\n\nclass T(unittest.TestCase):\n" + "".join(
+        f"    def {n}(self):\n        pass\n" for n in names
+    )
+    for seed in range(20):
+        made = twin_source("tests/test_a.py", source, [f"tests/test_a.py::T::{n}" for n in names], seed=seed)
+        assert made is not None
+        copies = [made.renamed[f"tests/test_a.py::T::{n}"].rsplit("::", 1)[1] for n in sorted(names)]
+        assert copies == sorted(copies) and len(set(copies)) == len(names)
+        assert re.findall(r"def (test_\w+)", made.copy_text) == [
+            made.renamed[f"tests/test_a.py::T::{n}"].rsplit("::", 1)[1] for n in names
+        ]
