@@ -23,7 +23,7 @@ from execgym.envs.swe.mining import build_tasks
 PROJECTS = {
     "cachetools": "pypi:cachetools==5.3.3..5.5.0",
     "pathspec": "pypi:pathspec==0.12.0..0.12.1",
-    "toolz": "pypi:toolz==0.12.1..1.0.0",
+    "toolz": "pypi:toolz==0.11.2..1.0.0",
 }
 
 

@@ -80,14 +80,23 @@ def test_system_site_packages_venv_keeps_host_packages(tmp_path: Path) -> None:
     assert out["own"] is True and out["host"] is True
 
 
-def test_interpreter_is_probed_once_per_path(tmp_path: Path) -> None:
+def test_the_venv_is_never_run_on_the_host(tmp_path: Path) -> None:
+    # A dataset names the venv: its interpreter (or a .pth file in it) must not run outside the sandbox.
     python = make_venv(tmp_path / "venv")
     ex = bwrap_local()
     before = bwrap_mod._probe.cache_info()
+    marker = tmp_path / "ran-on-the-host"
+    (python.parent.parent / SITE / "evil.pth").write_text(f"import pathlib; pathlib.Path({str(marker)!r}).touch()\n")
     report(ex, python)
     report(ex, python)
-    after = bwrap_mod._probe.cache_info()
-    assert after.misses - before.misses == 1, (before, after)
+    assert bwrap_mod._probe.cache_info().misses == before.misses  # read from pyvenv.cfg, not probed
+    assert not marker.exists()
+    # A venv of another Python (its pyvenv.cfg's home) is refused in one line.
+    cfg = python.parent.parent / "pyvenv.cfg"
+    other = make_venv(tmp_path / "other")
+    (other.parent.parent / "pyvenv.cfg").write_text(cfg.read_text().replace("home = ", "home = /opt/elsewhere"))
+    with pytest.raises(InfraError, match="not a venv of this machine's Python"):
+        report(ex, other)
 
 
 def test_unconfined_sandbox_uses_the_venv_too(venv: Path) -> None:

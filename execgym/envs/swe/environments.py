@@ -449,6 +449,10 @@ def _marker_extras(marker: Marker | None) -> set[str]:
 # --- keys, locks and pip ---------------------------------------------------------------------------------
 
 
+LAYOUT = 2
+"""How environments are made (part of their key): 2 = venvs without pip or setuptools of their own."""
+
+
 def environment_key(reqs: Requirements) -> str:
     """16 hex characters naming an environment: a hash of the packages, the project's name (whose wheel is
     left out), the Python version and the platform (what the wheelhouse, the venv and the image are cached
@@ -458,7 +462,8 @@ def environment_key(reqs: Requirements) -> str:
     True
     """
     h = hashlib.sha256()
-    for item in (*sorted(reqs.packages), f"project={reqs.project or ''}", f"python={PYTHON_VERSION}", PLATFORM_TAG):
+    fixed = (f"project={reqs.project or ''}", f"python={PYTHON_VERSION}", PLATFORM_TAG, f"layout={LAYOUT}")
+    for item in (*sorted(reqs.packages), *fixed):
         h.update(item.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
@@ -596,14 +601,17 @@ def build_venv(reqs: Requirements, *, cache: Path | None = None, log: Callable[[
             log(f"[environments] {key}: building the venv {venv}")
         try:
             subprocess.run(
-                [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True,
+                [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, text=True,
                 stdin=subprocess.DEVNULL, timeout=600,
             )  # fmt: skip
         except (subprocess.SubprocessError, OSError) as e:
             out = getattr(e, "stderr", None) or str(e)
             raise EnvironmentBuildError("install dependencies", f"python -m venv: {_pip_error(out)}") from e
         wheels = [str(w) for w in _wheels(wheelhouse)]
-        cmd = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", *wheels]
+        # The host's pip installs into the venv (pip --python): the venv gets no pip or setuptools of its own,
+        # whose vendored copies (packaging, tomli, idna, urllib3, ...) would be a mined project's answer.
+        python = str(venv / "bin" / "python")
+        cmd = [sys.executable, "-m", "pip", "--python", python, "install", "--no-index", "--no-deps", "-q", *wheels]
         _run_pip("install dependencies", cmd, env=_offline_pip_env())
         marker = {"key": key, "packages": list(reqs.packages), "project": reqs.project, "python": sys.version}
         tmp = venv / f"{MARKER_FILE}.tmp"
@@ -621,9 +629,10 @@ USER root
 COPY wheels /opt/execgym/wheels
 RUN set -eu; \\
     home="$(sed -n 's/^home *= *//p' /opt/venv/pyvenv.cfg)"; \\
-    "$home/python3" -m venv --clear /opt/venv; \\
-    PIP_CONFIG_FILE=/dev/null /opt/venv/bin/python -m pip install --no-cache-dir --no-index --no-deps \\
-        --disable-pip-version-check /opt/execgym/wheels/*.whl
+    mv /opt/venv /opt/pipvenv; \\
+    "$home/python3" -m venv --without-pip /opt/venv; \\
+    PIP_CONFIG_FILE=/dev/null /opt/pipvenv/bin/python -m pip --python /opt/venv/bin/python install \\
+        --no-cache-dir --no-index --no-deps --disable-pip-version-check /opt/execgym/wheels/*.whl
 
 FROM {base}
 USER root

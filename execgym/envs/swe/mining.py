@@ -35,6 +35,7 @@ import shutil
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -46,8 +47,10 @@ from execgym.core.errors import InfraError
 from execgym.envs.swe.environments import (
     EnvironmentBuildError,
     ProjectEnvironment,
+    Requirements,
     prepare_environment,
     read_requirements,
+    resolve_wheels,
 )
 from execgym.envs.swe.grading import MISSING, PASSED, JUnitReport, classify_path, nodeid_file, twin_source
 from execgym.envs.swe.mutations import Mutation, MutationError, apply_mutations, find_mutations
@@ -65,7 +68,7 @@ RUNS = 2
 """How many times each state's tests run (a test whose status differs between runs is flaky)."""
 DEFAULT_LIMIT = 20
 MAX_REPORT_BYTES = 64 * 1024 * 1024
-MINED_FORMAT = 1
+MINED_FORMAT = 2
 GRADING_ARGS = ("--maxfail=0",)
 _NOT_LIBRARY = frozenset({"setup.py", "conftest.py", "noxfile.py", "fabfile.py", "tasks.py", "__main__.py"})
 
@@ -247,7 +250,7 @@ class _Project:
             except (OSError, ValueError):
                 pass
         data = {"format": MINED_FORMAT, "key": key, **compute()}
-        if path is not None:
+        if path is not None and not data.get("timed_out"):  # a busy moment must not reject it for good
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
@@ -262,6 +265,7 @@ class _Project:
         tests, failure messages."""
         n = self.runs_per_state if n is None else n
         reports: list[JUnitReport] = []
+        started = time.perf_counter()
         timed_out = False
         error = ""
         for _ in range(n):
@@ -281,7 +285,8 @@ class _Project:
         messages = {
             t: _first_lines(reports[0].message(t) or s) for t, s in stable.items() if s != PASSED and _gradable(t)
         }
-        return {"ok": True, "statuses": stable, "flaky": flaky, "messages": messages}
+        seconds = round(time.perf_counter() - started, 3)
+        return {"ok": True, "statuses": stable, "flaky": flaky, "messages": messages, "seconds": seconds}
 
 
 def _spread(candidates: Sequence[Mutation], seed: str) -> list[Mutation]:
@@ -385,7 +390,9 @@ def _mutation_tasks(
             buggy = apply_mutations(files, [m])
         except (MutationError, ValueError) as exc:
             return m, None, f"does not apply ({str(exc)[:60]})"
-        first = project.cached("mutation", f"{key_base}\0{m.id}\0once", lambda: project.runs(buggy, 1))
+        first = project.cached(
+            "mutation", f"{key_base}\0{m.id}\0{_digest(buggy)}\0once", lambda: project.runs(buggy, 1)
+        )
         if not first["ok"]:
             return m, None, "the tests time out" if first.get("timed_out") else "no test report"
         f2p, _ = _task_lists(statuses, first["statuses"])
@@ -395,7 +402,9 @@ def _mutation_tasks(
             return m, None, "too broad"
         # Kept so far: its buggy state runs again, and only what held in every run counts.
         more = project.runs_per_state - 1
-        again = project.cached("mutation", f"{key_base}\0{m.id}\0again{more}", lambda: project.runs(buggy, more))
+        again = project.cached(
+            "mutation", f"{key_base}\0{m.id}\0{_digest(buggy)}\0again{more}", lambda: project.runs(buggy, more)
+        )
         if not again["ok"]:
             return m, None, "the tests time out" if again.get("timed_out") else "no test report"
         both, flaky = stable_statuses([first["statuses"], again["statuses"]])
@@ -425,12 +434,13 @@ def _mutation_tasks(
                 instance_id = f"{ident}-mut-{number:03d}"
                 _copy_with(project.source.root, repos_dir / instance_id, buggy)
                 gold = make_patch(buggy, {p: files[p] for p in buggy})
-                statement = problem_statement(
+                make_statement = partial(
+                    problem_statement,
                     _Described(name, f"version {version}" if version else "a Python project"),
-                    outcome["f2p"],
-                    outcome["messages"],
+                    messages=outcome["messages"],
                     run_hint=_run_hint(project.env),
                 )
+                statement = make_statement(outcome["f2p"])
                 rows.append(
                     _row(
                         project,
@@ -445,6 +455,7 @@ def _mutation_tasks(
                         {"kind": "mutation", "source": project.source.origin, "mutation": m.id},
                     )
                 )
+                rows[-1]["_statement"] = make_statement
     report.tasks["mutation"] = report.tasks.get("mutation", 0) + len(rows)
     return rows
 
@@ -519,6 +530,7 @@ def _version_tasks(
             old.root, project.tests.executor, project.environment, base.env, project.tests.timeout
         )
         key = f"{old.content_hash()}\0{new.content_hash()}\0{project.environment.key}\0{project.tests.executor.name}"
+        key += f"\0{project.runs_per_state}\0{_digest(tests)}\0{_digest(library)}"
         buggy = base.cached("version", key + "\0buggy", partial(base.runs, tests))
         fixed = base.cached("version", key + "\0fixed", partial(base.runs, {**tests, **library}))
         project.flaky.update(buggy.get("flaky", ()), fixed.get("flaky", ()))
@@ -540,16 +552,25 @@ def _version_tasks(
         old_text = _text_files(old.root)
         gold = make_patch({p: old_text.get(p) for p in library}, library)
         test_patch = make_patch({p: old_text.get(p) for p in tests}, tests)
-        statement = problem_statement(
-            _Described(spec.name, f"version {old_v}"),
-            f2p,
-            {t: buggy["messages"].get(t, "") for t in f2p},
-            opening=(
-                f"`{spec.name}` {old_v} does not do what its next release's tests expect: "
-                f"{len(f2p)} test{'s' if len(f2p) != 1 else ''} fail{'s' if len(f2p) == 1 else ''}."
-            ),
-            run_hint=_run_hint(base.env),
-        )
+
+        hint = _run_hint(base.env)
+
+        def make_statement(
+            f2p: Sequence[str], old_v: str = old_v, messages: dict[str, str] = buggy["messages"], hint: str = hint
+        ) -> str:
+            n = len(f2p)
+            return problem_statement(
+                _Described(spec.name or "", f"version {old_v}"),
+                f2p,
+                messages,
+                opening=(
+                    f"`{spec.name}` {old_v} does not do what its next release's tests expect: "
+                    f"{n} test{'s' if n != 1 else ''} fail{'s' if n == 1 else ''}."
+                ),
+                run_hint=hint,
+            )
+
+        statement = make_statement(f2p)
         rows.append(
             _row(
                 base,
@@ -564,6 +585,7 @@ def _version_tasks(
                 {"kind": "version", "source": f"pypi:{spec.name}=={old_v}..{new_v}", "from": old_v, "to": new_v},
             )
         )
+        rows[-1]["_statement"] = make_statement
         log(f"{instance_id}: {len(f2p)} failing, {len(p2p)} passing tests")
     report.tasks["version"] = report.tasks.get("version", 0) + len(rows)
     return rows
@@ -597,13 +619,49 @@ def _name_dependent(project: _Project, passing: Sequence[str], key: str) -> set[
     return {t for t, copy_id in renamed.items() if statuses.get(copy_id) != PASSED}
 
 
+def _digest(overlay: Mapping[str, str | None]) -> str:
+    """A hash of an overlay's files (what a cached run is valid for, whatever made them)."""
+    h = hashlib.sha256()
+    for rel, content in sorted(overlay.items()):
+        h.update(f"{rel}\0{'-' if content is None else hashlib.sha256(content.encode()).hexdigest()}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _copy_in_environment(requirements: Requirements, root: Path) -> str | None:
+    """A module or package of the project's own name inside a wheel of its environment (a vendored copy in a
+    dependency: ``pip/_vendor/packaging``), which would hand an agent the clean code; None when there is none."""
+    tops = {rel.split("/")[1] if rel.startswith("src/") else rel.split("/")[0] for rel in library_files(root)}
+    names = {t.removesuffix(".py") for t in tops if t}
+    if not names:
+        return None
+    for wheel in sorted(resolve_wheels(requirements).glob("*.whl")):
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                listing = zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            continue
+        for entry in listing:
+            parts = entry.split("/")
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                if (part in names and not last) or (
+                    last and part.removesuffix(".py") in names and part.endswith(".py")
+                ):
+                    return f"{wheel.name}: {entry}"
+    return None
+
+
 def _without_flaky(
     rows: list[dict[str, Any]], flaky: set[str], staging: Path, report: BuildReport
 ) -> list[dict[str, Any]]:
     """Every task without the tests found flaky in any state's runs; a task left with no failing test goes."""
     kept = []
     for row in rows:
+        listed = row["FAIL_TO_PASS"]
+        make_statement = row.pop("_statement", None)
         row["FAIL_TO_PASS"] = [t for t in row["FAIL_TO_PASS"] if t not in flaky]
+        if row["FAIL_TO_PASS"] != listed and row["FAIL_TO_PASS"] and make_statement is not None:
+            row["problem_statement"] = make_statement(row["FAIL_TO_PASS"])  # never naming a dropped test
         row["PASS_TO_PASS"] = [t for t in row["PASS_TO_PASS"] if t not in flaky]
         if row["FAIL_TO_PASS"]:
             kept.append(row)
@@ -686,7 +744,10 @@ def build_tasks(
     except SourceError as exc:
         raise BuildError("fetch source", str(exc).removeprefix("fetch source failed: ")) from None
     owns = not isinstance(executor, Executor)
-    ex = get_executor(executor)
+    try:
+        ex = get_executor(executor)
+    except (InfraError, ValueError, ImportError) as exc:
+        raise BuildError("start executor", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     report = BuildReport(source=source, project="", executor=ex.name)
     try:
         with tempfile.TemporaryDirectory(prefix="execgym-build-") as tmp:
@@ -705,6 +766,9 @@ def build_tasks(
             except EnvironmentBuildError as exc:
                 raise BuildError(exc.step, str(exc).split(" failed: ", 1)[-1]) from None
             report.environment = environment.key
+            copy = _copy_in_environment(requirements, src.root)
+            if copy:
+                raise BuildError("install dependencies", f"the environment holds a copy of the project: {copy}")
             report.seconds["environment"] = round(time.perf_counter() - tick, 2)
             if spec.kind == "pypi" and len(spec.versions) == 2:
                 # The newest release's environment serves every release of the range; mutations use the newest.
@@ -739,7 +803,7 @@ def build_tasks(
                 f"{report.failing_on_clean} fail or skip on the clean code"
             )
             if timeout is None:
-                tests.timeout = min(300.0, max(20.0, 10 * report.seconds["clean runs"] / runs))
+                tests.timeout = min(300.0, max(20.0, 10 * float(clean.get("seconds", 30.0)) / runs))
             tick = time.perf_counter()
             name_dependent = _name_dependent(project, passing, key)
             report.name_dependent = sorted(name_dependent)
@@ -787,6 +851,8 @@ def build_tasks(
             return report
     except InfraError as exc:
         raise BuildError("run tests", f"the sandbox failed: {exc}".splitlines()[0]) from None
+    except OSError as exc:
+        raise BuildError("write tasks", f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
     finally:
         if owns:
             ex.close()

@@ -56,27 +56,15 @@ MAX_SDIST_BYTES = 64 * 1024 * 1024
 # What never goes into a snapshot: history, packaged copies, caches, environments.
 SKIP_DIRS = frozenset(
     {
-        ".git",
-        ".hg",
-        ".svn",
-        "__pycache__",
-        ".pytest_cache",
-        ".mypy_cache",
-        ".ruff_cache",
-        ".hypothesis",
-        ".tox",
-        ".nox",
-        ".venv",
-        "venv",
-        ".eggs",
-        "build",
-        "dist",
-        "node_modules",
-        ".idea",
-        ".vscode",
+        ".git", ".hg", ".svn", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
+        ".tox", ".nox", ".venv", ".eggs", "node_modules", ".idea", ".vscode", "htmlcov", "_build",
     }
-)
-SKIP_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".whl", ".tar.gz", ".tgz", ".zip", ".egg", ".orig", ".rej")
+)  # fmt: skip
+# Only at the project's root (a package may hold a module folder named ``build``).
+SKIP_TOP_DIRS = frozenset({"build", "dist", "venv", "env"})
+SKIP_SUFFIXES = (
+    ".pyc", ".pyo", ".so", ".pyd", ".whl", ".tar.gz", ".tgz", ".zip", ".egg", ".orig", ".rej", ".bak", "~", ".swp",
+)  # fmt: skip
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
@@ -150,6 +138,8 @@ def snapshot_tree(src: Path, dest: Path) -> Path:
             d
             for d in dirnames
             if d not in SKIP_DIRS
+            and not (Path(dirpath) == src and d in SKIP_TOP_DIRS)
+            and not (Path(dirpath, d) / "pyvenv.cfg").exists()
             and not d.endswith((".egg-info", ".dist-info"))
             and not os.path.islink(Path(dirpath, d))
         )
@@ -157,7 +147,7 @@ def snapshot_tree(src: Path, dest: Path) -> Path:
         (dest / rel_dir).mkdir(parents=True, exist_ok=True)
         for name in filenames:
             full = Path(dirpath, name)
-            if full.is_symlink() or not full.is_file() or name.endswith(SKIP_SUFFIXES):
+            if full.is_symlink() or not full.is_file() or name.endswith(SKIP_SUFFIXES) or name == ".coverage":
                 continue
             if full.stat().st_size > MAX_FILE_BYTES:
                 continue
@@ -165,8 +155,20 @@ def snapshot_tree(src: Path, dest: Path) -> Path:
     return dest
 
 
+_SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+
+
 def _project_name(root: Path, fallback: str) -> str:
-    """The distribution name from pyproject.toml, setup.cfg or PKG-INFO (read, never run), else ``fallback``."""
+    """The distribution name from pyproject.toml, setup.cfg or PKG-INFO (read, never run), else ``fallback``;
+    normalized (PEP 503), and ``fallback`` when it is not a plain name (it names folders and files)."""
+    for candidate in (_declared_name(root), fallback):
+        name = canonicalize_name(candidate or "")
+        if _SAFE_NAME.match(name) and ".." not in name:
+            return name
+    return "project"
+
+
+def _declared_name(root: Path) -> str | None:
     import configparser
     import tomllib
 
@@ -189,7 +191,7 @@ def _project_name(root: Path, fallback: str) -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return fallback
+    return None
 
 
 def _git_export(repo: Path, dest: Path) -> str:

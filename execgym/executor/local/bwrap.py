@@ -86,7 +86,46 @@ def _interpreter_info(python: str) -> dict[str, list[str]]:
             "site": site.getsitepackages(),
             "base_site": site.getsitepackages([sys.base_prefix, sys.base_exec_prefix]),
         }
+    venv = Path(python).parent.parent
+    if (venv / "pyvenv.cfg").is_file():
+        return _venv_info(str(venv))
     return _probe(python)
+
+
+@cache
+def _venv_info(venv_dir: str) -> dict[str, list[str]]:
+    """A venv's folders, read from its ``pyvenv.cfg`` and never by running it on the host: a sandbox's venv
+    may come from a dataset, and its interpreter (or a ``.pth`` file in it) would run as the host's user.
+    Only a venv of this machine's Python (the supervisor's base) is accepted; its ``sys.path`` is that base's
+    standard library plus the venv's own site-packages (and the base's, for ``--system-site-packages``)."""
+    venv = Path(venv_dir)
+    cfg: dict[str, str] = {}
+    try:
+        for line in (venv / "pyvenv.cfg").read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                cfg[key.strip().lower()] = value.strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InfraError(f"cannot read the sandbox venv's pyvenv.cfg in {venv_dir!r}: {e}") from e
+    base = Path(sys.base_prefix).resolve()
+    home = Path(cfg.get("home", "")).resolve() if cfg.get("home") else None
+    if home is None or home.parent != base:
+        raise InfraError(
+            f"the sandbox interpreter in {venv_dir!r} is not a venv of this machine's Python ({base}): "
+            f"its pyvenv.cfg names home = {cfg.get('home')!r}"
+        )
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    own_site = [str(venv / "lib" / version / "site-packages")]
+    base_site = site.getsitepackages([sys.base_prefix, sys.base_exec_prefix])
+    stdlib = [str(base / "lib" / f"python{sys.version_info.major}{sys.version_info.minor}.zip"),
+              str(base / "lib" / version), str(base / "lib" / version / "lib-dynload")]
+    system = cfg.get("include-system-site-packages", "false").lower() == "true"
+    return {
+        "prefixes": [str(venv), str(base), str(venv)],
+        "path": [*stdlib, *own_site, *(base_site if system else [])],
+        "site": own_site,
+        "base_site": base_site,
+    }
 
 
 @cache
