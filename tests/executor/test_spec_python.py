@@ -127,3 +127,25 @@ def test_docker_ignores_spec_python(docker_executor: Executor, tmp_path: Path) -
     with docker_executor.sandbox(spec) as sb:
         r = sb.run(["python", "-c", "import sys; print(sys.prefix)"], timeout=60)
     assert r.ok and "no-such-venv" not in r.stdout, r
+
+
+def test_only_the_supervisor_s_standard_library_comes_along(venv: Path, tmp_path: Path, monkeypatch) -> None:
+    # A folder on the host interpreter's sys.path outside its prefixes (a user site, a .pth file's folder, an
+    # editable install's source) is bound into ordinary sandboxes, never into a venv's.
+    extra = Path.home() / f".execgym-test-syspath-{os.getpid()}"
+    extra.mkdir()
+    try:
+        (extra / "hostonlymod.py").write_text("X = 1\n")
+        monkeypatch.setattr(sys, "path", [*sys.path, str(extra)])
+        bwrap_mod._interpreter_dirs.cache_clear()
+        ex = bwrap_local()
+        with ex.sandbox(SandboxSpec()) as sb:
+            assert sb.run(["ls", str(extra)], timeout=30).ok
+        with ex.sandbox(SandboxSpec(python=str(venv))) as sb:
+            listing = sb.run(["ls", str(extra)], timeout=30)
+            assert not listing.ok and "No such file" in listing.stderr
+    finally:
+        bwrap_mod._interpreter_dirs.cache_clear()
+        for f in extra.iterdir():
+            f.unlink()
+        extra.rmdir()

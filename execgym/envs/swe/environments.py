@@ -291,16 +291,29 @@ def _inside(root: Path, rel: str, origin: str) -> Path:
     return path
 
 
-def _requirement_file_lines(path: Path, origin: str) -> list[str]:
-    """Requirement lines of a pip requirements file: comments, options (``-r``, ``-e``, ``--hash``...),
-    URLs and local paths left out; ``.[extras]`` (the project itself) kept, as the caller reads it."""
+_INCLUDE = re.compile(r"^(?:-r|--requirement)(?:\s+|=)(?P<file>\S+)$")
+
+
+def _requirement_file_lines(
+    path: Path, origin: str, *, root: Path | None = None, seen: frozenset[Path] = frozenset()
+) -> list[str]:
+    """Requirement lines of a pip requirements file: comments, options (``-e``, ``--hash``...), URLs and
+    local paths left out; ``-r FILE`` includes followed when they stay inside the project (``root``);
+    ``.[extras]`` (the project itself) kept, as the caller reads it."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise EnvironmentBuildError("read requirements", f"{origin}: cannot read {path.name}: {e}") from e
     lines: list[str] = []
+    top = (root or path.parent).resolve()
     for raw in text.replace("\\\n", " ").splitlines():
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        include = _INCLUDE.match(line)
+        if include:
+            target = (path.parent / include["file"]).resolve()
+            if target.is_relative_to(top) and target.is_file() and target not in seen and len(seen) < 16:
+                lines += _requirement_file_lines(target, origin, root=top, seen=seen | {path.resolve()})
+            continue
         line = re.split(r"\s--?[a-z]", " " + line)[0].strip() if not line.startswith("-") else line
         if not line:
             continue
@@ -322,7 +335,7 @@ def _from_requirement_files(root: Path, names: Iterable[str]) -> tuple[list[_Dec
         if not path.is_file():
             continue
         used.append(rel)
-        for line in _requirement_file_lines(path, rel):
+        for line in _requirement_file_lines(path, rel, root=root):
             m = _SELF_LINE.match(line)
             if m:
                 self_extras |= {canonicalize_name(e) for e in (m.group("extras") or "").split(",") if e.strip()}

@@ -28,6 +28,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -234,17 +235,40 @@ def _index_url() -> str:
     return (os.environ.get(INDEX_URL_ENV) or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX).rstrip("/")
 
 
+_ANCHOR = re.compile(
+    r"<a\s[^>]*?href=[\"'](?P<href>[^\"'#]+)(?:#sha256=(?P<sha>[0-9a-f]{64}))?[^\"']*[\"'][^>]*>(?P<name>[^<]+)</a>",
+    re.I,
+)
+
+
 def _simple_files(name: str, *, timeout: float = 60) -> list[dict]:  # type: ignore[type-arg]
+    """The files of a project's page on the index: the JSON simple API (PEP 691), or the HTML one (PEP 503)
+    that file mirrors and older indexes serve; a ``file://`` index is read from its ``index.html``."""
     url = f"{_index_url()}/{canonicalize_name(name)}/"
-    request = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    target = url + "index.html" if url.startswith("file://") else url
+    accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
+    request = urllib.request.Request(target, headers={"Accept": accept})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = json.load(response)
+            body = response.read(32 * 1024 * 1024).decode("utf-8", errors="replace")
     except urllib.error.HTTPError as exc:
         why = "no such project" if exc.code == 404 else f"HTTP {exc.code}"
         raise SourceError(f"fetch source failed: {url}: {why}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise SourceError(f"fetch source failed: {url}: {getattr(exc, 'reason', exc)}") from None
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, FileNotFoundError) or isinstance(exc, FileNotFoundError):
+            raise SourceError(f"fetch source failed: {url}: no such project") from None
+        raise SourceError(f"fetch source failed: {url}: {reason}") from None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        files = [
+            {"filename": m["name"].strip(), "url": m["href"], "hashes": {"sha256": m["sha"]} if m["sha"] else {}}
+            for m in _ANCHOR.finditer(body)
+        ]
+        if files or "<html" in body.lower():
+            return files
+        raise SourceError(f"fetch source failed: {url} answered neither the JSON nor the HTML simple API") from None
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, list):
         raise SourceError(f"fetch source failed: {url} did not answer with the JSON simple API")
@@ -281,9 +305,12 @@ def _download_sdist(name: str, version: str, dest: Path) -> Path:
     entry = _sdists(name).get(Version(version))
     if entry is None:
         raise SourceError(f"fetch source failed: {name}=={version} has no sdist on {_index_url()}")
-    url = entry["url"]
-    if url.startswith("/"):
-        url = _index_url().split("/simple")[0] + url
+    if not isinstance(entry.get("url"), str) or not entry["url"]:
+        raise SourceError(f"fetch source failed: the index lists {entry.get('filename')} without a URL")
+    # Mirrors answer with URLs relative to the project's page (``../../packages/...``).
+    url = urllib.parse.urljoin(f"{_index_url()}/{canonicalize_name(name)}/", entry["url"])
+    if not url.startswith(("https://", "http://", "file://")):
+        raise SourceError(f"fetch source failed: {entry.get('filename')}: unsupported URL {url[:100]!r}")
     target = dest / entry["filename"]
     digest = hashlib.sha256()
     size = 0
@@ -295,7 +322,7 @@ def _download_sdist(name: str, version: str, dest: Path) -> Path:
                     raise SourceError(f"fetch source failed: {entry['filename']} is over {MAX_SDIST_BYTES:,} bytes")
                 digest.update(chunk)
                 out.write(chunk)
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         raise SourceError(f"fetch source failed: {url}: {getattr(exc, 'reason', exc)}") from None
     expected = (entry.get("hashes") or {}).get("sha256")
     if expected and digest.hexdigest() != expected:

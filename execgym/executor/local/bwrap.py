@@ -176,6 +176,20 @@ def _interpreter_dirs(python: str) -> tuple[str, ...]:
     return tuple(sorted(str(p) for p in dirs))
 
 
+def _prefix_dirs(python: str) -> tuple[str, ...]:
+    """``python``'s prefixes and the folders of its executable, filtered as :func:`_interpreter_dirs` filters."""
+    found = [*_interpreter_info(python)["prefixes"][:3], str(Path(python).parent), str(Path(python).resolve().parent)]
+    dirs: list[Path] = []
+    for entry in found:
+        if not entry or not os.path.isabs(entry) or not os.path.isdir(entry):
+            continue
+        p = Path(entry).resolve()
+        if p == Path("/") or p.is_relative_to("/usr") or any(d.is_relative_to(p) for d in _PRIVATE_DIRS):
+            continue
+        dirs.append(p)
+    return tuple(sorted(str(p) for p in _outermost(sorted(set(dirs)))))
+
+
 @cache
 def _foreign_site_dirs(python: str, sandbox_python: str) -> tuple[str, ...]:
     """Site-packages the sandbox sees through bound folders without them being ``sandbox_python``'s:
@@ -251,7 +265,9 @@ def bwrap_args(
     wanted = [Path(d) for d in _interpreter_dirs(python)]
     masked: list[Path] = []
     if sandbox_python is not None and sandbox_python != python:
-        wanted += [Path(d) for d in _interpreter_dirs(sandbox_python)]
+        # The supervisor runs with -I -S: its standard library is all it needs, so the rest of its sys.path
+        # (the user site, folders a .pth file adds, an editable install's source) stays out of a venv's sandbox.
+        wanted = [Path(d) for d in _prefix_dirs(python)] + [Path(d) for d in _interpreter_dirs(sandbox_python)]
         masked = [Path(d) for d in _foreign_site_dirs(python, sandbox_python)]
     lib_dirs = [str(d) for d in _outermost(sorted(set(wanted))) if not _overlaps(d, work)]
     for d in [*lib_dirs, workdir]:

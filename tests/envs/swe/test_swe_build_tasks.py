@@ -236,3 +236,34 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["swe", "build-tasks", "pypi:nope", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("execgym swe build-tasks: fetch source failed:") and "\n" not in err
+
+
+def test_a_mirror_with_relative_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file:// index laid out as bandersnatch lays one out: the project's page links ../../packages/...
+    import hashlib
+    import tarfile
+
+    project = make_project(tmp_path / "mini-1.0")
+    archive = tmp_path / "index" / "packages" / "mini-1.0.tar.gz"
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(project, arcname="mini-1.0")
+    page = tmp_path / "index" / "simple" / "mini"
+    page.mkdir(parents=True)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    files = [{"filename": "mini-1.0.tar.gz", "url": "../../packages/mini-1.0.tar.gz", "hashes": {"sha256": digest}}]
+    (page / "index.html").write_text(json.dumps({"files": files}))
+    monkeypatch.setenv("EXECGYM_INDEX_URL", (tmp_path / "index" / "simple").as_uri())
+    src = fetch_source("pypi:mini==1.0", tmp_path / "snap")
+    assert src.version == "1.0" and (src.root / "mini" / "core.py").read_text() == LIBRARY
+    (page / "index.html").write_text(json.dumps({"files": [{**files[0], "hashes": {"sha256": "0" * 64}}]}))
+    with pytest.raises(SourceError, match="sha256 does not match"):
+        fetch_source("pypi:mini==1.0", tmp_path / "snap2")
+    # The same mirror serving the HTML simple API (PEP 503), as file mirrors and older indexes do.
+    (page / "index.html").write_text(
+        f'<!DOCTYPE html><html><body><a href="../../packages/mini-1.0.tar.gz#sha256={digest}">mini-1.0.tar.gz</a>'
+        "</body></html>"
+    )
+    assert fetch_source("pypi:mini==1.0", tmp_path / "snap3").root.joinpath("mini", "core.py").is_file()
+    with pytest.raises(SourceError, match="no such project"):
+        fetch_source("pypi:other==1.0", tmp_path / "snap4")

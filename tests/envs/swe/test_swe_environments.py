@@ -308,3 +308,15 @@ def test_build_image_without_the_python_image_says_how_to_build_it(
     assert not (
         env_cache / "wheels" / environment_key(reqs)
     ).exists()  # nothing was downloaded for an image that cannot be built
+
+
+def test_requirement_file_includes_are_followed_inside_the_project(tmp_path: Path) -> None:
+    (tmp_path / "setup.py").write_text("raise SystemExit('never run')\n")
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "base.txt").write_text("attrs>=20\n-r base.txt\n")  # a loop is followed once
+    (tmp_path / "requirements-test.txt").write_text(
+        "-r requirements/base.txt\n--requirement=../outside.txt\n-r /etc/hostname\nhypothesis\n"
+    )
+    (tmp_path.parent / "outside.txt").write_text("numpy\n")
+    reqs = read_requirements(tmp_path, "proj")
+    assert reqs.packages == ("attrs>=20", "hypothesis", "pytest")
