@@ -172,7 +172,12 @@ class JUnitReport:
         return "::".join(["/".join(parts[:i]) + ".py", *parts[i:], name]) if i else f"{classname}::{name}"
 
     def _modules(self) -> dict[str, str]:
-        return {re.sub(r"\.py$", "", f.replace("/", ".")): f for f in set(self.files.values())}
+        # Built once per report (statuses are filled by the parser before any node id is asked for).
+        cached = self.__dict__.get("_module_files")
+        if cached is None or cached[0] != len(self.files):
+            cached = (len(self.files), {re.sub(r"\.py$", "", f.replace("/", ".")): f for f in set(self.files.values())})
+            self.__dict__["_module_files"] = cached
+        return cached[1]
 
     def nodeids(self) -> list[str]:
         """Node ids of every reported test, in report order."""

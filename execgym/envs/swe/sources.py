@@ -215,10 +215,18 @@ def _git_export(repo: Path, dest: Path) -> str:
     return commit
 
 
+MAX_UNPACKED_BYTES = 512 * 1024 * 1024
+"""The most an archive may unpack to (an sdist is a few MB; more is a bomb, not a project)."""
+
+
 def _extract(archive: Path, dest: Path) -> None:
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
+                if sum(info.file_size for info in zf.infolist()) > MAX_UNPACKED_BYTES:
+                    raise SourceError(
+                        f"fetch source failed: {archive.name} unpacks to over {MAX_UNPACKED_BYTES:,} bytes"
+                    )
                 for info in zf.infolist():
                     target = (dest / info.filename).resolve()
                     if not str(target).startswith(str(dest.resolve()) + os.sep) and target != dest.resolve():
@@ -226,6 +234,10 @@ def _extract(archive: Path, dest: Path) -> None:
                 zf.extractall(dest)
         else:
             with tarfile.open(archive) as tar:
+                if sum(member.size for member in tar.getmembers()) > MAX_UNPACKED_BYTES:
+                    raise SourceError(
+                        f"fetch source failed: {archive.name} unpacks to over {MAX_UNPACKED_BYTES:,} bytes"
+                    )
                 tar.extractall(dest, filter="data")
     except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
         raise SourceError(f"fetch source failed: cannot unpack {archive.name}: {exc}") from None
