@@ -267,3 +267,21 @@ def test_a_mirror_with_relative_urls(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert fetch_source("pypi:mini==1.0", tmp_path / "snap3").root.joinpath("mini", "core.py").is_file()
     with pytest.raises(SourceError, match="no such project"):
         fetch_source("pypi:other==1.0", tmp_path / "snap4")
+
+
+def test_an_archive_bomb_is_refused_before_it_unpacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import tarfile
+
+    from execgym.envs.swe import sources
+
+    archive = tmp_path / "big-1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"\0" * (2 * 1024 * 1024)
+        info = tarfile.TarInfo("big-1.0/blob.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setattr(sources, "MAX_UNPACKED_BYTES", 1024 * 1024)
+    with pytest.raises(SourceError, match="unpacks to over"):
+        sources._extract(archive, tmp_path / "out")
+    assert not any((tmp_path / "out").rglob("*")) if (tmp_path / "out").exists() else True
