@@ -71,6 +71,7 @@ import configparser
 import io
 import re
 import textwrap
+import threading
 import tokenize
 import tomllib
 import xml.etree.ElementTree as ET
@@ -97,6 +98,7 @@ __all__ = [
     "junit_key",
     "nodeid_file",
     "parse_junit",
+    "parse_python",
     "report_flags",
     "source_flags",
     "twin_flags",
@@ -113,6 +115,23 @@ _HOOK_NAMES = frozenset({"sitecustomize.py", "usercustomize.py", "pytest.py", "p
 _HOOK_DIRS = frozenset({"_pytest", "pytest", "pluggy", "__pycache__"})
 _HOOK_SUFFIXES = (".pth", ".so", ".pyd", ".pyc", ".dylib")
 _SEVERITY = {ERROR: 4, FAILED: 3, SKIPPED: 2, XFAIL: 1, PASSED: 0}
+
+
+_AST_LOCK = threading.RLock()
+
+
+def parse_python(source: str | bytes) -> ast.Module:
+    """``ast.parse`` behind a process-wide lock: CPython 3.11 keeps the AST converter's recursion depth in state
+    shared by threads, and two threads parsing at once fail with ``SystemError: AST constructor recursion depth
+    mismatch`` (seen with the task miner's parallel validations).
+
+    Example:
+        >>> type(parse_python("x = 1")).__name__
+        'Module'
+    """
+    with _AST_LOCK:
+        return ast.parse(source)
+
 
 
 # ---------------------------------------------------------------------------------------------- junit
@@ -490,7 +509,7 @@ def _parse(text: str | None) -> ast.AST | None:
     if text is None:
         return None
     try:
-        return ast.parse(text)
+        return parse_python(text)
     except (SyntaxError, ValueError):
         return None
 
@@ -789,7 +808,7 @@ def twin_source(path: str, source: str, test_ids: Iterable[str], *, seed: int | 
     import secrets
 
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
     rng = random.Random(seed if seed is not None else secrets.randbits(64))
@@ -800,7 +819,7 @@ def twin_source(path: str, source: str, test_ids: Iterable[str], *, seed: int | 
 
     def failing() -> list[ast.stmt]:
         a, b = rng.randrange(10**6), rng.randrange(10**6)
-        return ast.parse(f"assert {a} + {b} == {a + b + rng.randrange(1, 1000)}").body
+        return parse_python(f"assert {a} + {b} == {a + b + rng.randrange(1, 1000)}").body
 
     def is_test(node: ast.AST) -> bool:
         return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test")

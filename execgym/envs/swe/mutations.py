@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from execgym.envs.swe.grading import parse_python
+
 __all__ = [
     "KINDS",
     "OPERATORS",
@@ -693,7 +695,7 @@ def _splice(lines: list[bytes], edits: Sequence[_Edit]) -> list[bytes]:
 
 @lru_cache(maxsize=256)
 def _parsed(source: str) -> tuple[ast.Module, dict[str, Any]]:
-    tree = ast.parse(source)
+    tree = parse_python(source)
     return tree, dict(_functions(tree))
 
 
@@ -735,7 +737,7 @@ def _function_tree(new_lines: list[bytes], first: int, last: int) -> ast.AST | N
         else:
             return None
     try:
-        module = ast.parse(b"".join(out).decode())
+        module = parse_python(b"".join(out).decode())
     except (SyntaxError, ValueError):
         return None
     if len(module.body) != 1 or not isinstance(module.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
