@@ -7,17 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from execgym.cli import _positive_int
+
 __all__ = ["register"]
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,11 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="local",
         help="where the tests run: local (a per-project venv) or docker (a per-project image)",
     )
-    build.add_argument("--limit", type=_positive, default=20, help="at most this many mutation tasks (default 20)")
+    build.add_argument("--limit", type=_positive_int, default=20, help="at most this many mutation tasks (default 20)")
     build.add_argument("--seed", type=int, default=0, help="the order candidates are tried in")
-    build.add_argument("--runs", type=_positive, default=2,
+    build.add_argument("--runs", type=_positive_int, default=2,
                        help="runs of each state's tests; a test whose status differs is dropped as flaky (default 2)")
-    build.add_argument("--workers", type=_positive, default=None, help="test runs at once (default: up to 4)")
+    build.add_argument("--workers", type=_positive_int, default=None, help="test runs at once (default: up to 4)")
     build.add_argument("--no-verify", dest="verify", action="store_false",
                        help="skip playing every task's oracle in the env's own grader (kept only if it resolves)")
     build.add_argument(
