@@ -1,14 +1,15 @@
 """Memory and cold start of N CAD envs in one process, measured in one run and printed as a markdown table.
 
-    python benchmarks/cad_memory.py [--sizes 1,4,16] [--unshared 1,4] [--steps 20]
+    python benchmarks/cad_memory.py [--sizes 1,4,16] [--sandboxed 1,4] [--unshared 1,4] [--steps 20]
 
 For each N: N ``CADModelEnv`` (local executor) are built one after the other in this process; each one's cold
 start is its construction + first ``reset`` + first ``run_cadquery`` step. Then the processes below this one
 (sandboxes, workers, forks) are counted and their PSS summed from ``/proc/<pid>/smaps_rollup`` (this Python
 process itself is left out: it is the trainer's); ``anon`` counts anonymous pages only (file pages of the
-shared libraries move in and out of the page cache with the machine's memory pressure). ``shared`` is
-``fork_agent_workers=True`` (one agent fork server and one grader for all envs); ``unshared`` is
-``share_workers=False`` (two CadQuery workers of each env's own, as before). The warm step is the p50 of
+shared libraries move in and out of the page cache with the machine's memory pressure). ``forked`` is the
+default (one agent fork server and one grader for all envs, each env's worker forked with limits of its own);
+``sandboxed`` is ``fork_agent_workers=False`` (one grader, an agent worker in a sandbox of each env's own);
+``unshared`` is ``share_workers=False`` (two CadQuery workers of each env's own). The warm step is the p50 of
 ``--steps`` runs of a typical bundled part on the last env.
 """
 
@@ -43,14 +44,20 @@ def pss_bytes(pid: int, field: str = "Pss:") -> int:
     return 0
 
 
-def measure(n: int, shared: bool, steps: int) -> dict[str, float]:
+MODES = {
+    "forked": {},
+    "sandboxed": {"fork_agent_workers": False},
+    "unshared": {"share_workers": False},
+}
+
+
+def measure(n: int, mode: str, steps: int) -> dict[str, float]:
     envs: list[CADModelEnv] = []
     cold: list[float] = []
     try:
         for _ in range(n):
             start = time.monotonic()
-            env = CADModelEnv(dataset="bundled", executor="local", share_workers=shared, fork_agent_workers=shared,
-                              max_turns=steps + 5)
+            env = CADModelEnv(dataset="bundled", executor="local", max_turns=steps + 5, **MODES[mode])
             envs.append(env)
             env.reset(options={"task_id": TASK})
             obs, *_ = env.step({"name": "run_cadquery", "arguments": {"code": BOX}})
@@ -84,12 +91,14 @@ def measure(n: int, shared: bool, steps: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,4,16", help="numbers of envs, shared workers")
+    parser.add_argument("--sizes", default="1,4,16", help="numbers of envs with the defaults (forked workers)")
+    parser.add_argument("--sandboxed", default="1,4", help="envs with fork_agent_workers=False ('' for none)")
     parser.add_argument("--unshared", default="1,4", help="numbers of envs with share_workers=False ('' for none)")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    runs = [(int(n), True) for n in args.sizes.split(",") if n]
-    runs += [(int(n), False) for n in args.unshared.split(",") if n]
+    runs = [(int(n), "forked") for n in args.sizes.split(",") if n]
+    runs += [(int(n), "sandboxed") for n in args.sandboxed.split(",") if n]
+    runs += [(int(n), "unshared") for n in args.unshared.split(",") if n]
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {os.cpu_count()} cores\n")
     print(
@@ -97,19 +106,20 @@ def main() -> None:
         "| cold start, first env | later envs p50 (max) | warm step p50 |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    base: dict[bool, dict[str, float]] = {}
-    for n, shared in runs:
-        r = measure(n, shared, args.steps)
+    base: dict[str, dict[str, float]] = {}
+    for n, mode in runs:
+        r = measure(n, mode, args.steps)
         if n == 1:
-            base[shared] = r
-        def per_env(key: str, r: dict[str, float] = r, n: int = n, shared: bool = shared) -> str:
-            if n == 1 or shared not in base:
+            base[mode] = r
+
+        def per_env(key: str, r: dict[str, float] = r, n: int = n, mode: str = mode) -> str:
+            if n == 1 or mode not in base:
                 return f"{r[key] / 2**20:,.0f} MiB (first)"
-            return f"{(r[key] - base[shared][key]) / (n - 1) / 2**20:,.0f} MiB"
+            return f"{(r[key] - base[mode][key]) / (n - 1) / 2**20:,.0f} MiB"
 
         later = f"{r['later']:.2f} s ({r['later_max']:.2f} s)" if n > 1 else "-"
         print(
-            f"| {'shared' if shared else 'unshared'} | {n} | {r['processes']} | {r['pss'] / 2**20:,.0f} MiB "
+            f"| {mode} | {n} | {r['processes']} | {r['pss'] / 2**20:,.0f} MiB "
             f"| {per_env('pss')} | {r['anon'] / 2**20:,.0f} MiB | {per_env('anon')} | {r['first']:.2f} s | {later} "
             f"| {r['warm'] * 1000:.0f} ms |",
             flush=True,

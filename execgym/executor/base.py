@@ -504,6 +504,7 @@ class Sandbox(_Closing):
         self.lock = threading.RLock()
         self._closed = False
         self._sessions: list[Session] = []
+        self._owner_pid = os.getpid()  # a forked child's copy is not its own to close
 
     def run(
         self,
@@ -558,11 +559,17 @@ class Sandbox(_Closing):
         """Kill everything the sandbox started and delete it (called once, its sessions detached, lock held)."""
 
     def close(self) -> None:
-        """Kill everything the sandbox started and delete it. Idempotent."""
+        """Kill everything the sandbox started and delete it. Idempotent.
+
+        In a process forked after the sandbox was made (a vector env's subprocess), closing only forgets
+        the copy: the sandbox and its processes stay the parent's.
+        """
         with self.lock:
             if self._closed:
                 return
             self._closed = True
+            if os.getpid() != getattr(self, "_owner_pid", os.getpid()):
+                return
             for s in self._sessions:
                 s.detach()
             self._release()

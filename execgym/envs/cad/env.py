@@ -120,10 +120,11 @@ class CADModelEnv(AgentEnv):
         share_workers: envs of this process share one trusted grader (default True; it never runs agent
             code). False: a grader of the env's own.
         fork_agent_workers: with ``share_workers`` and the local executor, fork every env's agent worker, each
-            in namespaces of its own, from one agent fork server that imported CadQuery once (default False:
-            one sandbox per env's agent worker). Opt-in because the forked workers share the fork server's
-            sandbox-wide memory and process limits (each program still has its own per-process limits): one
-            env's program exhausting them restarts the server for every env.
+            in namespaces of its own, from one agent fork server that imported CadQuery once (default True).
+            Each forked worker keeps the limits a sandbox of its own would have: a process budget of its own
+            and, where sandboxes get a memory cgroup (as root), a memory cgroup of its own. False: one sandbox
+            per env's agent worker. Where this sandbox cannot make private namespaces, envs fall back to
+            that with a warning.
         render_tile: pixel size of one view in ``rgb_array`` pictures.
         grade_on_truncation: when the episode is truncated without ``submit``, grade the last part the agent
             built (True) or give outcome 0 (False).
@@ -163,7 +164,7 @@ class CADModelEnv(AgentEnv):
         grader_executor: Any = None,
         image: str = "cad",
         share_workers: bool = True,
-        fork_agent_workers: bool = False,
+        fork_agent_workers: bool = True,
         render_tile: int = 240,
         grade_on_truncation: bool = True,
         allow_paths_outside_dataset: bool = False,
@@ -194,7 +195,7 @@ class CADModelEnv(AgentEnv):
         self.fork_agent_workers = bool(fork_agent_workers) and self.share_workers
         self.session: KernelProcess | ForkedAgent
         if self.fork_agent_workers and _is_local(executor):
-            self.session = ForkedAgent(executor, image=image)
+            self.session = ForkedAgent(executor, image=image, memory_bytes=self.memory_bytes)
         else:
             self.session = KernelProcess(executor, "agent", image=image, memory_bytes=self.memory_bytes)
         self._owns_grader = grader is None

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,9 @@ import numpy as np
 from execgym.core.errors import InfraError as CoreInfraError
 from execgym.core.report import Criterion
 from execgym.envs.cad.kernel import NO_NAMESPACES, b64, kernel_source, unb64
+from execgym.envs.cad.kernel.forkserver import keeper_name
 from execgym.executor import ENV_VAR as EXECUTOR_ENV_VAR
+from execgym.executor.local.cgroup import SandboxCgroups
 
 __all__ = [
     "CADGrader",
@@ -698,6 +701,17 @@ _SHARED_LOCK = threading.Lock()
 _SHARED: dict[tuple[Any, ...], list[Any]] = {}  # key -> [object, number of envs holding it]
 
 
+def _forget_shared_in_child() -> None:
+    """A forked child (a vector env's subprocess) starts shared workers of its own: the ones it inherited are
+    its parent's (their threads do not exist here, their sandboxes are not this process's to close)."""
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    _SHARED.clear()
+
+
+os.register_at_fork(after_in_child=_forget_shared_in_child)
+
+
 def _executor_key(executor: Any) -> Any:
     spec = resolve_executor(executor)
     return spec if isinstance(spec, str) else ("object", id(spec))
@@ -847,21 +861,50 @@ class ForkedAgent:
     ``request`` returns the worker's reply or raises :class:`WorkerFailure` (the worker died or hung: it is
     stopped with everything it started, and the next request gets a fresh one). Failing to start is an
     :class:`~execgym.core.errors.InfraError`.
+
+    Limits: each program gets ``memory_bytes`` beyond the worker's own (RLIMIT_AS) and the worker's whole
+    namespace a process budget; where sandboxes get a memory cgroup (as root), the worker and everything it
+    starts get one of their own too, capped at ``sandbox_memory_bytes`` (what a sandbox of the env's own would
+    hold), so that one env exhausting its memory is killed in its own cgroup, not the server's.
+
+    Example:
+        >>> agent = ForkedAgent("local", memory_bytes=2 * 1024**3)                        # doctest: +SKIP
+        >>> agent.request({"op": "run", "code": "import cadquery as cq\nresult = cq.Workplane().box(1, 2, 3)"},
+        ...               timeout=30)["measurements"]["volume"]                          # doctest: +SKIP
+        6.0
+        >>> agent.memory_scope                                                            # doctest: +SKIP
+        'sandbox'
     """
 
     mode = "agent"
 
-    def __init__(self, executor: Any = "local", *, image: str = "cad", start_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        executor: Any = "local",
+        *,
+        image: str = "cad",
+        memory_bytes: int = 2 * 1024**3,
+        sandbox_memory_bytes: int = 8 * 1024**3,
+        start_timeout: float = 300.0,
+    ) -> None:
         self.executor_spec = executor
         self.image = image
+        self.memory_bytes = int(memory_bytes)
+        self.sandbox_memory_bytes = int(sandbox_memory_bytes)
         self.start_timeout = float(start_timeout)
         self.server: ForkServer | None = None
         self.token: str | None = None
         self.pid: int | None = None
+        self.cgroup: SandboxCgroups | None = None
         self.info: dict[str, Any] = {}
         self.starts = 0
         self._fds: tuple[int, int] | None = None
         self._buf = b""
+
+    @property
+    def memory_scope(self) -> str:
+        """``"sandbox"`` when the running worker's memory cgroup caps it with all it starts, else ``"process"``."""
+        return "sandbox" if self.cgroup is not None and self.cgroup.memory_dir is not None else "process"
 
     @property
     def running(self) -> bool:
@@ -887,11 +930,33 @@ class ForkedAgent:
         self.server.wait_ready()
         token = secrets.token_hex(8)
         timeout = min(self.start_timeout, 60.0)
-        reply = self.server.call({"op": "spawn", "token": token, "timeout": timeout}, timeout=self.start_timeout)
+        message = {"op": "spawn", "token": token, "timeout": timeout, "memory_bytes": self.memory_bytes}
+        reply = self.server.call(message, timeout=self.start_timeout)
         if not reply.get("ok"):
             raise CoreInfraError(f"the CAD agent fork server could not fork a worker: {reply.get('error')}")
         self.token = token
+        try:
+            self._confine(token, int(reply["keeper"]), time.monotonic() + timeout)
+        except BaseException:
+            self._stop_worker()
+            raise
         self._open_channel(token, reply, timeout)
+
+    def _confine(self, token: str, keeper: int, deadline: float) -> None:
+        """Move the env's keeper into a memory cgroup of its own before it forks the worker (it waits for the
+        env to open its reply FIFO first), where this machine gives sandboxes one; otherwise a no-op, as a
+        sandbox of the env's own would then have per-process limits only."""
+        assert self.server is not None
+        cgroup = SandboxCgroups.create(None, self.sandbox_memory_bytes)
+        if cgroup is None:
+            return
+        try:
+            pid = _host_pid(self.server.process.sandbox.host_pids, keeper_name(token), keeper, deadline)
+            cgroup.adopt(pid)
+        except (OSError, TimeoutError) as exc:
+            cgroup.destroy()
+            raise CoreInfraError(f"could not give the CAD agent worker a memory cgroup of its own: {exc}") from exc
+        self.cgroup = cgroup
 
     def _open_channel(self, token: str, reply: dict[str, Any], timeout: float) -> None:
         assert self.server is not None
@@ -1002,6 +1067,9 @@ class ForkedAgent:
         if token is not None and self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.call({"op": "kill", "token": token}, timeout=30.0)
+        cgroup, self.cgroup = self.cgroup, None
+        if cgroup is not None:
+            cgroup.destroy()  # kills whatever of the worker's is left, then removes the cgroup
 
     def restart(self) -> None:
         """A fresh worker (InfraError when the server cannot fork one, after replacing the server once)."""
@@ -1014,6 +1082,27 @@ class ForkedAgent:
         if self.server is not None:
             server, self.server = self.server, None
             server.release()
+
+
+def _host_pid(candidates: Callable[[], list[int]], name: str, inner: int, deadline: float) -> int:
+    """This machine's pid of the process named ``name`` whose innermost pid is ``inner``, among ``candidates()``.
+
+    Only the keeper knows its name (made from the env's secret token) and takes it as it starts, before any agent
+    program runs; polled until ``deadline`` (TimeoutError).
+    """
+    while True:
+        for pid in candidates():
+            try:
+                status = dict(
+                    line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+                )
+            except (OSError, ValueError):
+                continue
+            if status.get("Name", "").strip() == name and status.get("NSpid", "").split()[-1:] == [str(inner)]:
+                return pid
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no process {name!r} (pid {inner} in the fork server's sandbox) on this machine")
+        time.sleep(0.001)
 
 
 def _open_writer(path: str, deadline: float) -> int:

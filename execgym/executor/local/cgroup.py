@@ -89,6 +89,16 @@ class SandboxCgroups:
                 out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
         return sorted(out)
 
+    def adopt(self, pid: int) -> None:
+        """Move process ``pid`` (a pid of this machine) into these cgroups: what it starts later is born in them.
+
+        Raises OSError when the move did not take (the process is gone, or this process may not move it).
+        """
+        for path in self.procs_files:
+            Path(path).write_text(str(pid))
+        if pid not in self.pids():
+            raise OSError(errno.ESRCH, f"process {pid} is not in the cgroups it was moved to")
+
     def destroy(self) -> None:
         for _ in range(2000):
             pids = self.pids()

@@ -207,6 +207,14 @@ class LocalSandbox(Sandbox):
             return "sandbox" if sup.cgroup is not None and sup.cgroup.memory_dir is not None else "process"
         return memory_limit_scope()
 
+    def host_pids(self) -> list[int]:
+        """The pids, as this machine sees them, of the sandbox's processes, where a cgroup holds them (as root);
+        otherwise an empty list."""
+        sup = self._sup
+        if sup is None or sup.dead or sup.cgroup is None:
+            return []
+        return sup.cgroup.pids()
+
     # -- what sessions use -------------------------------------------------------------------------
 
     def supervisor(self) -> Supervisor:

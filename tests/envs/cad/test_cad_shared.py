@@ -202,3 +202,104 @@ def test_share_workers_false_keeps_workers_of_the_envs_own(executor) -> None:
     finally:
         env.close()
     assert kernel_imports(before) == {}
+
+
+def test_forked_workers_are_the_default_each_with_limits_of_its_own(executor) -> None:
+    from execgym.envs.cad.env import CADModelEnv
+    from execgym.envs.cad.grading import ForkedAgent
+    from execgym.executor.local.cgroup import memory_limit_scope
+
+    envs = [CADModelEnv(dataset="bundled", executor=executor, run_timeout_s=8.0, memory_mb=768) for _ in range(2)]
+    dirs = []
+    try:
+        for env in envs:
+            env.reset(options={"task_id": TASK})
+            assert isinstance(env.session, ForkedAgent), type(env.session)
+            assert run(env, BOX)[0].startswith("OK")
+        assert envs[0].session.server is envs[1].session.server
+        if memory_limit_scope() != "sandbox":  # no memory cgroups here: per-process limits, as for a sandbox
+            assert all(env.session.memory_scope == "process" and env.session.cgroup is None for env in envs)
+            return
+        for env in envs:
+            cgroup = env.session.cgroup
+            assert env.session.memory_scope == "sandbox"
+            limit = next(cgroup.memory_dir / n for n in ("memory.max", "memory.limit_in_bytes")
+                         if (cgroup.memory_dir / n).exists())
+            assert int(limit.read_text()) == env.session.sandbox_memory_bytes == 8 * 1024**3
+            # The keeper, the worker and its spare fork are all in it, and nothing of another env's.
+            assert len(cgroup.pids()) >= 3, cgroup.pids()
+            dirs.append(cgroup.memory_dir)
+        assert not set(envs[0].session.cgroup.pids()) & set(envs[1].session.cgroup.pids())
+        for pid in envs[0].session.cgroup.pids():  # their memory is counted there, not in the server's sandbox
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+            memory = [ln for ln in lines if ":memory:" in ln] or [ln for ln in lines if ln.startswith("0::")]
+            assert memory[0].endswith("/" + envs[0].session.cgroup.memory_dir.name), lines
+    finally:
+        for env in envs:
+            env.close()
+    assert dirs and not any(d.exists() for d in dirs)  # closing an env removes its worker's cgroup
+
+
+def test_a_forked_worker_that_exhausts_its_memory_is_killed_in_its_own_cgroup(executor) -> None:
+    from execgym.envs.cad.grading import ForkedAgent
+    from execgym.executor.local.cgroup import memory_limit_scope
+
+    if memory_limit_scope() != "sandbox":
+        pytest.skip("no memory cgroups for sandboxes on this machine (not root, or no memory controller)")
+    small = ForkedAgent(executor, memory_bytes=2 * 1024**3, sandbox_memory_bytes=384 * 1024**2)
+    other = ForkedAgent(executor, memory_bytes=2 * 1024**3)
+    hog = "x = bytearray(1200 * 1024 * 1024)\nfor i in range(0, len(x), 4096):\n    x[i] = 1\nresult = None\n"
+    try:
+        for agent in (small, other):
+            assert agent.request({"op": "run", "code": BOX, "timeout": 30}, timeout=60)["ok"]
+        cgroup = small.cgroup
+        before = cgroup.oom_kills()
+        try:
+            reply = small.request({"op": "run", "code": hog, "timeout": 30}, timeout=60)
+            assert not reply["ok"], reply
+        except Exception as exc:  # the kernel may pick the worker itself: then it is replaced
+            assert "CAD agent worker" in str(exc), exc
+        assert (cgroup.oom_kills() or 0) > (before or 0)  # killed by its own cgroup's limit (RLIMIT_AS allowed it)
+        assert other.request({"op": "run", "code": BOX, "timeout": 30}, timeout=60)["ok"]  # the others go on
+        assert other.server.ping()["ok"]
+        assert small.request({"op": "run", "code": BOX, "timeout": 30}, timeout=60)["ok"]  # and so does it
+    finally:
+        small.close()
+        other.close()
+
+
+def _child_env_step(queue) -> None:
+    from execgym.envs.cad.env import CADModelEnv
+    from execgym.envs.cad.grading import shared_servers
+
+    inherited = shared_servers()
+    env = CADModelEnv(dataset="bundled", executor="local", run_timeout_s=8.0, memory_mb=768)
+    try:
+        env.reset(options={"task_id": TASK})
+        obs, *_ = run(env, BOX)
+        queue.put((inherited, obs[:2], env.session.server.ping()["workers"]))
+    finally:
+        env.close()
+
+
+def test_a_forked_subprocess_starts_servers_of_its_own(executor) -> None:
+    """A vector env's subprocess forked while this process holds servers must not talk to (or close) them."""
+    import multiprocessing
+
+    env = make_env(executor)
+    try:
+        env.reset(options={"task_id": TASK})
+        assert run(env, BOX)[0].startswith("OK")
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_child_env_step, args=(queue,))
+        child.start()
+        inherited, status, workers = queue.get(timeout=300)
+        child.join(60)
+        assert child.exitcode == 0
+        assert inherited == {} and status == "OK" and workers == 1  # a server of its own, with one worker
+        obs, _, _, _, info = run(env, BOX)  # the parent's server and worker are untouched
+        assert obs.startswith("OK") and not info.get("infra_error"), obs
+        assert env.session.server.ping()["workers"] == 1
+    finally:
+        env.close()

@@ -40,6 +40,18 @@ _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = (
 )
 _MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 1 << 18
 NO_NAMESPACES = "no private namespaces for env workers in this sandbox"
+_PR_SET_NAME = 15
+
+
+def keeper_name(token: str) -> str:
+    """The process name an env's keeper takes at once (15 bytes at most): how the host finds it to confine it."""
+    return f"cadk{token[:11]}"
+
+
+def _set_name(name: str) -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def _libc_call(name: str, *args: Any) -> None:
@@ -154,13 +166,20 @@ class ForkServer(OpServer):
         os.mkdir(directory, 0o700)
         for name in ("request", "reply"):
             os.mkfifo(os.path.join(directory, name), 0o600)
+        # What the env sets for its own worker: the memory a program may allocate beyond the worker's own.
+        options = {
+            key: int(request[key])
+            for key in ("memory_bytes",)
+            if isinstance(request.get(key), int) and not isinstance(request[key], bool) and request[key] > 0
+        }
         status_r, status_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             code = 70
             try:
+                _set_name(keeper_name(token))
                 os.close(status_r)
-                code = self._keeper(directory, status_w, float(request.get("timeout", 60.0)))
+                code = self._keeper(directory, status_w, float(request.get("timeout", 60.0)), options)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     os.write(status_w, f"error {type(exc).__name__}: {exc}".encode()[:400])
@@ -190,7 +209,12 @@ class ForkServer(OpServer):
         self.idle()
         return {"ok": True, "killed": pid is not None}
 
-    def _keeper(self, directory: str, status_fd: int, timeout: float) -> int:
+    def _keeper(self, directory: str, status_fd: int, timeout: float, options: dict[str, Any]) -> int:
+        """Open the env's FIFOs, enter fresh namespaces and fork the env's worker, then wait for it.
+
+        The worker is forked only once the env opened its end of the reply FIFO: by then the host has moved this
+        keeper into the env's own memory cgroup (where it makes one), so the worker is born in it.
+        """
         _die_with_parent()
         deadline = time.monotonic() + timeout
         request_path, reply_path = os.path.join(directory, "request"), os.path.join(directory, "reply")
@@ -208,7 +232,7 @@ class ForkServer(OpServer):
             code = 70
             try:
                 os.close(status_fd)
-                code = self._env_worker(request_fd, reply_fd, places)
+                code = self._env_worker(request_fd, reply_fd, places, options)
             except BaseException as exc:  # the env's first request reads why
                 with contextlib.suppress(Exception):
                     error = f"{type(exc).__name__}: {exc}"
@@ -234,7 +258,9 @@ class ForkServer(OpServer):
             except InterruptedError:
                 continue
 
-    def _env_worker(self, request_fd: int, reply_fd: int, places: list[tuple[str, int]]) -> int:
+    def _env_worker(
+        self, request_fd: int, reply_fd: int, places: list[tuple[str, int]], options: dict[str, Any]
+    ) -> int:
         _die_with_parent()
         _mount_private_places(places)
         STATE.pid_namespace_init = True
@@ -251,7 +277,7 @@ class ForkServer(OpServer):
         os.close(devnull)
         # Per-env process budget: RLIMIT_NPROC counts the processes of this env's own user namespace.
         _set_limit(resource.RLIMIT_NPROC, int(self.config.get("max_processes", 64)))
-        config = {**self.config, "scratch_roots": [p for p, _ in places], "warmup": False}
+        config = {**self.config, **options, "scratch_roots": [p for p, _ in places], "warmup": False}
         config["_hardening"] = {**harden_worker(), "pid_namespace": True}
         worker = AgentWorker(config)
         _serve_lines(worker, os.fdopen(request_fd, "r", encoding="utf-8"), os.fdopen(reply_fd, "w", encoding="utf-8"))
