@@ -191,7 +191,7 @@ def test_swe_docker_container_killed_is_an_infra_error() -> None:
 def test_cad_worker_killed_mid_episode_recovers() -> None:
     """One env (its start-up costs seconds): the worker killed, then the whole sandbox supervisor."""
     before = descendants()
-    env = gym.make("execgym/CADModel-v0", max_turns=6).unwrapped
+    env = gym.make("execgym/CADModel-v0", max_turns=6, fork_agent_workers=False).unwrapped  # a sandbox of its own
     box = "result = cq.Workplane('XY').box(10, 10, 10)"
     try:
         for episode, target in enumerate(["worker", "supervisor"]):

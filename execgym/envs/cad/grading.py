@@ -869,7 +869,7 @@ class ForkedAgent:
 
     Example:
         >>> agent = ForkedAgent("local", memory_bytes=2 * 1024**3)                        # doctest: +SKIP
-        >>> agent.request({"op": "run", "code": "import cadquery as cq\nresult = cq.Workplane().box(1, 2, 3)"},
+        >>> agent.request({"op": "run", "code": "import cadquery as cq\\nresult = cq.Workplane().box(1, 2, 3)"},
         ...               timeout=30)["measurements"]["volume"]                          # doctest: +SKIP
         6.0
         >>> agent.memory_scope                                                            # doctest: +SKIP
