@@ -22,9 +22,10 @@ warm up (oracle episodes for up to 2 s, at least one), then play oracle episodes
 - ``eps/s``: the N workers' oracle episodes per second together;
 - ``speedup``: eps/s over the 1-worker row's (ideal N; only as good as the cores that are free);
 - ``MB total``: memory of the N workers' whole process trees (each worker and every process under it:
-  sandbox supervisors, the commands they run, CAD fork servers and workers), the sum of each process's PSS
-  from ``/proc/<pid>/smaps_rollup`` (RSS from ``statm`` where that cannot be read; the machine line says how
-  many), the largest of three readings spread over the window and one after it (envs still open);
+  sandbox supervisors, the commands they run, CAD fork servers and workers, and the CAD host daemon), the
+  sum of each process's PSS from ``/proc/<pid>/smaps_rollup`` (RSS from ``statm`` where that cannot be
+  read; the machine line says how many), the largest of three readings spread over the window and one
+  after it (envs still open);
 - ``MB/worker``: ``MB total`` / N; ``MB marginal``: what each worker beyond the previous row's count added
   (``(MB total - previous MB total) / (N - previous N)``); ``processes``: how many processes were read;
 - ``load 1m``: the 1-minute load average when the row started.
@@ -362,6 +363,10 @@ def run_workers(
         t0 = time.perf_counter()
         samples: list[TreeMemory] = []
         pids = [p.pid for p in procs if p.pid is not None]
+        if "CAD" in env_id:  # the machine's CAD host daemon serves them, whichever process started it
+            from execgym.envs.cad.host import host_daemons
+
+            pids += host_daemons()
         for k in range(1, memory_samples + 1):
             time.sleep(max(0.0, t0 + seconds * k / (memory_samples + 1) - time.perf_counter()))
             samples.append(tree_memory(pids))

@@ -52,6 +52,7 @@ from execgym.envs.cad.grading import (
     resolve_executor,
     score,
 )
+from execgym.envs.cad.host import HostGrader
 from execgym.envs.cad.kernel import MAX_PART_BYTES, box_iou, unb64
 from execgym.envs.cad.render import (
     PART_COLOR,
@@ -117,8 +118,12 @@ class CADModelEnv(AgentEnv):
         grader_executor: the executor of the env's own grader, which runs the tasks' reference programs
             (default: ``executor``, so that with ``"docker"`` no dataset code runs on this machine).
         image: the sandbox image kind for agent programs (Docker: ``cad``).
-        share_workers: envs of this process share one trusted grader (default True; it never runs agent
-            code). False: a grader of the env's own.
+        share_workers: envs share one trusted grader (it never runs agent code) and one agent fork server.
+            True (default) or ``"host"``: with the local executor, every CAD env on this machine shares them,
+            whichever process it is in (a vector env's subprocesses, Ray workers): they live in a CAD host
+            daemon that the envs start and that stops when no env holds it (:mod:`execgym.envs.cad.host`);
+            with other executors, the envs of this process share them. ``"process"``: the envs of this process
+            share workers of the process's own. False: a grader of the env's own.
         fork_agent_workers: with ``share_workers`` and the local executor, fork every env's agent worker, each
             in namespaces of its own, from one agent fork server that imported CadQuery once (default True).
             Each forked worker keeps the limits a sandbox of its own would have: a process budget of its own
@@ -163,7 +168,7 @@ class CADModelEnv(AgentEnv):
         grader: CADGrader | None = None,
         grader_executor: Any = None,
         image: str = "cad",
-        share_workers: bool = True,
+        share_workers: bool | str = True,
         fork_agent_workers: bool = True,
         render_tile: int = 240,
         grade_on_truncation: bool = True,
@@ -191,16 +196,21 @@ class CADModelEnv(AgentEnv):
         self.memory_bytes = int(memory_mb) * 1024 * 1024
         self.render_tile = int(render_tile)
         self.grade_on_truncation = bool(grade_on_truncation)
+        if share_workers not in (True, False, "host", "process"):
+            raise ValueError(f"share_workers must be True, False, 'host' or 'process', got {share_workers!r}")
         self.share_workers = bool(share_workers)
         self.fork_agent_workers = bool(fork_agent_workers) and self.share_workers
         self.session: KernelProcess | ForkedAgent
+        agent_share = _share_scope(share_workers, executor)
         if self.fork_agent_workers and _is_local(executor):
-            self.session = ForkedAgent(executor, image=image, memory_bytes=self.memory_bytes)
+            self.session = ForkedAgent(executor, image=image, memory_bytes=self.memory_bytes, share=agent_share)
         else:
             self.session = KernelProcess(executor, "agent", image=image, memory_bytes=self.memory_bytes)
         self._owns_grader = grader is None
         if grader is not None:
             self.grader = grader
+        elif self.share_workers and _share_scope(share_workers, grader_executor) == "host":
+            self.grader = HostGrader(resolve_executor(grader_executor), memory_bytes=self.memory_bytes)
         elif self.share_workers:
             self.grader = SharedGrader.acquire(grader_executor, memory_bytes=self.memory_bytes)
         else:
@@ -610,6 +620,14 @@ def _is_local(executor: Any) -> bool:
     if isinstance(spec, str):
         return spec == "local"
     return getattr(spec, "name", "") == "local" and hasattr(spec, "sandbox")
+
+
+def _share_scope(share_workers: bool | str, executor: Any) -> str:
+    """Where shared workers live: ``"host"`` (the machine's CAD host daemon) for the local executor named by a
+    string, unless ``"process"`` is asked for; ``"process"`` otherwise (an executor object is this process's)."""
+    if share_workers == "process" or not isinstance(resolve_executor(executor), str) or not _is_local(executor):
+        return "process"
+    return "host"
 
 
 def _runs_here(executor: Any) -> bool:

@@ -847,6 +847,10 @@ class ForkServer:
     def ping(self) -> dict[str, Any]:
         return self.call({"op": "ping"}, timeout=self.process.start_timeout)
 
+    def host_pids(self) -> list[int]:
+        """This machine's pids of the server's sandbox (where an env finds its keeper to confine it)."""
+        return list(self.process.sandbox.host_pids())
+
     def shutdown(self) -> None:
         self.owner.call(self.process.close)
         self.owner.shutdown()
@@ -860,7 +864,8 @@ class ForkedAgent:
 
     ``request`` returns the worker's reply or raises :class:`WorkerFailure` (the worker died or hung: it is
     stopped with everything it started, and the next request gets a fresh one). Failing to start is an
-    :class:`~execgym.core.errors.InfraError`.
+    :class:`~execgym.core.errors.InfraError`. ``share="host"`` forks it from the machine's CAD host daemon
+    (:mod:`execgym.envs.cad.host`) instead of this process's own server.
 
     Limits: each program gets ``memory_bytes`` beyond the worker's own (RLIMIT_AS) and the worker's whole
     namespace a process budget; where sandboxes get a memory cgroup (as root), the worker and everything it
@@ -886,13 +891,17 @@ class ForkedAgent:
         memory_bytes: int = 2 * 1024**3,
         sandbox_memory_bytes: int = 8 * 1024**3,
         start_timeout: float = 300.0,
+        share: str = "process",
     ) -> None:
+        if share not in ("process", "host"):
+            raise ValueError(f"share must be 'process' or 'host', got {share!r}")
         self.executor_spec = executor
         self.image = image
         self.memory_bytes = int(memory_bytes)
         self.sandbox_memory_bytes = int(sandbox_memory_bytes)
         self.start_timeout = float(start_timeout)
-        self.server: ForkServer | None = None
+        self.share = share
+        self.server: Any = None  # a ForkServer of this process, or the host daemon's (execgym.envs.cad.host)
         self.token: str | None = None
         self.pid: int | None = None
         self.cgroup: SandboxCgroups | None = None
@@ -913,7 +922,13 @@ class ForkedAgent:
     def launch(self) -> None:
         """Hold the shared server (started, importing CadQuery, by the first env) without waiting for it."""
         if self.server is None:
-            self.server = ForkServer.acquire(self.executor_spec, image=self.image)
+            if self.share == "host":
+                from execgym.envs.cad.host import HostForkServer
+
+                self.server = HostForkServer.acquire(resolve_executor(self.executor_spec), image=self.image,
+                                                     memory_bytes=self.memory_bytes)
+            else:
+                self.server = ForkServer.acquire(self.executor_spec, image=self.image)
         try:
             self.server.launch()
         except CoreInfraError:
@@ -951,7 +966,7 @@ class ForkedAgent:
         if cgroup is None:
             return
         try:
-            pid = _host_pid(self.server.process.sandbox.host_pids, keeper_name(token), keeper, deadline)
+            pid = _host_pid(self.server.host_pids, keeper_name(token), keeper, deadline)
             cgroup.adopt(pid)
         except (OSError, TimeoutError) as exc:
             cgroup.destroy()

@@ -273,7 +273,7 @@ def _child_env_step(queue) -> None:
     from execgym.envs.cad.grading import shared_servers
 
     inherited = shared_servers()
-    env = CADModelEnv(dataset="bundled", executor="local", run_timeout_s=8.0, memory_mb=768)
+    env = CADModelEnv(dataset="bundled", executor="local", run_timeout_s=8.0, memory_mb=768, share_workers="process")
     try:
         env.reset(options={"task_id": TASK})
         obs, *_ = run(env, BOX)

@@ -1,0 +1,231 @@
+"""CAD envs of every process on the machine share one CAD host daemon: one fork server, one grader.
+
+Real CadQuery workers in real local sandboxes, real subprocesses (gymnasium's AsyncVectorEnv, forked children).
+The envs here ask for ``memory_mb=640``, which no other test uses, so they get a daemon of their own.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from execgym.rollout.bench import process_tree
+from tests.envs.cad.conftest import needs_cadquery
+from tests.envs.cad.test_cad_shared import BOX, KERNEL_MARK, TASK, run
+
+pytestmark = needs_cadquery
+MEMORY_MB = 640
+
+
+def make_env(**kwargs):
+    from execgym.envs.cad.env import CADModelEnv
+
+    return CADModelEnv(dataset="bundled", executor="local", run_timeout_s=8.0, memory_mb=MEMORY_MB, **kwargs)
+
+
+def probe():
+    """A connection of the test's own to the daemon of these settings (it keeps the daemon up while held)."""
+    from execgym.envs.cad.host import HostForkServer
+
+    return HostForkServer.acquire("local", image="cad", memory_bytes=MEMORY_MB * 1024 * 1024)
+
+
+def workers(server) -> int:
+    return int(server.ping()["workers"])
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+def kernel_imports_below(pid: int, but: int | None = None) -> dict[str, int]:
+    """Kernel workers in ``pid``'s tree (less ``but``'s) that imported CadQuery (a fork of a kernel worker does
+    not), by mode."""
+
+    def argv(p: int) -> list[str]:
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return []
+
+    def parent(p: int) -> int:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            return 0
+        return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+    counts: dict[str, int] = {}
+    skip = set(process_tree(but)) if but is not None else set()
+    for p in process_tree(pid):
+        if p in skip:
+            continue
+        args = argv(p)
+        if any(KERNEL_MARK in a for a in args) and not any(KERNEL_MARK in a for a in argv(parent(p))):
+            mode = args[args.index(next(a for a in args if KERNEL_MARK in a)) + 1]
+            counts[mode] = counts.get(mode, 0) + 1
+    return counts
+
+
+def test_envs_in_subprocesses_share_one_host_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gymnasium.vector import AsyncVectorEnv
+
+    # One grader at most, so the count of CadQuery imports is exact (the pool's growth is tested below).
+    monkeypatch.setenv("EXECGYM_CAD_GRADERS", "1")
+
+    vec = AsyncVectorEnv([functools.partial(make_env)] * 3, shared_memory=False)
+    server = probe()
+    try:
+        vec.reset(options={"task_id": TASK})
+        obs, _, _, _, info = vec.step([{"name": "run_cadquery", "arguments": {"code": BOX}}] * 3)
+        assert all(o.startswith("OK") for o in obs), obs
+        assert workers(server) == 3  # three envs in three processes, one fork server
+        daemon = server.client.daemon_pid
+        assert daemon is not None and alive(daemon)
+        assert kernel_imports_below(daemon) == {"forkserver": 1, "grader": 1}  # CadQuery imported twice in all
+        for child in vec.processes:
+            # The subprocess that started the daemon is its parent: the daemon's tree is left out.
+            own = kernel_imports_below(child.pid, but=daemon)
+            assert own == {}, f"a vector env's subprocess started workers of its own: {own}"
+        # Graded by the shared grader: the task's own reference program scores full reward in each process.
+        from execgym.envs.cad.tasks import bundled_tasks
+
+        oracle = next(t.data["code"] for t in bundled_tasks() if t.id == TASK)
+        _, reward, terminated, _, info = vec.step([{"name": "submit", "arguments": {"code": oracle}}] * 3)
+        assert list(reward) == [1.0, 1.0, 1.0] and all(terminated), info
+    finally:
+        vec.close()
+    wait_until(lambda: workers(server) == 0, "closing the envs did not stop their forked workers")
+    server.release()
+    wait_until(lambda: not alive(daemon), "the daemon did not stop once no env held it")
+
+
+def _hold_an_env(queue) -> None:
+    env = make_env()
+    env.reset(options={"task_id": TASK})
+    obs, *_ = run(env, BOX)
+    queue.put(obs[:2])
+    time.sleep(600)  # killed by the test
+
+
+def test_a_killed_process_loses_its_workers_and_others_go_on() -> None:
+    env = make_env()
+    server = probe()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_hold_an_env, args=(queue,))
+    try:
+        env.reset(options={"task_id": TASK})
+        assert run(env, BOX)[0].startswith("OK")
+        child.start()
+        assert queue.get(timeout=300) == "OK"
+        assert workers(server) == 2
+        os.kill(child.pid, signal.SIGKILL)  # no close, no goodbye: the daemon sees its connections end
+        child.join(60)
+        wait_until(lambda: workers(server) == 1, "a killed process's forked worker outlived it")
+        obs, _, _, _, info = run(env, BOX)  # this process's env is untouched
+        assert obs.startswith("OK") and not info.get("infra_error"), obs
+    finally:
+        if child.is_alive():
+            child.kill()
+        env.close()
+        server.release()
+
+
+def test_a_killed_daemon_is_replaced_and_grading_goes_on() -> None:
+    from execgym.envs.cad.tasks import bundled_tasks
+
+    env = make_env()
+    try:
+        env.reset(options={"task_id": TASK})
+        assert run(env, BOX)[0].startswith("OK")
+        old = env.session.server.client.daemon_pid
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: not alive(old), "the daemon did not die")
+        obs, _, _, _, info = run(env, BOX)  # its worker went with it: one retry on a worker of a new daemon
+        assert obs.startswith("OK") and not info.get("infra_error"), obs
+        new = env.session.server.client.daemon_pid
+        assert new not in (None, old) and alive(new)
+        oracle = next(t.data["code"] for t in bundled_tasks() if t.id == TASK)
+        _, reward, terminated, _, info = env.step({"name": "submit", "arguments": {"code": oracle}})
+        assert terminated and reward == 1.0 and not info.get("infra_error"), info  # the reference, registered again
+    finally:
+        env.close()
+
+
+def test_process_scope_keeps_workers_in_the_process() -> None:
+    from execgym.envs.cad.grading import SharedGrader, shared_servers
+
+    env = make_env(share_workers="process")
+    try:
+        env.reset(options={"task_id": TASK})
+        assert run(env, BOX)[0].startswith("OK")
+        assert isinstance(env.grader, SharedGrader) and env.session.share == "process"
+        assert any(key.startswith("forkserver:local") for key in shared_servers()), shared_servers()
+    finally:
+        env.close()
+
+
+def test_a_bad_share_workers_value_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="share_workers must be"):
+        make_env(share_workers="machine")
+
+
+class _FakeGrader:
+    """Stands in for a SharedGrader in the pool's own logic: records what it was asked, can be held busy."""
+
+    def __init__(self, index: int, gate: threading.Event) -> None:
+        self.index, self.gate, self._registrations, self.calls = index, gate, {}, []
+
+    def register(self, task_id: str, **options: object) -> str:
+        self._registrations[task_id] = options
+        return task_id
+
+    def evaluate(self, key: str, code: str) -> tuple[int, str]:
+        self.calls.append((key, code))
+        self.gate.wait(10)
+        return self.index, code
+
+
+def test_grader_pool_grows_only_while_every_grader_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from execgym.envs.cad.host import _GraderPool
+
+    monkeypatch.setenv("EXECGYM_CAD_GRADERS", "2")
+    gate = threading.Event()
+    gate.set()
+    made: list[_FakeGrader] = []
+    pool = _GraderPool(lambda i: made.append(_FakeGrader(i, gate)) or made[-1])
+    key = pool.call("register", ("box", ), {"tolerance": 0.1})
+    assert pool.call("evaluate", (key, "a"), {}) == (0, "a")
+    assert pool.call("evaluate", (key, "b"), {}) == (0, "b") and len(made) == 1  # never busy: no second grader
+    gate.clear()  # the next calls block inside their grader until the gate opens
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda c=c: results.append(pool.call("evaluate", (key, c), {})))
+               for c in "xyz"]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sum(len(g.calls) for g in made) == 4, "two graders did not both take a call")
+    assert len(made) == 2  # grown once, to the cap; the third call waits for a free grader
+    assert made[1]._registrations == {"box": {"tolerance": 0.1}}  # the reference re-registered lazily
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(r[1] for r in results) == ["x", "y", "z"] and len(made) == 2
