@@ -110,6 +110,10 @@ def _parse_constant(literal: str) -> Any:
     raise _NumberError(f"{literal} is not a JSON number")
 
 
+# One decoder for every str: ``json.loads`` with hooks builds a new one per call (a quarter of a parse).
+_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+
+
 def _at(path: tuple[Any, ...]) -> str:
     return f"at '{'/'.join(str(p) for p in path)}': " if path else ""
 
@@ -178,7 +182,8 @@ def decode_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH,
         'not valid JSON (an integer of 5,000 digits (at most 1,000 are accepted))'
     """
     try:
-        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        value = _DECODER.decode(text) if isinstance(text, str) else json.loads(
+            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg} at char {exc.pos})"
     except _NumberError as exc:

@@ -444,8 +444,12 @@ class AgentEnv(gym.Env[str, Any]):
 
     def _remember_result(self, name: str, arguments: Any, result: str) -> bool:
         """Note a call and its result; True when this pair was not seen before in the episode."""
-        key = json.dumps([name, arguments, result], sort_keys=True, ensure_ascii=True, default=repr)
-        digest = hashlib.blake2b(key.encode("ascii", "backslashreplace"), digest_size=16).hexdigest()
+        hasher = hashlib.blake2b(digest_size=16)
+        for part in (name, json.dumps(arguments, sort_keys=True, ensure_ascii=False, default=repr), result):
+            data = str(part).encode("utf-8", "surrogatepass")
+            hasher.update(len(data).to_bytes(8, "little"))  # length-prefixed: no two splits hash alike
+            hasher.update(data)
+        digest = hasher.hexdigest()
         if digest in self._seen_results:
             return False
         self._seen_results.add(digest)

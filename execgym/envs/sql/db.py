@@ -46,6 +46,7 @@ __all__ = [
     "QueryResult",
     "SafeDatabase",
     "TableInfo",
+    "file_signature",
     "first_keyword",
     "format_result",
     "format_value",
@@ -85,7 +86,9 @@ _ACTION_NAMES = {
     sqlite3.SQLITE_ALTER_TABLE: "ALTER TABLE", sqlite3.SQLITE_FUNCTION: "function",
     sqlite3.SQLITE_CREATE_VTABLE: "CREATE VIRTUAL TABLE", sqlite3.SQLITE_DROP_VTABLE: "DROP VIRTUAL TABLE",
 }
-_PROGRESS_EVERY = 2_000  # VM instructions between deadline checks: ~tens of microseconds
+# VM instructions between deadline checks, about 0.1-0.5 ms of a query: the soft stop. The hard one is the
+# watchdog's ``interrupt()``, seen at the next instruction; a check every 2,000 cost a typical query 20% more.
+_PROGRESS_EVERY = 50_000
 # SQLite result codes (the low byte of the extended code) that mean the file or the machine failed. A read-only
 # query on an intact file never yields one, so these can never be the policy's doing.
 _FAULT_CODES = {
@@ -145,6 +148,7 @@ class QueryResult:
         nbytes: the estimated size of the rows kept.
         deterministic: the query calls none of :data:`VOLATILE_FUNCTIONS`, so on an unchanged file it
             returns this same result every time.
+        volatile_calls: which of :data:`VOLATILE_FUNCTIONS` it calls (lower case).
 
     Example:
         >>> r = QueryResult(["n"], [(1,), (2,)], total_rows=7, complete=False)
@@ -161,6 +165,7 @@ class QueryResult:
     reads: frozenset[tuple[str, str]] = frozenset()
     nbytes: int = 0
     deterministic: bool = True
+    volatile_calls: frozenset[str] = frozenset()
 
     @property
     def reads_database(self) -> bool:
@@ -440,6 +445,7 @@ class SafeDatabase:
         self._denied_message: str | None = None
         self._reads: set[tuple[str, str]] = set()
         self._volatile = False
+        self._volatile_calls: set[str] = set()
         self._row_counts: dict[str, int | None] = {}
         uri = self.path.resolve().as_uri() + "?mode=ro"
         try:
@@ -487,6 +493,7 @@ class SafeDatabase:
             if function not in self._denied_functions:
                 if function in VOLATILE_FUNCTIONS:
                     self._volatile = True
+                    self._volatile_calls.add(function)
                 return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in SCHEMA_PRAGMAS:
             return sqlite3.SQLITE_OK
@@ -615,6 +622,7 @@ class SafeDatabase:
         self._linear.too_big = False
         self._reads = set()
         self._volatile = False
+        self._volatile_calls = set()
         try:
             cursor = self.conn.execute("EXPLAIN " + statement)
             deque(cursor, maxlen=0)
@@ -645,6 +653,7 @@ class SafeDatabase:
         self._linear.too_big = False
         self._reads = set()
         self._volatile = False
+        self._volatile_calls = set()
         rows: list[tuple[Any, ...]] = []
         size = 0
         complete = True
@@ -684,7 +693,7 @@ class SafeDatabase:
             self._deadline = math.inf
         reads = frozenset(self._reads)
         return QueryResult(columns, rows, total, complete, lower_bound, time.perf_counter() - start, reads, size,
-                           not self._volatile)
+                           not self._volatile, frozenset(self._volatile_calls))
 
     def _fault(self, exc: sqlite3.Error) -> DatabaseFault | None:
         code = getattr(exc, "sqlite_errorcode", None)
@@ -714,14 +723,8 @@ class SafeDatabase:
         return QueryError(message, "sql")
 
     def file_signature(self) -> tuple[int, int, int, int, int] | None:
-        """The file's device, inode, size, modification and change time (None when it cannot be read): what a
-        result reused across queries is keyed on, so a file replaced or rewritten since is queried afresh (the
-        change time is set by the kernel on every write, so restoring the mtime does not hide a rewrite)."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        """This database's :func:`file_signature`."""
+        return file_signature(self.path)
 
     # ------------------------------------------------------------------ schema
     def tables(self) -> list[str]:
@@ -775,6 +778,22 @@ class SafeDatabase:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def file_signature(path: str | os.PathLike[str]) -> tuple[int, int, int, int, int] | None:
+    """A file's device, inode, size, modification and change time (None when it cannot be read): what a
+    result reused across queries is keyed on, so a file replaced or rewritten since is queried afresh (the
+    change time is set by the kernel on every write, so restoring the mtime does not hide a rewrite).
+
+    Example:
+        >>> file_signature("no-such-file.sqlite") is None
+        True
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def quote_identifier(name: str) -> str:

@@ -23,7 +23,8 @@ What earns each component (the cheapest action that does is a real query over a 
 Speed: connections stay open across steps and episodes; a deterministic query sent again on an unchanged
 file (a GRPO group's next sample, the same peek in a later episode) is answered from a byte-bounded cache
 keyed by the file's identity and a digest of the text; what grading reads from the gold text alone (its
-tokens and top-level ``ORDER BY``) is computed once when the task starts.
+tokens and top-level ``ORDER BY``) is computed once when the task starts; the bundled tasks' gold results
+are computed ahead of time and shipped (:mod:`execgym.envs.sql.gold`), so a submission runs alone.
 
 Who failed: an error of the agent's query (syntax, a refusal, a timeout, a value or result too big, text
 that is not valid Unicode) is the agent's 0; a failure of the machinery (a database file missing, replaced
@@ -138,6 +139,9 @@ class TextToSQLEnv(AgentEnv):
         step_cache_bytes: memory the cache of ``execute_sql`` results may hold (0: none). A query sent again
             on an unchanged file (the same text, in any episode) is answered from it unless it calls one of
             :data:`~execgym.envs.sql.db.VOLATILE_FUNCTIONS`; it is keyed by a digest, never the text.
+        gold_records: grade the bundled tasks against their gold results computed ahead of time
+            (:mod:`execgym.envs.sql.gold`: only for the very database file, by digest, the same gold text and
+            the same SQLite); False runs every gold query live.
         allow_paths_outside_dataset: every database file a loaded dataset names must resolve (symlinks
             followed) inside the dataset's own folder; ``~``, absolute paths, ``..`` and symlinks that leave
             it are errors at load time. A list of folders allows those as well; ``True`` allows any path.
@@ -188,6 +192,7 @@ class TextToSQLEnv(AgentEnv):
         max_gold_value_bytes: int = 1_000_000,
         gold_cache_bytes: int = 64_000_000,
         step_cache_bytes: int = 16_000_000,
+        gold_records: bool = True,
         allow_paths_outside_dataset: bool | Sequence[str | os.PathLike[str]] = False,
         skip_invalid_rows: bool = False,
         **kwargs: Any,
@@ -222,6 +227,8 @@ class TextToSQLEnv(AgentEnv):
                                       max_value_bytes=max(max_value_bytes, max_gold_value_bytes),
                                       allow_unbounded_functions=True)
         self._gold_results: ByteLRU[QueryResult] = ByteLRU(gold_cache_bytes, _result_cost)
+        self.gold_records = bool(gold_records)
+        self._gold_value_bytes = max(max_value_bytes, max_gold_value_bytes)
         # What execute_sql showed for a deterministic query: (text shown, executed, rows), by file and digest.
         self._shown: ByteLRU[tuple[str, bool, int]] = ByteLRU(step_cache_bytes, _shown_cost)
         self._db: SafeDatabase | None = None
@@ -424,6 +431,15 @@ class TextToSQLEnv(AgentEnv):
     def _gold_result(self, path: str, gold: str) -> QueryResult:
         assert self.task is not None
         name = Path(path).name
+        if self.gold_records and not self.task.source.startswith(_CHECKED_SOURCES):
+            # Precomputed for this very file (by content digest), query and SQLite: nothing to run. (Imported
+            # here so that ``python -m execgym.envs.sql.gold`` finds its module not yet imported.)
+            from execgym.envs.sql.gold import shipped_records
+
+            record = shipped_records().lookup(path, gold, max_rows=self.max_result_rows,
+                                              max_value_bytes=self._gold_value_bytes)
+            if record is not None:
+                return record
         try:
             gold_db = _open(self._gold_dbs, path, self.task.source)
         except InfraError:
