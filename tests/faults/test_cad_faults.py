@@ -26,7 +26,10 @@ def env(request) -> Iterator:
 
     if request.param == "docker":
         require_docker("cad")
-    e = CADModelEnv(dataset="bundled", executor=request.param, run_timeout_s=8.0, memory_mb=768)
+    # In-process workers (share_workers="process"), so that faults can be injected through the env's own objects;
+    # the host daemon's faults (a killed daemon, client or grading worker) are in tests/envs/cad/test_cad_host.py.
+    e = CADModelEnv(dataset="bundled", executor=request.param, run_timeout_s=8.0, memory_mb=768,
+                    share_workers="process")
     yield e
     e.close()
 

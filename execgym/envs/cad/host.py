@@ -137,7 +137,9 @@ class _Daemon:
         _write_private(self.dir / f"{name}.pid", str(os.getpid()).encode())
 
     def run(self) -> None:
-        self.server.launch()  # both import CadQuery while the first clients connect
+        # The grader imports CadQuery while the first clients connect; the fork server starts when an env with
+        # forked agent workers asks for it (at once, from its own launch), so envs that run their agent in a
+        # sandbox of their own (fork_agent_workers=False) do not pay for an idle one.
         self.grader.launch()
         threading.Thread(target=self._accept, name="execgym-cad-host-accept", daemon=True).start()
         try:
@@ -248,6 +250,8 @@ class _GraderPool:
         self.graders: list[Any] = [make(0)]
         self.free: list[Any] = list(self.graders)
         self.cond = threading.Condition()
+        self.starting = False  # a grader is being started (importing CadQuery) in the background
+        self.closed = False
         self.references: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> how it was registered
 
     def launch(self) -> None:
@@ -256,16 +260,38 @@ class _GraderPool:
     def wait_ready(self) -> None:
         self.graders[0].wait_ready()
 
+    def _grow(self, index: int) -> None:
+        """Start one more grader; it joins the free ones once it has imported CadQuery."""
+        grader = self.make(index)
+        try:
+            grader.launch()
+            grader.wait_ready()
+        except Exception:  # the pool stays as it is: callers go on with the graders it has
+            with contextlib.suppress(Exception):
+                grader.shutdown()
+            grader = None
+        with self.cond:
+            self.starting = False
+            if grader is not None and self.closed:
+                with contextlib.suppress(Exception):
+                    grader.shutdown()
+            elif grader is not None:
+                self.graders.append(grader)
+                self.free.append(grader)
+            self.cond.notify_all()
+
     @contextlib.contextmanager
     def _one(self) -> Iterator[Any]:
         with self.cond:
-            while not self.free and len(self.graders) >= self.size:
+            while not self.free:
+                # Every grader is busy: start one more in the background (never more than one at a time), and
+                # take whichever is free first, so a caller never waits for a CadQuery import it did not need.
+                if not self.starting and not self.closed and len(self.graders) < self.size:
+                    self.starting = True
+                    threading.Thread(target=self._grow, args=(len(self.graders),), name="execgym-cad-grow",
+                                     daemon=True).start()
                 self.cond.wait()
-            if self.free:
-                grader = self.free.pop()
-            else:
-                grader = self.make(len(self.graders))
-                self.graders.append(grader)
+            grader = self.free.pop()
         try:
             yield grader
         finally:
@@ -286,6 +312,8 @@ class _GraderPool:
             return getattr(grader, method)(*args, **kwargs)
 
     def shutdown(self) -> None:
+        with self.cond:
+            self.closed = True
         for grader in self.graders:
             with contextlib.suppress(Exception):
                 grader.shutdown()

@@ -56,31 +56,37 @@ def alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
+def _argv(p: int) -> list[str]:
+    try:
+        return Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _parent(p: int) -> int:
+    try:
+        stat = Path(f"/proc/{p}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def kernel_mode(p: int) -> str | None:
+    """The mode of a kernel worker that imported CadQuery (``forkserver``, ``grader``...); None for any other
+    process, a fork of a kernel worker included."""
+    args = _argv(p)
+    if any(KERNEL_MARK in a for a in args) and not any(KERNEL_MARK in a for a in _argv(_parent(p))):
+        return args[args.index(next(a for a in args if KERNEL_MARK in a)) + 1]
+    return None
+
+
 def kernel_imports_below(pid: int, but: int | None = None) -> dict[str, int]:
-    """Kernel workers in ``pid``'s tree (less ``but``'s) that imported CadQuery (a fork of a kernel worker does
-    not), by mode."""
-
-    def argv(p: int) -> list[str]:
-        try:
-            return Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            return []
-
-    def parent(p: int) -> int:
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
-            return 0
-        return int(stat[stat.rindex(")") + 2 :].split()[1])
-
+    """Kernel workers in ``pid``'s tree (less ``but``'s) that imported CadQuery, by mode."""
     counts: dict[str, int] = {}
     skip = set(process_tree(but)) if but is not None else set()
     for p in process_tree(pid):
-        if p in skip:
-            continue
-        args = argv(p)
-        if any(KERNEL_MARK in a for a in args) and not any(KERNEL_MARK in a for a in argv(parent(p))):
-            mode = args[args.index(next(a for a in args if KERNEL_MARK in a)) + 1]
+        mode = kernel_mode(p) if p not in skip else None
+        if mode is not None:
             counts[mode] = counts.get(mode, 0) + 1
     return counts
 
@@ -171,6 +177,32 @@ def test_a_killed_daemon_is_replaced_and_grading_goes_on() -> None:
         env.close()
 
 
+def test_a_killed_grading_worker_in_the_daemon_is_replaced_and_the_grade_is_right(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from execgym.envs.cad.tasks import bundled_tasks
+
+    monkeypatch.setenv("EXECGYM_CAD_GRADERS", "1")
+    server = probe()
+    env = make_env()
+    try:
+        env.reset(options={"task_id": TASK})
+        assert run(env, BOX)[0].startswith("OK")  # measured by the daemon's grader, which is up from now on
+        server.client.connect()
+        daemon = server.client.daemon_pid
+        assert daemon is not None
+        graders = [p for p in process_tree(daemon) if kernel_mode(p) == "grader"]
+        assert len(graders) == 1, graders
+        os.kill(graders[0], signal.SIGKILL)
+        wait_until(lambda: not alive(graders[0]), "the grading worker did not die")
+        oracle = next(t.data["code"] for t in bundled_tasks() if t.id == TASK)
+        _, reward, terminated, _, info = env.step({"name": "submit", "arguments": {"code": oracle}})
+        assert terminated and reward == 1.0 and not info.get("infra_error"), info.get("infra_error")
+        assert [p for p in process_tree(daemon) if kernel_mode(p) == "grader"] != graders  # a fresh one graded
+    finally:
+        env.close()
+        server.release()
+
+
 def test_process_scope_keeps_workers_in_the_process() -> None:
     from execgym.envs.cad.grading import SharedGrader, shared_servers
 
@@ -184,16 +216,46 @@ def test_process_scope_keeps_workers_in_the_process() -> None:
         env.close()
 
 
+def test_envs_with_sandboxed_agents_start_no_fork_server_in_the_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    from execgym.envs.cad.host import HostClient
+
+    monkeypatch.setenv("EXECGYM_CAD_GRADERS", "1")
+    env = make_env(fork_agent_workers=False)
+    try:
+        env.reset(options={"task_id": TASK})
+        obs, *_ = run(env, BOX)
+        assert obs.startswith("OK"), obs
+        client = HostClient("local", "cad", MEMORY_MB * 1024 * 1024)
+        client.connect()
+        daemon = client.daemon_pid
+        assert daemon is not None
+        # The grader only: an idle fork server would cost a CadQuery import nobody uses.
+        assert kernel_imports_below(daemon) == {"grader": 1}
+        client.close()
+    finally:
+        env.close()
+
+
 def test_a_bad_share_workers_value_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="share_workers must be"):
         make_env(share_workers="machine")
 
 
 class _FakeGrader:
-    """Stands in for a SharedGrader in the pool's own logic: records what it was asked, can be held busy."""
+    """Stands in for a SharedGrader in the pool's own logic: records what it was asked, can be held busy or slow
+    to start."""
 
-    def __init__(self, index: int, gate: threading.Event) -> None:
-        self.index, self.gate, self._registrations, self.calls = index, gate, {}, []
+    def __init__(self, index: int, gate: threading.Event, started: threading.Event) -> None:
+        self.index, self.gate, self.started, self._registrations, self.calls = index, gate, started, {}, []
+
+    def launch(self) -> None:
+        self.started.wait(10)  # importing CadQuery, until the test lets it finish
+
+    def wait_ready(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
 
     def register(self, task_id: str, **options: object) -> str:
         self._registrations[task_id] = options
@@ -205,27 +267,41 @@ class _FakeGrader:
         return self.index, code
 
 
-def test_grader_pool_grows_only_while_every_grader_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grader_pool_grows_in_the_background_only_while_every_grader_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     from execgym.envs.cad.host import _GraderPool
 
     monkeypatch.setenv("EXECGYM_CAD_GRADERS", "2")
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
     gate.set()
     made: list[_FakeGrader] = []
-    pool = _GraderPool(lambda i: made.append(_FakeGrader(i, gate)) or made[-1])
-    key = pool.call("register", ("box", ), {"tolerance": 0.1})
+    pool = _GraderPool(lambda i: made.append(_FakeGrader(i, gate, started)) or made[-1])
+    key = pool.call("register", ("box",), {"tolerance": 0.1})
     assert pool.call("evaluate", (key, "a"), {}) == (0, "a")
     assert pool.call("evaluate", (key, "b"), {}) == (0, "b") and len(made) == 1  # never busy: no second grader
-    gate.clear()  # the next calls block inside their grader until the gate opens
-    results: list[object] = []
-    threads = [threading.Thread(target=lambda c=c: results.append(pool.call("evaluate", (key, c), {})))
-               for c in "xyz"]
-    for t in threads:
-        t.start()
-    wait_until(lambda: sum(len(g.calls) for g in made) == 4, "two graders did not both take a call")
-    assert len(made) == 2  # grown once, to the cap; the third call waits for a free grader
+    results: dict[str, object] = {}
+
+    def evaluate(code: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.update({code: pool.call("evaluate", (key, code), {})}))
+        thread.start()
+        return thread
+
+    gate.clear()  # calls now block inside their grader until the gate opens
+    x = evaluate("x")
+    wait_until(lambda: len(made[0].calls) == 3, "the first grader did not take the call")
+    y = evaluate("y")  # every grader busy: a second one starts in the background
+    wait_until(lambda: len(made) == 2, "the pool did not start a second grader")
+    gate.set()
+    x.join(10), y.join(10)
+    # y was served by the first grader as soon as it was free, not held up by the second one's start.
+    assert results["y"] == (0, "y") and len(pool.graders) == 1
+    started.set()
+    wait_until(lambda: len(pool.graders) == 2, "the started grader did not join the pool")
+    gate.clear()
+    threads = [evaluate(c) for c in "pqr"]
+    wait_until(lambda: len(made[0].calls) + len(made[1].calls) == 6, "the two graders did not both take a call")
+    assert len(made) == 2  # at the cap: the third call waits for a free grader, no third one starts
     assert made[1]._registrations == {"box": {"tolerance": 0.1}}  # the reference re-registered lazily
     gate.set()
     for t in threads:
         t.join(10)
-    assert sorted(r[1] for r in results) == ["x", "y", "z"] and len(made) == 2
+    assert {results[c][1] for c in "pqr"} == {"p", "q", "r"} and len(made) == 2
