@@ -18,7 +18,7 @@ import pytest
 
 from execgym.rollout.bench import process_tree
 from tests.envs.cad.conftest import needs_cadquery
-from tests.envs.cad.test_cad_shared import BOX, KERNEL_MARK, TASK, run
+from tests.envs.cad.test_cad_shared import BOX, TASK, kernel_mode, run
 
 pytestmark = needs_cadquery
 MEMORY_MB = 640
@@ -54,30 +54,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state[state.rindex(")") + 2] != "Z"
-
-
-def _argv(p: int) -> list[str]:
-    try:
-        return Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def _parent(p: int) -> int:
-    try:
-        stat = Path(f"/proc/{p}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
-
-
-def kernel_mode(p: int) -> str | None:
-    """The mode of a kernel worker that imported CadQuery (``forkserver``, ``grader``...); None for any other
-    process, a fork of a kernel worker included."""
-    args = _argv(p)
-    if any(KERNEL_MARK in a for a in args) and not any(KERNEL_MARK in a for a in _argv(_parent(p))):
-        return args[args.index(next(a for a in args if KERNEL_MARK in a)) + 1]
-    return None
 
 
 def kernel_imports_below(pid: int, but: int | None = None) -> dict[str, int]:

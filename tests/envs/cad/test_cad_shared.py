@@ -27,36 +27,47 @@ def run(env, code: str):
     return env.step({"name": "run_cadquery", "arguments": {"code": code}})
 
 
-def kernel_imports(before: dict[str, int] | None = None) -> dict[str, int]:
-    """Kernel workers below this test process that imported CadQuery themselves, by mode (beyond ``before``:
-    other tests' envs, such as the package fixture's, hold servers of their own executor).
+def _argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def kernel_mode(pid: int) -> str | None:
+    """The mode of a kernel worker that imported CadQuery itself (``forkserver``, ``grader``...), else None.
 
     A fork has its parent's command line; a process that started the kernel (and so imported CadQuery) is one
     whose parent does not run the kernel.
     """
+    args = _argv(pid)
+    if any(KERNEL_MARK in a for a in args) and not any(KERNEL_MARK in a for a in _argv(_ppid(pid))):
+        return args[args.index(next(a for a in args if KERNEL_MARK in a)) + 1]
+    return None
 
-    def argv(pid: int) -> list[str]:
-        try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            return []
 
-    def ppid(pid: int) -> int:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return 0
-        return int(stat[stat.rindex(")") + 2 :].split()[1])
+def kernel_imports(before: dict[str, int] | None = None) -> dict[str, int]:
+    """Kernel workers below this test process that imported CadQuery themselves, by mode (beyond ``before``:
+    other tests' envs, such as the package fixture's, hold servers of their own executor)."""
 
+    from execgym.envs.cad.host import host_daemons
+
+    # A CAD host daemon that an earlier test started is this process's child while it lingers, and may exit at
+    # any moment: its workers are not this test's.
+    daemons = {p for d in host_daemons() for p in process_tree(d)}
     counts: dict[str, int] = {}
     for pid in process_tree(os.getpid())[1:]:
-        args = argv(pid)
-        if not any(KERNEL_MARK in a for a in args):
-            continue
-        if any(KERNEL_MARK in a for a in argv(ppid(pid))):
-            continue  # a fork of a kernel worker: no import of its own
-        mode = args[args.index(next(a for a in args if KERNEL_MARK in a)) + 1]
-        counts[mode] = counts.get(mode, 0) + 1
+        mode = kernel_mode(pid) if pid not in daemons else None
+        if mode is not None:
+            counts[mode] = counts.get(mode, 0) + 1
     before = before or {}
     return {mode: n - before.get(mode, 0) for mode, n in counts.items() if n != before.get(mode, 0)}
 
