@@ -298,8 +298,11 @@ def test_a_real_sigint_in_play_ends_the_episode_cleanly():
     import signal
     import subprocess
 
+    from tests.signals import sigint_default
+
     proc = subprocess.Popen([sys.executable, "-m", "execgym.cli", "play", "--env", "sql", "--seed", "0"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)
     try:
         proc.stdin.write('{"name": "list_tables", "arguments": {}}\n')
         proc.stdin.flush()

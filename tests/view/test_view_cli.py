@@ -15,6 +15,7 @@ import pytest
 
 from execgym.view import ViewError, build_report, load_run, serve_report
 from execgym.view.cli import run as view
+from tests.signals import sigint_default
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -97,7 +98,7 @@ def test_cli_serve_until_interrupted(tmp_path: Path) -> None:
     (tmp_path / "a__oracle.jsonl").write_text(json.dumps(_record()) + "\n")
     proc = subprocess.Popen([sys.executable, "-m", "execgym.view", str(tmp_path), "--serve", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=sigint_default)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("report written to ")
