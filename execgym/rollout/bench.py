@@ -72,7 +72,8 @@ __all__ = [
 ]
 
 HEAVY = {"execgym/CADModel-v0", "execgym/SWERepair-v0"}
-WARMUP_S = 2.0  # each worker's warm-up before a throughput window: at least one episode, at most this long
+SETTLE_S = 120.0  # the longest a worker's warm-up waits for a CAD grader pool that is still growing
+WARMUP_S = 2.0  # the workers' joint warm-up before a throughput window, after one episode each
 
 
 def _percentiles(times_s: Sequence[float]) -> tuple[float, float]:
@@ -145,13 +146,26 @@ def _oracle_episodes(env: gym.Env[Any, Any], episodes: int, seed: int) -> None:
             raise RuntimeError(f"the oracle failed {env.spec.id if env.spec else env} seed {seed + i}: {result}")
 
 
-def _throughput_worker(env_id: str, env_kwargs: dict[str, Any], seconds: float, seed: int, conn: Any) -> None:
-    """Warm up (at least one episode, up to ``min(seconds, WARMUP_S)``), say ready, wait for "go", play for
-    ``seconds``, report episodes/s, hold the env open until "close".
+def _growing(env: gym.Env[Any, Any], t0: float) -> bool:
+    """Whether the env's shared CAD grader pool is still starting a grader (for at most ``SETTLE_S``).
 
-    Holding the env open after the window keeps its processes (sandbox supervisors, CAD workers) alive while
-    the parent reads their memory. A failure is sent as ``("error", text)``; a worker that dies is an
-    ``EOFError`` on the parent's end, so the parent never waits for a worker that is gone.
+    The pool grows while every grader is busy: the first seconds of parallel workers start one more grader,
+    whose CadQuery import would otherwise fall in the window that measures the steady state.
+    """
+    status = getattr(getattr(env.unwrapped, "grader", None), "pool_status", None)
+    return callable(status) and time.perf_counter() - t0 < SETTLE_S and bool(status()["starting"])
+
+
+def _throughput_worker(env_id: str, env_kwargs: dict[str, Any], seconds: float, seed: int, conn: Any) -> None:
+    """Play one episode and say "ready"; on "warm", warm up with the other workers (up to ``min(seconds,
+    WARMUP_S)``, longer while a CAD grader pool grows) and say "warm"; on "go", play for ``seconds``, report
+    episodes/s, hold the env open until "close".
+
+    The warm-up starts in every worker at once, so that it meets the contention the window will (a CAD grader
+    pool grows only while all its graders are busy). Holding the env open after the window keeps its processes
+    (sandbox supervisors, CAD workers) alive while the parent reads their memory. A failure is sent as
+    ``("error", text)``; a worker that dies is an ``EOFError`` on the parent's end, so the parent never waits
+    for a worker that is gone.
     """
     import traceback
 
@@ -160,12 +174,16 @@ def _throughput_worker(env_id: str, env_kwargs: dict[str, Any], seconds: float, 
         env = _make(env_id, env_kwargs)
         # Warm (imports, workers, each task's first-visit caches) on the seeds the window starts with: the
         # window measures the steady state a long rollout runs in, not a fresh process's first episodes.
+        _oracle_episodes(env, 1, seed)
+        conn.send(("ready", None))
+        if conn.recv() != "warm":
+            return
         t0 = time.perf_counter()
-        warmed = 0
-        while warmed == 0 or time.perf_counter() - t0 < min(seconds, WARMUP_S):
+        warmed = 1
+        while time.perf_counter() - t0 < min(seconds, WARMUP_S) or _growing(env, t0):
             _oracle_episodes(env, 1, seed + warmed)
             warmed += 1
-        conn.send(("ready", None))
+        conn.send(("warm", None))
         if conn.recv() != "go":
             return
         t0 = time.perf_counter()
@@ -336,8 +354,8 @@ def run_workers(
 ) -> WorkerRun:
     """Start ``workers`` processes, each with its own env, that play oracle episodes for ``seconds`` at once.
 
-    Each worker warms up (oracle episodes, at least one, for up to ``min(seconds, WARMUP_S)``) before the
-    common window starts. With ``memory_samples`` > 0 the
+    Each worker plays one oracle episode, then all warm up together (for ``min(seconds, WARMUP_S)``, longer
+    while a CAD grader pool is still growing) before the common window starts. With ``memory_samples`` > 0 the
     memory of all the workers' process trees is read that many times, evenly spread over the window, and
     once more after it while the envs are still open; the largest total is kept. A failing worker raises
     ``RuntimeError`` with its traceback.
@@ -358,6 +376,9 @@ def run_workers(
             pipes.append(parent)
             procs.append(proc)
         _collect(env_id, pipes, "ready", start_timeout)
+        for pipe in pipes:
+            pipe.send("warm")
+        _collect(env_id, pipes, "warm", start_timeout)
         for pipe in pipes:
             pipe.send("go")
         t0 = time.perf_counter()

@@ -98,7 +98,9 @@ def host_name(executor: str, image: str, memory_bytes: int) -> str:
     global _DIGEST
     if _DIGEST is None:
         _DIGEST = _code_digest()
-    ident = json.dumps([executor, image, int(memory_bytes), sys.executable, _DIGEST])
+    # The interpreter by what it is and which environment it runs in: ``python`` and ``python3.11`` of one install
+    # share a daemon, two virtualenvs over one interpreter do not.
+    ident = json.dumps([executor, image, int(memory_bytes), os.path.realpath(sys.executable), sys.prefix, _DIGEST])
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
@@ -221,7 +223,7 @@ class _Daemon:
             elif message.get("op") == "kill":
                 tokens.discard(str(message.get("token")))
             return reply
-        if target == "grader" and method in ("launch", "wait_ready"):
+        if target == "grader" and method in ("launch", "wait_ready", "status"):
             return getattr(self.grader, method)()
         if target == "grader" and method in ("register", "summary", "grade", "inspect", "tessellate"):
             return self.grader.call(method, args, kwargs)
@@ -253,12 +255,19 @@ class _GraderPool:
         self.starting = False  # a grader is being started (importing CadQuery) in the background
         self.closed = False
         self.references: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> how it was registered
+        self.summaries: dict[str, dict[str, Any]] = {}  # key -> the reference's summary (fixed once built)
+        self.ready = threading.Event()  # the first grader has imported CadQuery
 
     def launch(self) -> None:
-        self.graders[0].launch()
+        if not self.ready.is_set():
+            self.graders[0].launch()
 
     def wait_ready(self) -> None:
-        self.graders[0].wait_ready()
+        # Once a grader is up, an env's reset does not queue behind another env's grading call to ask again (a
+        # grader whose worker died restarts it on its next call).
+        if not self.ready.is_set():
+            self.graders[0].wait_ready()
+            self.ready.set()
 
     def _grow(self, index: int) -> None:
         """Start one more grader; it joins the free ones once it has imported CadQuery."""
@@ -281,7 +290,7 @@ class _GraderPool:
             self.cond.notify_all()
 
     @contextlib.contextmanager
-    def _one(self) -> Iterator[Any]:
+    def _one(self, key: str | None = None) -> Iterator[Any]:
         with self.cond:
             while not self.free:
                 # Every grader is busy: start one more in the background (never more than one at a time), and
@@ -291,7 +300,10 @@ class _GraderPool:
                     threading.Thread(target=self._grow, args=(len(self.graders),), name="execgym-cad-grow",
                                      daemon=True).start()
                 self.cond.wait()
-            grader = self.free.pop()
+            # A free grader that holds ``key``'s reference already, else any: no reference is built twice while
+            # a grader that has it is free.
+            at = next((i for i in range(len(self.free) - 1, -1, -1) if key in self.free[i]._registrations), -1)
+            grader = self.free.pop(at)
         try:
             yield grader
         finally:
@@ -299,17 +311,35 @@ class _GraderPool:
                 self.free.append(grader)
                 self.cond.notify()
 
+    def status(self) -> dict[str, Any]:
+        """How many graders run, how many may, and whether one is being started in the background."""
+        with self.cond:
+            return {"graders": len(self.graders), "max_graders": self.size, "starting": self.starting}
+
     def call(self, method: str, args: tuple, kwargs: dict[str, Any]) -> Any:
-        with self._one() as grader:
+        # A reference registered before, and its summary, are answered without a grader: an env's reset does not
+        # wait for another env's grading call to finish (the other graders build the reference when first used).
+        if method == "register" and args:
+            from execgym.envs.cad.grading import CADGrader
+
+            known = CADGrader.reference_key(args[0], kwargs.get("code"), kwargs.get("mesh_path"))
+            if known in self.references:
+                return known
+        if method == "summary" and args and args[0] in self.summaries:
+            return dict(self.summaries[args[0]])
+        key = kwargs.get("key") if method == "tessellate" else args[0] if args and method != "register" else None
+        with self._one(key) as grader:
             if method == "register":
                 key = grader.register(*args, **kwargs)
                 self.references[key] = (args[0], dict(kwargs))
                 return key
-            key = kwargs.get("key") if method == "tessellate" else args[0]
             if key is not None and key in self.references and key not in grader._registrations:
                 task_id, options = self.references[key]
                 grader.register(task_id, **options)
-            return getattr(grader, method)(*args, **kwargs)
+            value = getattr(grader, method)(*args, **kwargs)
+            if method == "summary":
+                self.summaries[args[0]] = dict(value)
+            return value
 
     def shutdown(self) -> None:
         with self.cond:
@@ -538,6 +568,10 @@ class HostGrader:
 
     def wait_ready(self) -> None:
         self._call("wait_ready")
+
+    def pool_status(self) -> dict[str, Any]:
+        """The daemon's grader pool: ``graders`` running, ``max_graders`` and whether one is ``starting``."""
+        return self._call("status")
 
     def register(self, task_id: str, **kwargs: Any) -> str:
         key = self._call("register", task_id, **kwargs)

@@ -93,6 +93,11 @@ def test_envs_in_subprocesses_share_one_host_daemon(monkeypatch: pytest.MonkeyPa
         oracle = next(t.data["code"] for t in bundled_tasks() if t.id == TASK)
         _, reward, terminated, _, info = vec.step([{"name": "submit", "arguments": {"code": oracle}}] * 3)
         assert list(reward) == [1.0, 1.0, 1.0] and all(terminated), info
+        from execgym.envs.cad.host import HostGrader
+
+        grader = HostGrader("local", memory_bytes=MEMORY_MB * 1024 * 1024)  # the same daemon, as an env sees it
+        assert grader.pool_status() == {"graders": 1, "max_graders": 1, "starting": False}
+        grader.close()
     finally:
         vec.close()
     wait_until(lambda: workers(server) == 0, "closing the envs did not stop their forked workers")
@@ -234,8 +239,15 @@ class _FakeGrader:
         pass
 
     def register(self, task_id: str, **options: object) -> str:
-        self._registrations[task_id] = options
-        return task_id
+        from execgym.envs.cad.grading import CADGrader
+
+        key = CADGrader.reference_key(task_id, options.get("code"), options.get("mesh_path"))
+        self._registrations[key] = options
+        return key
+
+    def summary(self, key: str) -> dict[str, object]:
+        self.calls.append((key, "summary"))
+        return {"volume": 8.0, "grader": self.index}
 
     def evaluate(self, key: str, code: str) -> tuple[int, str]:
         self.calls.append((key, code))
@@ -266,18 +278,69 @@ def test_grader_pool_grows_in_the_background_only_while_every_grader_is_busy(mon
     wait_until(lambda: len(made[0].calls) == 3, "the first grader did not take the call")
     y = evaluate("y")  # every grader busy: a second one starts in the background
     wait_until(lambda: len(made) == 2, "the pool did not start a second grader")
+    assert pool.status() == {"graders": 1, "max_graders": 2, "starting": True}
     gate.set()
     x.join(10), y.join(10)
     # y was served by the first grader as soon as it was free, not held up by the second one's start.
     assert results["y"] == (0, "y") and len(pool.graders) == 1
     started.set()
     wait_until(lambda: len(pool.graders) == 2, "the started grader did not join the pool")
+    assert pool.status() == {"graders": 2, "max_graders": 2, "starting": False}
+    # Both free: the call goes to the grader that holds the reference, not to the new one (which would build it).
+    assert pool.call("evaluate", (key, "s"), {}) == (0, "s") and made[1]._registrations == {}
     gate.clear()
     threads = [evaluate(c) for c in "pqr"]
-    wait_until(lambda: len(made[0].calls) + len(made[1].calls) == 6, "the two graders did not both take a call")
+    wait_until(lambda: len(made[0].calls) + len(made[1].calls) == 7, "the two graders did not both take a call")
     assert len(made) == 2  # at the cap: the third call waits for a free grader, no third one starts
-    assert made[1]._registrations == {"box": {"tolerance": 0.1}}  # the reference re-registered lazily
+    assert made[1]._registrations == {key: {"tolerance": 0.1}}  # the reference re-registered lazily
     gate.set()
     for t in threads:
         t.join(10)
     assert {results[c][1] for c in "pqr"} == {"p", "q", "r"} and len(made) == 2
+
+
+def test_a_reset_never_waits_for_another_envs_grading_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a reset asks the pool (ready?, register a known reference, its summary) is answered while every grader
+    is busy grading for other envs."""
+    from execgym.envs.cad.host import _GraderPool
+
+    monkeypatch.setenv("EXECGYM_CAD_GRADERS", "1")
+    gate, started = threading.Event(), threading.Event()
+    gate.set(), started.set()
+    made: list[_FakeGrader] = []
+    pool = _GraderPool(lambda i: made.append(_FakeGrader(i, gate, started)) or made[-1])
+    pool.launch(), pool.wait_ready()
+    key = pool.call("register", ("box",), {"code": "box()"})
+    assert pool.call("summary", (key,), {}) == {"volume": 8.0, "grader": 0}
+    gate.clear()
+    busy = threading.Thread(target=pool.call, args=("evaluate", (key, "x"), {}))
+    busy.start()
+    wait_until(lambda: (key, "x") in made[0].calls, "the grader did not take the call")
+    # The only grader is held: each of these would block until the gate opens if it needed a grader.
+    pool.launch(), pool.wait_ready()
+    assert pool.call("register", ("box",), {"code": "box()"}) == key
+    summary = pool.call("summary", (key,), {})
+    assert summary == {"volume": 8.0, "grader": 0} and busy.is_alive()
+    summary["volume"] = -1.0  # a caller's copy: the pool's stays as built
+    assert pool.call("summary", (key,), {})["volume"] == 8.0
+    assert [c for c in made[0].calls if c[1] == "summary"] == [(key, "summary")]  # built once, then remembered
+    gate.set()
+    busy.join(10)
+    assert pool.call("register", ("box",), {"code": "other()"}) != key  # another reference program: registered
+
+
+def test_one_interpreter_under_two_names_shares_a_daemon_two_virtualenvs_do_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from execgym.envs.cad.host import host_name
+
+    real = tmp_path / "python3.11"
+    real.write_text("")
+    (tmp_path / "python").symlink_to(real.name)
+    names = {}
+    for exe, prefix in (("python3.11", "/base"), ("python", "/base"), ("python", "/a-venv")):
+        monkeypatch.setattr(sys, "executable", str(tmp_path / exe))
+        monkeypatch.setattr(sys, "prefix", prefix)
+        names[exe, prefix] = host_name("local", "cad", 1 << 30)
+    assert names["python3.11", "/base"] == names["python", "/base"] != names["python", "/a-venv"]
