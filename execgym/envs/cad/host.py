@@ -327,7 +327,11 @@ class _GraderPool:
                 return known
         if method == "summary" and args and args[0] in self.summaries:
             return dict(self.summaries[args[0]])
-        key = kwargs.get("key") if method == "tessellate" else args[0] if args and method != "register" else None
+        key = None  # the reference the call grades against (a register call makes it)
+        if method == "tessellate":
+            key = kwargs.get("key")
+        elif method != "register" and args:
+            key = args[0]
         with self._one(key) as grader:
             if method == "register":
                 key = grader.register(*args, **kwargs)
