@@ -16,8 +16,10 @@ One row per env:
 
 The scaling table (``execgym bench --scaling [--workers 1,2,4,8] [--seconds S] [--env ...]``), to size a
 machine: for each env and each worker count N, N fresh worker processes, each with its own env instance,
-warm up (oracle episodes for up to 2 s, at least one), then play oracle episodes for the same window
-(``--seconds``; heavy envs: x4). One row per N:
+warm up together (one oracle episode of every bundled task, for at most 30 s, then more for up to 2 s, and
+while a CAD grader pool grows), then play oracle episodes for the same window (``--seconds``; heavy envs:
+x4). A CAD row first waits for the previous row's host daemon to exit, so each row starts its own. One row
+per N:
 
 - ``eps/s``: the N workers' oracle episodes per second together;
 - ``speedup``: eps/s over the 1-worker row's (ideal N; only as good as the cores that are free);
@@ -74,6 +76,8 @@ __all__ = [
 HEAVY = {"execgym/CADModel-v0", "execgym/SWERepair-v0"}
 SETTLE_S = 120.0  # the longest a worker's warm-up waits for a CAD grader pool that is still growing
 WARMUP_S = 2.0  # the workers' joint warm-up before a throughput window, after one episode each
+COVER_S = 30.0  # the longest a worker's warm-up spends playing each bundled task once
+HOST_EXIT_S = 15.0  # the longest a CAD scaling row waits for the host daemon of the previous row to exit
 
 
 def _percentiles(times_s: Sequence[float]) -> tuple[float, float]:
@@ -149,6 +153,35 @@ def _oracle_episodes(env: gym.Env[Any, Any], episodes: int, seed: int) -> None:
             raise RuntimeError(f"the oracle failed {env.spec.id if env.spec else env} seed {seed + i}: {result}")
 
 
+def _cover_tasks(env: gym.Env[Any, Any], seed: int, budget_s: float = COVER_S) -> int:
+    """Play one oracle episode of every bundled task (for at most ``budget_s``); returns how many were played.
+
+    A task's first episode can cost more than its later ones (a CAD reference is built once per grader, a
+    database's digest is read once): the window then measures the steady state of a long run whichever tasks
+    its seeds draw. Each worker starts at another task (``seed``), as workers of a real run do.
+    """
+    from execgym.agents import OracleAgent
+    from execgym.core.report import TASK_ID
+    from execgym.rollout.episode import run_episode
+
+    bundled = getattr(env.unwrapped, "bundled_tasks", None)
+    tasks = [t.id for t in bundled()] if callable(bundled) else []
+    if not tasks:
+        return 0
+    start = seed % len(tasks)
+    agent = OracleAgent(env)
+    t0 = time.perf_counter()
+    played = 0
+    for task_id in tasks[start:] + tasks[:start]:
+        if time.perf_counter() - t0 >= budget_s:
+            break
+        result = run_episode(env, agent, options={TASK_ID: task_id}, act_timeout_s=None)
+        if result.outcome < 1.0:
+            raise RuntimeError(f"the oracle failed {env.spec.id if env.spec else env} task {task_id}: {result}")
+        played += 1
+    return played
+
+
 def _growing(env: gym.Env[Any, Any], t0: float) -> bool:
     """Whether the env's shared CAD grader pool is still starting a grader (for at most ``SETTLE_S``).
 
@@ -160,9 +193,9 @@ def _growing(env: gym.Env[Any, Any], t0: float) -> bool:
 
 
 def _throughput_worker(env_id: str, env_kwargs: dict[str, Any], seconds: float, seed: int, conn: Any) -> None:
-    """Play one episode and say "ready"; on "warm", warm up with the other workers (up to ``min(seconds,
-    WARMUP_S)``, longer while a CAD grader pool grows) and say "warm"; on "go", play for ``seconds``, report
-    episodes/s, hold the env open until "close".
+    """Play one episode and say "ready"; on "warm", warm up with the other workers (every bundled task once, see
+    :func:`_cover_tasks`, then up to ``min(seconds, WARMUP_S)``, longer while a CAD grader pool grows) and say
+    "warm"; on "go", play for ``seconds``, report episodes/s, hold the env open until "close".
 
     The warm-up starts in every worker at once, so that it meets the contention the window will (a CAD grader
     pool grows only while all its graders are busy). Holding the env open after the window keeps its processes
@@ -181,6 +214,7 @@ def _throughput_worker(env_id: str, env_kwargs: dict[str, Any], seconds: float, 
         conn.send(("ready", None))
         if conn.recv() != "warm":
             return
+        _cover_tasks(env, seed // 1000)
         t0 = time.perf_counter()
         warmed = 1
         while time.perf_counter() - t0 < min(seconds, WARMUP_S) or _growing(env, t0):
@@ -557,6 +591,38 @@ def run_bench(
 SCALING_WORKERS = (1, 2, 4, 8)
 
 
+def _await_host_exit(timeout_s: float = HOST_EXIT_S) -> bool:
+    """Wait (at most ``timeout_s``) until no CAD host daemon of this user runs; True once none does.
+
+    A daemon outlives its last env by a moment, with the graders the previous row grew and the references
+    they built: a row that found it would measure another pool (and count its memory) than a row that starts
+    one. Each row starts its own, so rows compare like with like in whatever order they run.
+    """
+    from execgym.envs.cad.host import host_daemons
+
+    deadline = time.monotonic() + timeout_s
+    seen: set[int] = set()
+    while True:
+        # A stopping daemon removes its pid file first, then shuts its workers down: wait for the process too.
+        live = set(host_daemons())
+        seen |= live
+        if not live and not any(_running(pid) for pid in seen):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 def scaling(
     env_id: str,
     workers: Sequence[int] = SCALING_WORKERS,
@@ -583,6 +649,8 @@ def scaling(
     for n in counts:
         if log:
             log(f"  {env_id}: {n} worker{'s' if n > 1 else ''} ...")
+        if "CAD" in env_id:
+            _await_host_exit()
         load = os.getloadavg()[0]
         run = run_workers(env_id, n, window, env_kwargs, memory_samples=max(1, memory_samples))
         assert run.memory is not None

@@ -116,3 +116,16 @@ class _ExitOnArrival:
 
     def __reduce__(self):
         return os._exit, (3,)
+
+
+def test_the_warm_up_plays_every_bundled_task_once_from_the_workers_own_start():
+    import gymnasium as gym
+
+    env = gym.make("execgym/TextToSQL-v0")
+    try:
+        tasks = [t.id for t in env.unwrapped.bundled_tasks()]
+        assert bench._cover_tasks(env, seed=5) == len(tasks)
+        assert env.unwrapped.task.id == tasks[4]  # started at task 5, went round, ended at the one before it
+        assert bench._cover_tasks(env, seed=0, budget_s=0.0) == 0  # the budget bounds it
+    finally:
+        env.close()

@@ -344,3 +344,21 @@ def test_one_interpreter_under_two_names_shares_a_daemon_two_virtualenvs_do_not(
         monkeypatch.setattr(sys, "prefix", prefix)
         names[exe, prefix] = host_name("local", "cad", 1 << 30)
     assert names["python3.11", "/base"] == names["python", "/base"] != names["python", "/a-venv"]
+
+
+def test_a_scaling_row_waits_for_the_previous_rows_host_daemon_to_exit() -> None:
+    from execgym.envs.cad.host import host_daemons
+    from execgym.rollout.bench import _await_host_exit
+
+    env = make_env()
+    try:
+        env.reset(options={"task_id": TASK})
+        obs, *_ = run(env, BOX)
+        assert obs.startswith("OK"), obs
+        daemons = host_daemons()
+        assert daemons
+        assert not _await_host_exit(timeout_s=0.3)  # an env still holds it: not gone
+    finally:
+        env.close()
+    assert _await_host_exit(timeout_s=60.0)
+    assert host_daemons() == [] and not any(alive(pid) for pid in daemons)
