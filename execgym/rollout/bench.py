@@ -591,26 +591,24 @@ def run_bench(
 SCALING_WORKERS = (1, 2, 4, 8)
 
 
-def _await_host_exit(timeout_s: float = HOST_EXIT_S) -> bool:
-    """Wait (at most ``timeout_s``) until no CAD host daemon of this user runs; True once none does.
+def _await_host_exit(timeout_s: float = HOST_EXIT_S, pids: Sequence[int] | None = None) -> bool:
+    """Wait (at most ``timeout_s``) until the CAD host daemons ``pids`` (default: those of this user running
+    now) have exited; True once they have.
 
     A daemon outlives its last env by a moment, with the graders the previous row grew and the references
     they built: a row that found it would measure another pool (and count its memory) than a row that starts
-    one. Each row starts its own, so rows compare like with like in whatever order they run.
+    one. Each row starts its own, so rows compare like with like in whatever order they run. The process is
+    watched, not its pid file: a stopping daemon removes the file first, then shuts its workers down.
     """
     from execgym.envs.cad.host import host_daemons
 
+    waiting = list(host_daemons() if pids is None else pids)
     deadline = time.monotonic() + timeout_s
-    seen: set[int] = set()
-    while True:
-        # A stopping daemon removes its pid file first, then shuts its workers down: wait for the process too.
-        live = set(host_daemons())
-        seen |= live
-        if not live and not any(_running(pid) for pid in seen):
-            return True
+    while any(_running(pid) for pid in waiting):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
+    return True
 
 
 def _running(pid: int) -> bool:

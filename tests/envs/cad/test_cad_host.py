@@ -347,18 +347,20 @@ def test_one_interpreter_under_two_names_shares_a_daemon_two_virtualenvs_do_not(
 
 
 def test_a_scaling_row_waits_for_the_previous_rows_host_daemon_to_exit() -> None:
+    from execgym.envs.cad.env import CADModelEnv
     from execgym.envs.cad.host import host_daemons
     from execgym.rollout.bench import _await_host_exit
 
-    env = make_env()
+    before = set(host_daemons())  # other tests' daemons may still be held: this one's settings are its own
+    env = CADModelEnv(dataset="bundled", executor="local", run_timeout_s=8.0, memory_mb=MEMORY_MB + 1)
     try:
         env.reset(options={"task_id": TASK})
         obs, *_ = run(env, BOX)
         assert obs.startswith("OK"), obs
-        daemons = host_daemons()
-        assert daemons
-        assert not _await_host_exit(timeout_s=0.3)  # an env still holds it: not gone
+        daemons = sorted(set(host_daemons()) - before)
+        assert len(daemons) == 1
+        assert not _await_host_exit(timeout_s=0.3, pids=daemons)  # an env still holds it: not gone
     finally:
         env.close()
-    assert _await_host_exit(timeout_s=60.0)
-    assert host_daemons() == [] and not any(alive(pid) for pid in daemons)
+    assert _await_host_exit(timeout_s=60.0, pids=daemons)
+    assert not alive(daemons[0]) and daemons[0] not in host_daemons()
