@@ -17,12 +17,13 @@ ahead of time (``execgym.envs.sql.gold``: by database digest, gold text and SQLi
 
 The floor is the query alone on an already open read-only connection (prepared and run once, all rows
 fetched, no guard, no formatting): what any env pays at least for a query it has not seen. ``skyrl-gym /
-floor`` is therefore the most a first execution could be sped up.
+floor`` is therefore the most a first execution could be sped up. The skyrl-gym worker also measures the floor
+on the SQLite that apsw bundles (newer than most Pythons'): whether another SQLite build would move that bound.
 
-skyrl-gym is not a dependency of execgym: it is installed in a separate virtualenv and driven from a
+skyrl-gym (and apsw) are not dependencies of execgym: they are installed in a separate virtualenv and driven from a
 subprocess of this script (``--skyrl-worker``)::
 
-    python benchmarks/sql.py --setup      # once: create the benchmark venv and pip install skyrl-gym
+    python benchmarks/sql.py --setup      # once: create the benchmark venv, pip install skyrl-gym and apsw
     python benchmarks/sql.py              # measure both and print the table
     python benchmarks/sql.py --venv DIR   # use another venv (default: <tmp>/execgym-bench-skyrl)
 """
@@ -49,10 +50,10 @@ def _venv_python(venv: Path) -> Path:
 
 
 def setup(venv: Path) -> None:
-    """Create the benchmark's own virtualenv with skyrl-gym in it."""
+    """Create the benchmark's own virtualenv with skyrl-gym in it, and apsw (a newer SQLite, for a second floor)."""
     if not _venv_python(venv).exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(_venv_python(venv)), "-m", "pip", "install", "--quiet", "skyrl-gym"], check=True)
+    subprocess.run([str(_venv_python(venv)), "-m", "pip", "install", "--quiet", "skyrl-gym", "apsw"], check=True)
 
 
 def _summary(samples: list[float]) -> dict[str, float]:
@@ -143,13 +144,25 @@ def execgym_round(task_ids: list[str], explore: list[dict[str, str]], first_task
     return {**out, "rewards": rewards}
 
 
-def floor_round(tasks: list[dict[str, str]], explore: list[dict[str, str]]) -> dict[str, list[float]]:
-    """Each query once on an open read-only connection (opened before timing): prepare, run, fetch all."""
-    import sqlite3
+def floor_round(tasks: list[dict[str, str]], explore: list[dict[str, str]],
+                paths: dict[str, Path] | None = None, engine: str = "sqlite3") -> dict[str, list[float]]:
+    """Each query once on an open read-only connection (opened before timing): prepare, run, fetch all.
 
-    from execgym.envs.sql.tasks import bundled_db_path
+    ``engine`` is the standard library's ``sqlite3`` (the SQLite Python was built with) or ``apsw`` (the
+    SQLite its wheel bundles, measured in the benchmark venv): how much a newer SQLite alone would give.
+    """
+    if paths is None:
+        from execgym.envs.sql.tasks import bundled_db_path
 
-    conns = {d: sqlite3.connect(bundled_db_path(d).resolve().as_uri() + "?mode=ro", uri=True) for d in DB_IDS}
+        paths = {d: bundled_db_path(d) for d in DB_IDS}
+    if engine == "apsw":
+        import apsw
+
+        conns: dict[str, Any] = {d: apsw.Connection(str(p), flags=apsw.SQLITE_OPEN_READONLY) for d, p in paths.items()}
+    else:
+        import sqlite3
+
+        conns = {d: sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True) for d, p in paths.items()}
     out: dict[str, list[float]] = {"step": [], "explore": []}
     for key, items, field in (("step", tasks, "gold"), ("explore", explore, "query")):
         for item in items:
@@ -169,6 +182,12 @@ def skyrl_worker(spec_path: Path) -> None:
 
     spec = json.loads(spec_path.read_text())
     config = Text2SQLEnvConfig(db_path=spec["db_root"])
+    try:
+        import apsw
+
+        apsw_version = apsw.sqlite_lib_version()
+    except ImportError:
+        apsw_version = ""
 
     def make(db_id: str, gold: str, question: str) -> Any:
         extras = {"db_id": db_id, "reward_spec": {"ground_truth": gold}, "data": "spider", "max_turns": 50}
@@ -177,7 +196,7 @@ def skyrl_worker(spec_path: Path) -> None:
         return env
 
     for _line in sys.stdin:
-        out: dict[str, list[float]] = {k: [] for k in ("reset", "step", "repeat", "submit", "explore", "rewards")}
+        out: dict[str, Any] = {k: [] for k in ("reset", "step", "repeat", "submit", "explore", "rewards")}
         for task in spec["tasks"]:
             start = time.perf_counter()
             env = make(task["db_id"], task["gold"], task["question"])
@@ -201,6 +220,10 @@ def skyrl_worker(spec_path: Path) -> None:
             env.step(f"<think>explore</think>\n<sql>{item['query']}</sql>")
             out["explore"].append(time.perf_counter() - start)
             env.close()
+        if apsw_version:
+            paths = {d: Path(spec["db_root"]) / "spider" / "database" / d / f"{d}.sqlite" for d in DB_IDS}
+            out["apsw_floor"] = floor_round(spec["tasks"], spec["explore"], paths, engine="apsw")
+            out["apsw_version"] = apsw_version
         print(json.dumps(out), flush=True)
 
 
@@ -299,6 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     if skyrl is not None:
         skyrl.close()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    import sqlite3
+
+    sqlite_version = sqlite3.sqlite_version
 
     ours = {k: _summary(_best_of(ours_rounds, k))
             for k in ("reset", "step", "repeat", "cold", "live", "warm", "explore")}
@@ -306,8 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     theirs = ({k: _summary(_best_of(skyrl_rounds, k)) for k in ("reset", "step", "repeat", "submit", "explore")}
               if skyrl_rounds else None)
     print(f"{len(tasks)} bundled tasks (gold queries) and {len(explore)} exploration queries, best of "
-          f"{args.rounds} interleaved rounds per query; python {sys.version.split()[0]}; load average "
-          f"{load:.1f}\n")
+          f"{args.rounds} interleaved rounds per query; python {sys.version.split()[0]}, SQLite {sqlite_version}; "
+          f"load average {load:.1f}\n")
     print("| measure | execgym (ms) | skyrl-gym (ms) | execgym speed-up | floor (ms) | execgym / floor |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     stats = (("median", "median_ms"), ("mean", "mean_ms"), ("p90", "p90_ms"))
@@ -344,6 +370,15 @@ def main(argv: list[str] | None = None) -> None:
             if need < floor["step"][stat]:
                 print(f"5x at the {label} of a first `execute_sql` needs {need:.3f} ms, less than SQLite alone takes "
                       f"for these queries on an open connection ({floor['step'][stat]:.3f} ms)")
+        newer = [r["apsw_floor"] for r in skyrl_rounds if "apsw_floor" in r]
+        if newer:
+            fast = {k: _summary(_best_of(newer, k)) for k in ("step", "explore")}
+            print("\nthe floor of the first `execute_sql` queries on a newer SQLite "
+                  f"({skyrl_rounds[0]['apsw_version']}, through apsw in the benchmark venv):")
+            for label, stat in stats:
+                gain = floor["step"][stat] / fast["step"][stat]
+                print(f"- {label} {fast['step'][stat]:.3f} ms, {gain:.2f}x less than on SQLite {sqlite_version}; "
+                      f"5x needs a whole step of {theirs['step'][stat] / 5:.3f} ms")
     ours_rewards = [x for r in ours_rounds for x in r["rewards"]]
     print(f"\nmean reward of the gold submission: execgym {statistics.fmean(ours_rewards):.3f}"
           + (f", skyrl-gym {statistics.fmean([x for r in skyrl_rounds for x in r['rewards']]):.3f}"

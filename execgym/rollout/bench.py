@@ -139,18 +139,24 @@ def memory_per_env(env_id: str, env_kwargs: dict[str, Any] | None = None, count:
     return float(value) / 2**20
 
 
+def _oracle_episode(env: gym.Env[Any, Any], agent: Any, what: str, **reset: Any) -> None:
+    """One oracle episode (``reset``: run_episode's seed or options); raises unless it earns full reward."""
+    from execgym.rollout.episode import run_episode
+
+    # The oracle is this package's own code and cannot hang: no act timeout, so no hand-off to an agent thread
+    # per turn, whose wake-up of an idle core cost a lone worker more than half of a sub-millisecond episode on
+    # a 2-core VM (and made 2 workers look 4x faster than one).
+    result = run_episode(env, agent, act_timeout_s=None, **reset)
+    if result.outcome < 1.0:
+        raise RuntimeError(f"the oracle failed {env.spec.id if env.spec else env} {what}: {result}")
+
+
 def _oracle_episodes(env: gym.Env[Any, Any], episodes: int, seed: int) -> None:
     from execgym.agents import OracleAgent
-    from execgym.rollout.episode import run_episode
 
     agent = OracleAgent(env)
     for i in range(episodes):
-        # The oracle is this package's own code and cannot hang: no act timeout, so no hand-off to an agent
-        # thread per turn, whose wake-up of an idle core cost a lone worker more than half of a sub-millisecond
-        # episode on a 2-core VM (and made 2 workers look 4x faster than one).
-        result = run_episode(env, agent, seed=seed + i, act_timeout_s=None)
-        if result.outcome < 1.0:
-            raise RuntimeError(f"the oracle failed {env.spec.id if env.spec else env} seed {seed + i}: {result}")
+        _oracle_episode(env, agent, f"seed {seed + i}", seed=seed + i)
 
 
 def _cover_tasks(env: gym.Env[Any, Any], seed: int, budget_s: float = COVER_S) -> int:
@@ -162,7 +168,6 @@ def _cover_tasks(env: gym.Env[Any, Any], seed: int, budget_s: float = COVER_S) -
     """
     from execgym.agents import OracleAgent
     from execgym.core.report import TASK_ID
-    from execgym.rollout.episode import run_episode
 
     bundled = getattr(env.unwrapped, "bundled_tasks", None)
     tasks = [t.id for t in bundled()] if callable(bundled) else []
@@ -175,9 +180,7 @@ def _cover_tasks(env: gym.Env[Any, Any], seed: int, budget_s: float = COVER_S) -
     for task_id in tasks[start:] + tasks[:start]:
         if time.perf_counter() - t0 >= budget_s:
             break
-        result = run_episode(env, agent, options={TASK_ID: task_id}, act_timeout_s=None)
-        if result.outcome < 1.0:
-            raise RuntimeError(f"the oracle failed {env.spec.id if env.spec else env} task {task_id}: {result}")
+        _oracle_episode(env, agent, f"task {task_id}", options={TASK_ID: task_id})
         played += 1
     return played
 
